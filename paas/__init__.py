@@ -1,0 +1,1 @@
+"""The PaaS controller, its scheduler, deployer and builder, and the `paas` CLI."""

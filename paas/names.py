@@ -1,0 +1,42 @@
+"""Validation of the names users choose: checked at the API edge and wherever a name meets a
+path, a container name, a Consul key or a template."""
+
+from __future__ import annotations
+
+import re
+
+APP_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
+PROCESS_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,29}$")
+INSTANCE_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}-v[0-9]+-[a-z][a-z0-9_-]{0,29}-[0-9a-f]{6}$")
+
+
+class InvalidName(ValueError):
+    """A name that breaks the naming rules; the message is one sentence for the user."""
+
+
+def validate_app_name(name: object) -> str:
+    """Return `name` if it is a valid app name (one DNS label), else raise InvalidName."""
+    if not isinstance(name, str) or not APP_NAME_RE.fullmatch(name):
+        shown = name if isinstance(name, str) and len(name) <= 40 else "that name"
+        raise InvalidName(
+            f"invalid app name {shown!r}: use 1-30 characters, lowercase letters, digits "
+            "and '-', starting with a letter"
+        )
+    return name
+
+
+def validate_process_name(name: object) -> str:
+    """Return `name` if it is a valid process type name (web, worker, ...), else raise."""
+    if not isinstance(name, str) or not PROCESS_NAME_RE.fullmatch(name):
+        raise InvalidName(
+            "invalid process type name: use 1-30 characters, lowercase letters, digits, "
+            "'-' and '_', starting with a letter"
+        )
+    return name
+
+
+def validate_instance_id(value: object) -> str:
+    """Return `value` if it is a well-formed instance id, else raise InvalidName."""
+    if not isinstance(value, str) or not INSTANCE_ID_RE.fullmatch(value):
+        raise InvalidName("invalid instance id")
+    return value

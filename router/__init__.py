@@ -1,0 +1,1 @@
+"""The router: turns Consul's view of healthy instances into HAProxy configuration."""
