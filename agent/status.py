@@ -1,0 +1,58 @@
+"""What the agent reports in its heartbeats: one state record per assigned instance (pure).
+
+States (docs/architecture.md): `running` (container running), `starting` (not tried yet, a start
+in flight, or Docker is creating/restarting it), `exited` (the container stopped; `exit_code`
+says how) and
+`missing` (assigned, but no container although the agent tried: its start failed, and `error`
+says why, or the container was removed behind the agent's back).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Collection, Mapping, Sequence
+
+from agent.assignments import Assignment
+from agent.backoff import RestartState
+from agent.driver import ContainerInfo
+
+STARTING_DOCKER_STATES = frozenset({"created", "restarting"})
+
+
+def container_state(container: ContainerInfo | None, *, starting: bool) -> str:
+    """The reported state of one instance; `starting` if a (first) start is pending or running."""
+    if container is None:
+        return "starting" if starting else "missing"
+    if container.running or container.state == "paused":
+        return "running"
+    if container.state in STARTING_DOCKER_STATES or starting:
+        return "starting"
+    return "exited"
+
+
+def instance_reports(*, desired: Sequence[Assignment] | None,
+                     containers: Sequence[ContainerInfo],
+                     restarts: Mapping[str, RestartState],
+                     starting: Collection[str] = (),
+                     errors: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Heartbeat records: one per assigned instance (every found container before the first
+    assignments arrive), sorted by instance id."""
+    errors = errors or {}
+    by_id = {c.instance_id: c for c in containers if c.instance_id}
+    wanted = {a.id: a for a in desired} if desired is not None else None
+    ids = list(wanted) if wanted is not None else list(by_id)
+    reports = []
+    for iid in sorted(ids):
+        c = by_id.get(iid)
+        a = wanted.get(iid) if wanted is not None else None
+        # Assigned to run but never tried yet: about to start, not missing.
+        pending = a is not None and a.wants_running and iid not in restarts
+        reports.append({
+            "id": iid,
+            "state": container_state(c, starting=iid in starting or pending),
+            "container_id": c.container_id if c else None,
+            "host_port": c.host_port if c and c.running else None,
+            "restarts": restarts.get(iid, RestartState()).restarts,
+            "exit_code": c.exit_code if c else None,
+            "error": errors.get(iid),
+        })
+    return reports
