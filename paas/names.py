@@ -7,6 +7,7 @@ import re
 
 APP_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
 PROCESS_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,29}$")
+NODE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 INSTANCE_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}-v[0-9]+-[a-z][a-z0-9_-]{0,29}-[0-9a-f]{6}$")
 
 
@@ -40,3 +41,10 @@ def validate_instance_id(value: object) -> str:
     if not isinstance(value, str) or not INSTANCE_ID_RE.fullmatch(value):
         raise InvalidName("invalid instance id")
     return value
+
+
+def validate_node_name(name: object) -> str:
+    """Return `name` if it is a valid node name (a lowercase host name), else raise."""
+    if not isinstance(name, str) or not NODE_NAME_RE.fullmatch(name):
+        raise InvalidName("invalid node name: use 1-63 lowercase letters, digits, '.' and '-'")
+    return name

@@ -1,0 +1,235 @@
+"""The controller's HTTP API under `/v1`: request parsing and validation at the edge, errors
+mapped to JSON in one middleware. The work itself is in `paas.service.Controller`."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from paas.errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized
+from paas.names import InvalidName, validate_app_name, validate_node_name
+from paas.openapi import openapi_document
+from paas.service import CONTROLLER, Controller
+
+log = logging.getLogger("paas.api")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+PUBLIC = {"/healthz", "/metrics"}
+AGENT_ROUTES = {"node_register", "node_heartbeat", "node_assignments"}
+TOKEN_KIND = web.RequestKey("token_kind", str)
+
+
+def _json_error(status: int, message: str, **details: Any) -> web.Response:
+    return web.json_response({"error": message, **details}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _json_error(exc.status, exc.message, **exc.details)
+    except InvalidName as exc:
+        return _json_error(400, str(exc))
+    except web.HTTPRequestEntityTooLarge:
+        return _json_error(413, "the upload is too large")
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            return _json_error(404, f"no such route: {request.method} {request.path}")
+        if exc.status == 405:
+            return _json_error(405, f"method {request.method} is not allowed on {request.path}")
+        return _json_error(exc.status, exc.reason)
+    except Exception:  # noqa: BLE001 - the user sees one sentence, the log the traceback
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _json_error(500, "internal error in the controller; see its log")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in PUBLIC:
+        return await handler(request)
+    ctl = request.app[CONTROLLER]
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("this route needs a token: send 'Authorization: Bearer <token>'")
+    token = token.strip()
+    is_admin = hmac.compare_digest(token, ctl.tokens.admin)
+    is_join = hmac.compare_digest(token, ctl.tokens.join)
+    if not (is_admin or is_join):
+        raise Unauthorized("the token is not valid for this controller")
+    route = request.match_info.route.name
+    if is_join and not is_admin and route not in AGENT_ROUTES:
+        raise Forbidden("the join token is for node agents; use an admin token")
+    request[TOKEN_KIND] = "admin" if is_admin else "join"
+    return await handler(request)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json(loads=json.loads)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return body
+
+
+def _app_name(request: web.Request) -> str:
+    return validate_app_name(request.match_info["app"])
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise BadRequest(f"{what} must be an integer")
+    try:
+        return int(str(value).removeprefix("v"))
+    except (TypeError, ValueError):
+        raise BadRequest(f"{what} must be an integer") from None
+
+
+# --- handlers -----------------------------------------------------------------------------
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[CONTROLLER].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def create_app(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    name = validate_app_name(body.get("name"))
+    return web.json_response({"app": await request.app[CONTROLLER].create_app(name)},
+                             status=201)
+
+
+async def list_apps(request: web.Request) -> web.Response:
+    return web.json_response({"apps": request.app[CONTROLLER].list_apps()})
+
+
+async def show_app(request: web.Request) -> web.Response:
+    return web.json_response({"app": request.app[CONTROLLER].show_app(_app_name(request))})
+
+
+async def delete_app(request: web.Request) -> web.Response:
+    await request.app[CONTROLLER].delete_app(_app_name(request))
+    return web.json_response({"deleted": request.match_info["app"]})
+
+
+async def create_release(request: web.Request) -> web.Response:
+    ctl = request.app[CONTROLLER]
+    app = _app_name(request)
+    ctl.require_app(app)
+    if request.content_type == "application/json":
+        body = await _json_body(request)
+        image = body.get("image")
+        if not isinstance(image, str) or not image:
+            raise BadRequest("send a build context (application/gzip) or JSON {\"image\": ...}")
+        release = await ctl.release_from_image(app, image, token=request[TOKEN_KIND])
+    else:
+        data = await request.read()
+        source = request.query.get("source", "")
+        release = await ctl.release_from_context(app, data, source=source,
+                                                 token=request[TOKEN_KIND])
+    return web.json_response({"release": release}, status=201)
+
+
+async def list_releases(request: web.Request) -> web.Response:
+    ctl = request.app[CONTROLLER]
+    return web.json_response({"releases": ctl.list_releases(_app_name(request))})
+
+
+async def show_release(request: web.Request) -> web.Response:
+    ctl = request.app[CONTROLLER]
+    version = _int(request.match_info["version"], "release")
+    return web.json_response({"release": ctl.show_release(_app_name(request), version)})
+
+
+async def create_deployment(request: web.Request) -> web.Response:
+    ctl = request.app[CONTROLLER]
+    app = _app_name(request)
+    body = await _json_body(request)
+    release = body.get("release")
+    dep = await ctl.deploy(app, release=None if release is None else _int(release, "release"),
+                           replicas=body.get("replicas"))
+    return web.json_response({"deployment": dep}, status=202)
+
+
+async def list_deployments(request: web.Request) -> web.Response:
+    ctl = request.app[CONTROLLER]
+    return web.json_response({"deployments": ctl.list_deployments(_app_name(request))})
+
+
+async def show_deployment(request: web.Request) -> web.Response:
+    ctl = request.app[CONTROLLER]
+    dep_id = _int(request.match_info["id"], "deployment id")
+    wait = min(max(float(request.query.get("wait", "0") or 0), 0.0), 60.0)
+    dep = await ctl.show_deployment(_app_name(request), dep_id, wait=wait)
+    return web.json_response({"deployment": dep})
+
+
+async def list_instances(request: web.Request) -> web.Response:
+    ctl = request.app[CONTROLLER]
+    return web.json_response({"instances": ctl.list_instances(_app_name(request))})
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    return web.json_response({"nodes": request.app[CONTROLLER].list_nodes()})
+
+
+async def node_register(request: web.Request) -> web.Response:
+    node = validate_node_name(request.match_info["node"])
+    body = await _json_body(request)
+    return web.json_response({"node": request.app[CONTROLLER].register_node(node, body)})
+
+
+async def node_heartbeat(request: web.Request) -> web.Response:
+    node = validate_node_name(request.match_info["node"])
+    body = await _json_body(request)
+    request.app[CONTROLLER].heartbeat(node, body)
+    return web.json_response({"ok": True})
+
+
+async def node_assignments(request: web.Request) -> web.Response:
+    node = validate_node_name(request.match_info["node"])
+    try:
+        index = int(request.query.get("index", "0"))
+        wait = min(max(float(request.query.get("wait", "0")), 0.0), 300.0)
+    except ValueError:
+        raise BadRequest("index and wait must be numbers") from None
+    return web.json_response(await request.app[CONTROLLER].assignments(node, index, wait))
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/healthz", healthz, name="healthz")
+    r.add_get("/metrics", metrics, name="metrics")
+    r.add_get("/v1/openapi.json", openapi, name="openapi")
+    r.add_post("/v1/apps", create_app, name="create_app")
+    r.add_get("/v1/apps", list_apps, name="list_apps")
+    r.add_get("/v1/apps/{app}", show_app, name="show_app")
+    r.add_delete("/v1/apps/{app}", delete_app, name="delete_app")
+    r.add_post("/v1/apps/{app}/releases", create_release, name="create_release")
+    r.add_get("/v1/apps/{app}/releases", list_releases, name="list_releases")
+    r.add_get("/v1/apps/{app}/releases/{version}", show_release, name="show_release")
+    r.add_post("/v1/apps/{app}/deployments", create_deployment, name="create_deployment")
+    r.add_get("/v1/apps/{app}/deployments", list_deployments, name="list_deployments")
+    r.add_get("/v1/apps/{app}/deployments/{id}", show_deployment, name="show_deployment")
+    r.add_get("/v1/apps/{app}/instances", list_instances, name="list_instances")
+    r.add_get("/v1/nodes", list_nodes, name="list_nodes")
+    r.add_put("/v1/nodes/{node}", node_register, name="node_register")
+    r.add_post("/v1/nodes/{node}/heartbeat", node_heartbeat, name="node_heartbeat")
+    r.add_get("/v1/nodes/{node}/assignments", node_assignments, name="node_assignments")

@@ -1,0 +1,133 @@
+"""An app's own settings: its `Procfile` (process types) and optional `paas.toml` (health
+check, integration test, deploy policy), parsed and validated into plain data with defaults.
+
+Defaults (documented in README):
+
+| key | default |
+| --- | --- |
+| `[health] path` | `/health` |
+| `[health] interval` | `1` s |
+| `[health] timeout` | `1` s |
+| `[test] command` | none: the test step is skipped, visibly |
+| `[test] timeout` | `120` s |
+| `[deploy] max_parallel` | `1` |
+| `[deploy] min_healthy_time` | `1` s |
+| `[deploy] healthy_deadline` | `60` s |
+| `[deploy] auto_promote` | `false` |
+| `[deploy] auto_revert` | `false` |
+| `[deploy] stop_timeout` | `10` s |
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from paas.names import InvalidName, validate_process_name
+
+_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/%-]*$")
+
+
+class BadAppConfig(ValueError):
+    """The Procfile or paas.toml is invalid; the message says which line or key."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Health:
+    path: str = "/health"
+    interval_s: float = 1.0
+    timeout_s: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Policy:
+    max_parallel: int = 1
+    min_healthy_time: float = 1.0
+    healthy_deadline: float = 60.0
+    auto_promote: bool = False
+    auto_revert: bool = False
+    stop_timeout: float = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppConfig:
+    processes: dict[str, str | None] = field(default_factory=lambda: {"web": None})
+    health: Health = field(default_factory=Health)
+    policy: Policy = field(default_factory=Policy)
+    test_command: str | None = None
+    test_timeout: float = 120.0
+
+    def health_dict(self) -> dict[str, Any]:
+        return asdict(self.health)
+
+    def policy_dict(self) -> dict[str, Any]:
+        return {**asdict(self.policy), "test_timeout": self.test_timeout}
+
+
+def parse_procfile(text: str) -> dict[str, str]:
+    """`name: command` lines; blank lines and `#` comments are skipped."""
+    processes: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, command = line.partition(":")
+        if not sep or not command.strip():
+            raise BadAppConfig(f"Procfile line {number} is not 'name: command'")
+        try:
+            validate_process_name(name.strip())
+        except InvalidName as exc:
+            raise BadAppConfig(f"Procfile line {number}: {exc}") from None
+        processes[name.strip()] = command.strip()
+    if not processes:
+        raise BadAppConfig("the Procfile names no process type")
+    return processes
+
+
+def _number(table: dict[str, Any], key: str, default: float, *, low: float, high: float,
+            where: str) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise BadAppConfig(f"paas.toml {where}.{key} must be a number from {low} to {high}")
+    return float(value)
+
+
+def _bool(table: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise BadAppConfig(f"paas.toml {where}.{key} must be true or false")
+    return value
+
+
+def parse_app_config(*, procfile: str | None, toml_text: str | None) -> AppConfig:
+    """Validate and combine the Procfile and paas.toml texts (either may be missing)."""
+    processes: dict[str, str | None] = dict(parse_procfile(procfile)) if procfile else {"web": None}
+    try:
+        doc = tomllib.loads(toml_text) if toml_text else {}
+    except tomllib.TOMLDecodeError as exc:
+        raise BadAppConfig(f"paas.toml is not valid TOML: {exc}") from None
+    for section in ("health", "test", "deploy"):
+        if not isinstance(doc.get(section, {}), dict):
+            raise BadAppConfig(f"paas.toml [{section}] must be a table")
+    h, t, d = doc.get("health", {}), doc.get("test", {}), doc.get("deploy", {})
+    path = h.get("path", "/health")
+    if not isinstance(path, str) or not _PATH_RE.fullmatch(path) or len(path) > 200:
+        raise BadAppConfig("paas.toml health.path must be an absolute URL path like /health")
+    command = t.get("command")
+    if command is not None and (not isinstance(command, str) or not command.strip()):
+        raise BadAppConfig("paas.toml test.command must be a non-empty string")
+    health = Health(path=path,
+                    interval_s=_number(h, "interval", 1, low=0.2, high=60, where="health"),
+                    timeout_s=_number(h, "timeout", 1, low=0.1, high=60, where="health"))
+    policy = Policy(
+        max_parallel=int(_number(d, "max_parallel", 1, low=1, high=100, where="deploy")),
+        min_healthy_time=_number(d, "min_healthy_time", 1, low=0, high=600, where="deploy"),
+        healthy_deadline=_number(d, "healthy_deadline", 60, low=1, high=3600, where="deploy"),
+        auto_promote=_bool(d, "auto_promote", False, "deploy"),
+        auto_revert=_bool(d, "auto_revert", False, "deploy"),
+        stop_timeout=_number(d, "stop_timeout", 10, low=0, high=600, where="deploy"))
+    return AppConfig(processes=processes, health=health, policy=policy,
+                     test_command=command.strip() if command else None,
+                     test_timeout=_number(t, "timeout", 120, low=1, high=3600, where="test"))

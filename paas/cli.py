@@ -1,0 +1,270 @@
+"""The `paas` command: the local cluster (`up`, `down`) and the verbs that talk to the
+controller (`apps`, `deploy`, `ps`, `nodes`, `releases`).
+
+Every failure prints one sentence and a hint on stderr and exits non-zero; no traceback
+reaches the user. Exit codes are listed in README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from paas.client import Client, ClientError, cluster_root, resolve_target
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_BUILD_FAILED = 3
+EXIT_DEPLOY_FAILED = 4
+
+DEMO_APP = "hello"
+DEMO_REPLICAS = 2
+
+
+class CliError(Exception):
+    def __init__(self, message: str, hint: str = "", code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.message, self.hint, self.code = message, hint, code
+
+
+# --- output -------------------------------------------------------------------------------
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[str("" if r.get(c) is None else r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def emit(args: argparse.Namespace, data: Any, human: Callable[[], str]) -> None:
+    print(json.dumps(data, indent=2) if args.json else human())
+
+
+def client(args: argparse.Namespace) -> Client:
+    return Client(resolve_target(url=args.url, token=args.token))
+
+
+# --- local cluster ------------------------------------------------------------------------
+def local_cluster() -> Any:
+    from paas.cluster import LocalCluster
+
+    return LocalCluster(root=cluster_root())
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from paas.cluster import ClusterError
+
+    cluster = local_cluster()
+    started = time.monotonic()
+    try:
+        cluster.up()
+    except ClusterError as exc:
+        raise CliError(str(exc)) from None
+    (cluster.root / "cluster.json").write_text(json.dumps({
+        "controller_url": cluster.controller_url, "router_url": cluster.router_url}))
+    print(f"cluster up in {time.monotonic() - started:.1f}s: controller {cluster.controller_url}, "
+          f"router {cluster.router_url}, {cluster.nodes} nodes")
+    if args.demo:
+        return demo(cluster, args)
+    return EXIT_OK
+
+
+def demo(cluster: Any, args: argparse.Namespace) -> int:
+    """Build and deploy examples/hello with 2 replicas, unless that is already what runs."""
+    from paas.buildcontext import make_build_context
+
+    api = Client(resolve_target(url=cluster.controller_url, token=cluster.admin_token()))
+    apps = {a["name"] for a in api.get("/v1/apps")["apps"]}
+    if DEMO_APP not in apps:
+        api.post("/v1/apps", {"name": DEMO_APP})
+    context = make_build_context(directory=Path(__file__).resolve().parent.parent / "examples" / "hello")
+    import hashlib
+
+    source = "upload:sha256:" + hashlib.sha256(context).hexdigest()[:16]
+    releases = api.get(f"/v1/apps/{DEMO_APP}/releases")["releases"]
+    release = next((r for r in releases if r["source"] == source), None)
+    if release is None:
+        release = api.request("POST", f"/v1/apps/{DEMO_APP}/releases?source={source}",
+                              data=context, content_type="application/gzip")["release"]
+        print(f"built {release['image']}")
+    instances = api.get(f"/v1/apps/{DEMO_APP}/instances")["instances"]
+    serving = [i for i in instances if i["release"] == release["version"]
+               and i["state"] == "running" and i["desired"] == "running"]
+    if len(serving) != DEMO_REPLICAS:
+        wait_deployment(api, DEMO_APP, api.post(
+            f"/v1/apps/{DEMO_APP}/deployments",
+            {"release": release["version"], "replicas": DEMO_REPLICAS})["deployment"])
+    url = f"http://{DEMO_APP}.{cluster.domain}:{cluster.http_port}/"
+    print(f"\n{DEMO_APP} v{release['version']} answers at {url}")
+    print(f"  try: curl -H 'Host: {DEMO_APP}.{cluster.domain}' {cluster.router_url}/")
+    print("  stop the cluster with: make down   (or: .venv/bin/paas down)")
+    return EXIT_OK
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    cluster = local_cluster()
+    cluster.down()
+    print("cluster stopped")
+    return EXIT_OK
+
+
+# --- apps ---------------------------------------------------------------------------------
+def cmd_apps_list(args: argparse.Namespace) -> int:
+    apps = client(args).get("/v1/apps")["apps"]
+    emit(args, apps, lambda: table(
+        [{**a, "release": f"v{a['latest_release']}" if a["latest_release"] else "-",
+          "url": " ".join(a["urls"])} for a in apps], ["name", "release", "url"]))
+    return EXIT_OK
+
+
+def cmd_apps_create(args: argparse.Namespace) -> int:
+    app = client(args).post("/v1/apps", {"name": args.name})["app"]
+    emit(args, app, lambda: f"created {app['name']}: {' '.join(app['urls'])}")
+    return EXIT_OK
+
+
+def cmd_apps_delete(args: argparse.Namespace) -> int:
+    client(args).delete(f"/v1/apps/{args.name}")
+    emit(args, {"deleted": args.name}, lambda: f"deleted {args.name}")
+    return EXIT_OK
+
+
+# --- deploy -------------------------------------------------------------------------------
+def wait_deployment(api: Client, app: str, dep: dict[str, Any], *, quiet: bool = False
+                    ) -> dict[str, Any]:
+    step = None
+    while dep["status"] == "running":
+        if dep["step"] != step and not quiet:
+            step = dep["step"]
+            print(f"  deployment {dep['id']}: {step}", file=sys.stderr)
+        dep = api.get(f"/v1/apps/{app}/deployments/{dep['id']}?wait=5", timeout=30)["deployment"]
+    if dep["status"] != "succeeded":
+        raise CliError(f"deployment {dep['id']} failed at {dep['step']}: {dep['reason']}",
+                       hint=(dep.get("log_tail") or "").strip(), code=EXIT_DEPLOY_FAILED)
+    return dep
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from paas.buildcontext import make_build_context
+
+    api = client(args)
+    directory = Path(args.dir)
+    if not directory.is_dir():
+        raise CliError(f"{args.dir} is not a directory", code=EXIT_USAGE)
+    context = make_build_context(directory=directory)
+    try:
+        release = api.request("POST", f"/v1/apps/{args.app}/releases", data=context,
+                              content_type="application/gzip", timeout=600)["release"]
+    except ClientError as exc:
+        if exc.status == 422:
+            raise CliError(exc.message, hint=exc.body.get("log_tail", ""),
+                           code=EXIT_BUILD_FAILED) from None
+        raise
+    if not args.json:
+        print(f"built {release['image']} (release v{release['version']})", file=sys.stderr)
+    body: dict[str, Any] = {"release": release["version"]}
+    if args.replicas is not None:
+        body["replicas"] = args.replicas
+    dep = api.post(f"/v1/apps/{args.app}/deployments", body)["deployment"]
+    dep = wait_deployment(api, args.app, dep, quiet=args.json)
+    emit(args, dep, lambda: f"deployed {args.app} v{dep['release']}: {dep['reason']}")
+    return EXIT_OK
+
+
+# --- inspection ---------------------------------------------------------------------------
+def cmd_ps(args: argparse.Namespace) -> int:
+    rows = client(args).get(f"/v1/apps/{args.app}/instances")["instances"]
+    emit(args, rows, lambda: table(
+        [{**r, "release": f"v{r['release']}"} for r in rows],
+        ["id", "release", "process", "role", "node", "state", "desired", "address"]))
+    return EXIT_OK
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    rows = client(args).get("/v1/nodes")["nodes"]
+    emit(args, rows, lambda: table(rows, ["name", "address", "status", "cpu", "memory_mb",
+                                          "instances"]))
+    return EXIT_OK
+
+
+def cmd_releases(args: argparse.Namespace) -> int:
+    rows = client(args).get(f"/v1/apps/{args.app}/releases")["releases"]
+    now = time.time()
+    emit(args, rows, lambda: table(
+        [{**r, "age": f"{int(now - r['created_at'])}s"} for r in rows],
+        ["name", "image", "source", "age"]))
+    return EXIT_OK
+
+
+# --- parser -------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="controller URL (default: $PAAS_URL, then the local cluster)")
+    common.add_argument("--token", help="API token (default: $PAAS_TOKEN, then the local cluster)")
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    parser = argparse.ArgumentParser(prog="paas", description="Deploy and run apps on the PaaS.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("up", help="start the local cluster in the background")
+    p.add_argument("--demo", action="store_true", help="also build and deploy examples/hello")
+    p.set_defaults(func=cmd_up)
+    p = sub.add_parser("down", help="stop the local cluster and remove its containers")
+    p.set_defaults(func=cmd_down)
+
+    apps = sub.add_parser("apps", help="create, list and delete apps")
+    apps_sub = apps.add_subparsers(dest="apps_command", metavar="ACTION")
+    apps_sub.required = True
+    p = apps_sub.add_parser("list", parents=[common], help="list apps")
+    p.set_defaults(func=cmd_apps_list)
+    p = apps_sub.add_parser("create", parents=[common], help="create an app")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_apps_create)
+    p = apps_sub.add_parser("delete", parents=[common],
+                            help="delete an app, its instances and its route")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_apps_delete)
+
+    p = sub.add_parser("deploy", parents=[common],
+                       help="build a directory into a release and deploy it")
+    p.add_argument("dir", help="the app's directory (a Dockerfile or a Procfile at its root)")
+    p.add_argument("--app", required=True, help="app name")
+    p.add_argument("--replicas", type=int, help="web replicas (default: the app's current scale)")
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("ps", parents=[common], help="list an app's instances")
+    p.add_argument("app")
+    p.set_defaults(func=cmd_ps)
+    p = sub.add_parser("nodes", parents=[common], help="list the nodes")
+    p.set_defaults(func=cmd_nodes)
+    p = sub.add_parser("releases", parents=[common], help="list an app's releases")
+    p.add_argument("app")
+    p.set_defaults(func=cmd_releases)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, ClientError) as exc:
+        print(f"paas: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return getattr(exc, "code", EXIT_ERROR)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

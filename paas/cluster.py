@@ -1,0 +1,289 @@
+"""A whole local cluster on one machine: a Consul server, the controller, node agents each
+with its own Consul client agent on its own loopback address, and the router.
+
+`paas up` / `paas down` and the end-to-end test fixtures both use `LocalCluster`. Every
+process runs in the background in its own session, logs into the cluster's folder, and is
+recorded by PID in `pids.json` so that `down` ends exactly what `up` started. Addresses come
+from a /24 prefix: `<prefix>.1` for the server side, `<prefix>.2`, `.3`, ... for the nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class ClusterError(Exception):
+    """The local cluster could not be started or stopped; the message says what to do."""
+
+
+def find_consul() -> str:
+    found = shutil.which("consul")
+    if found:
+        return found
+    local = REPO / ".local" / "bin" / "consul"
+    if local.exists():
+        return str(local)
+    raise ClusterError("consul is not installed; run 'make setup' first")
+
+
+def _http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child counts as gone
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@dataclass
+class LocalCluster:
+    """Where and how a local cluster runs. `prefix` is the first three octets."""
+
+    root: Path
+    prefix: str = "127.0.0"
+    nodes: int = 2
+    cluster_id: str = "local"
+    domain: str = "localhost"
+    http_port: int = 8080
+    controller_port: int = 7070
+    router_admin_port: int = 7072
+    agent_admin_port: int = 7071
+    node_memory_mb: int = 4096
+    node_cpu: float = 2.0
+    node_down_after: float = 10.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    # --- addresses --------------------------------------------------------------------------
+    @property
+    def server_ip(self) -> str:
+        return f"{self.prefix}.1"
+
+    def node_ip(self, n: int) -> str:
+        return f"{self.prefix}.{n + 1}"
+
+    def node_name(self, n: int) -> str:
+        return f"node-{n}"
+
+    @property
+    def controller_url(self) -> str:
+        return f"http://{self.server_ip}:{self.controller_port}"
+
+    @property
+    def consul_url(self) -> str:
+        return f"http://{self.server_ip}:8500"
+
+    @property
+    def router_url(self) -> str:
+        return f"http://{self.server_ip}:{self.http_port}"
+
+    @property
+    def router_admin_url(self) -> str:
+        return f"http://{self.server_ip}:{self.router_admin_port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "controller"
+
+    def admin_token(self) -> str:
+        return (self.data_dir / "admin.token").read_text().strip()
+
+    def join_token(self) -> str:
+        return (self.data_dir / "join.token").read_text().strip()
+
+    # --- process table ----------------------------------------------------------------------
+    @property
+    def _pidfile(self) -> Path:
+        return self.root / "pids.json"
+
+    def _pids(self) -> dict[str, int]:
+        try:
+            return {k: int(v) for k, v in json.loads(self._pidfile.read_text()).items()}
+        except (OSError, ValueError):
+            return {}
+
+    def _save_pids(self, pids: dict[str, int]) -> None:
+        tmp = self._pidfile.with_suffix(".tmp")
+        tmp.write_text(json.dumps(pids, indent=1))
+        tmp.replace(self._pidfile)
+
+    def _spawn(self, name: str, argv: list[str]) -> int:
+        pids = self._pids()
+        if name in pids and _pid_alive(pids[name]):
+            return pids[name]
+        log_dir = self.root / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
+        with open(log_dir / f"{name}.log", "ab") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    cwd=str(self.root), env=env)
+        pids[name] = proc.pid
+        self._save_pids(pids)
+        return proc.pid
+
+    def process_names(self) -> list[str]:
+        names = ["consul-server", "controller"]
+        for n in range(1, self.nodes + 1):
+            names += [f"consul-{self.node_name(n)}", f"agent-{self.node_name(n)}"]
+        return names + ["router"]
+
+    def running(self) -> dict[str, bool]:
+        pids = self._pids()
+        return {name: name in pids and _pid_alive(pids[name]) for name in self.process_names()}
+
+    # --- argv of each daemon ----------------------------------------------------------------
+    def _consul_server_argv(self) -> list[str]:
+        return [find_consul(), "agent", "-dev", "-node", f"{self.cluster_id}-server",
+                "-bind", self.server_ip, "-client", self.server_ip, "-log-level", "warn"]
+
+    def _consul_client_argv(self, n: int) -> list[str]:
+        data = self.root / f"consul-{self.node_name(n)}"
+        data.mkdir(parents=True, exist_ok=True)
+        return [find_consul(), "agent", "-node", f"{self.cluster_id}-{self.node_name(n)}",
+                "-data-dir", str(data), "-bind", self.node_ip(n), "-client", self.node_ip(n),
+                "-retry-join", self.server_ip, "-log-level", "warn"]
+
+    def _controller_argv(self) -> list[str]:
+        return [sys.executable, "-m", "paas.server", "--data-dir", str(self.data_dir),
+                "--host", self.server_ip, "--port", str(self.controller_port),
+                "--consul-url", self.consul_url, "--router-url", self.router_admin_url,
+                "--domain", self.domain, "--cluster", self.cluster_id,
+                "--node-down-after", str(self.node_down_after)]
+
+    def _agent_argv(self, n: int) -> list[str]:
+        return [sys.executable, "-m", "agent.main", "--node", self.node_name(n),
+                "--address", self.node_ip(n), "--controller-url", self.controller_url,
+                "--join-token-file", str(self.data_dir / "join.token"),
+                "--consul-url", f"http://{self.node_ip(n)}:8500",
+                "--cluster", self.cluster_id, "--cpu", str(self.node_cpu),
+                "--memory-mb", str(self.node_memory_mb),
+                "--admin-port", str(self.agent_admin_port)]
+
+    def _router_argv(self) -> list[str]:
+        return [sys.executable, "-m", "router.main", "--consul-url", self.consul_url,
+                "--listen-address", self.server_ip, "--listen-port", str(self.http_port),
+                "--admin-address", self.server_ip, "--admin-port", str(self.router_admin_port),
+                "--state-dir", str(self.root / "router")]
+
+    # --- up and down ------------------------------------------------------------------------
+    def _wait(self, what: str, check: Any, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(0.1)
+        raise ClusterError(f"{what} did not come up within {timeout:.0f}s; "
+                           f"see the logs in {self.root / 'logs'}")
+
+    def _consul_leader(self, url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url + "/v1/status/leader", timeout=1) as resp:  # noqa: S310
+                return len(resp.read().strip()) > 2
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def up(self) -> None:
+        """Start whatever is not running yet and wait until each part answers."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._spawn("consul-server", self._consul_server_argv())
+        self._wait("consul server", lambda: self._consul_leader(self.consul_url))
+        self._spawn("controller", self._controller_argv())
+        self._wait("controller", lambda: _http_ok(self.controller_url + "/healthz"))
+        for n in range(1, self.nodes + 1):
+            self._spawn(f"consul-{self.node_name(n)}", self._consul_client_argv(n))
+        for n in range(1, self.nodes + 1):
+            url = f"http://{self.node_ip(n)}:8500"
+            self._wait(f"consul agent of {self.node_name(n)}", lambda u=url: self._consul_leader(u))
+            self._spawn(f"agent-{self.node_name(n)}", self._agent_argv(n))
+        self._spawn("router", self._router_argv())
+        self._wait("router", lambda: _http_ok(self.router_admin_url + "/healthz"))
+        for n in range(1, self.nodes + 1):
+            self._wait(f"agent of {self.node_name(n)}", lambda n=n: _http_ok(
+                f"http://{self.node_ip(n)}:{self.agent_admin_port}/healthz"))
+
+    def stop_process(self, name: str, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Stop one process of the cluster by its recorded PID (and its process group)."""
+        pids = self._pids()
+        pid = pids.get(name)
+        if pid is None:
+            return
+        if _pid_alive(pid):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + timeout
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _pid_alive(pid):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        pids.pop(name, None)
+        self._save_pids(pids)
+
+    def start_process(self, name: str) -> None:
+        """(Re)start one named process of the cluster."""
+        if name == "consul-server":
+            self._spawn(name, self._consul_server_argv())
+        elif name == "controller":
+            self._spawn(name, self._controller_argv())
+        elif name == "router":
+            self._spawn(name, self._router_argv())
+        elif name.startswith("agent-node-"):
+            self._spawn(name, self._agent_argv(int(name.rsplit("-", 1)[1])))
+        elif name.startswith("consul-node-"):
+            self._spawn(name, self._consul_client_argv(int(name.rsplit("-", 1)[1])))
+        else:
+            raise ClusterError(f"no process named {name!r} in the cluster")
+
+    def down(self, *, remove_containers: bool = True) -> None:
+        """Stop every process `up` started (in reverse order) and remove the cluster's
+        containers."""
+        for name in reversed(self.process_names()):
+            self.stop_process(name)
+        if remove_containers:
+            remove_cluster_containers(self.cluster_id)
+
+
+def remove_cluster_containers(cluster_id: str) -> int:
+    """Remove every container labelled with this cluster id; returns how many."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return 0
+    out = subprocess.run([docker, "ps", "-aq", "--filter", f"label=paas.cluster={cluster_id}"],
+                         capture_output=True, text=True, check=False).stdout.split()
+    if out:
+        subprocess.run([docker, "rm", "-f", *out], capture_output=True, check=False)
+    return len(out)

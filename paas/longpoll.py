@@ -1,0 +1,37 @@
+"""Wakes agents' long-polls as soon as their assignments change.
+
+The store bumps a node's `assign_index` in the same transaction that changes what the node
+should run, then calls `AssignmentWaiters.notify`; each waiting request re-reads its node's
+index and returns when it moved past the one the agent already has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+
+class AssignmentWaiters:
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        """Wake every waiter; they re-check their own node's index."""
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait_for(self, current_index: Callable[[], int], known: int,
+                       timeout: float) -> int:
+        """Return the node's index once it is greater than `known`, or at `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            index = current_index()
+            remaining = deadline - loop.time()
+            if index > known or remaining <= 0:
+                return index
+            event = self._event
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                pass

@@ -1,0 +1,112 @@
+"""The OpenAPI 3 document of the controller's API, served at `/v1/openapi.json`.
+
+Written by hand next to the routes; `tests/service/test_api.py` checks that every route the
+application registers is described here, and nothing more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERR = {"description": "error", "content": {"application/json": {"schema": {
+    "$ref": "#/components/schemas/Error"}}}}
+
+
+def _op(summary: str, ok: str = "200", *, body: dict[str, Any] | None = None,
+        params: list[str] = (), query: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        auth: bool = True, errors: tuple[str, ...] = ("400", "401", "404")) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {ok: {"description": "success"}}}
+    for code in errors:
+        op["responses"][code] = _ERR
+    parameters = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for p in params]
+    parameters += [{"name": q, "in": "query", "required": False,
+                    "schema": {"type": kind}} for q, kind in query]
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": body}
+    if not auth:
+        op["security"] = []
+    return op
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def openapi_document() -> dict[str, Any]:
+    app = ["app"]
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "paas controller", "version": "1"},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {"type": "object", "required": ["error"],
+                                  "properties": {"error": {"type": "string"}}}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {"get": _op("Liveness of the controller", auth=False, errors=())},
+            "/metrics": {"get": _op("Prometheus metrics", auth=False, errors=())},
+            "/v1/openapi.json": {"get": _op("This document", errors=("401",))},
+            "/v1/apps": {
+                "get": _op("List apps", errors=("401",)),
+                "post": _op("Create an app", "201", errors=("400", "401", "409"), body=_json({
+                    "type": "object", "required": ["name"],
+                    "properties": {"name": {"type": "string",
+                                            "pattern": "^[a-z][a-z0-9-]{0,29}$"}}})),
+            },
+            "/v1/apps/{app}": {
+                "get": _op("Show an app", params=app),
+                "delete": _op("Delete an app, its instances, services and route", params=app),
+            },
+            "/v1/apps/{app}/releases": {
+                "get": _op("List releases", params=app),
+                "post": _op("Build a release from a gzip tar build context, or make one from "
+                            "an image already on the hosts", "201", params=app,
+                            query=[("source", "string")],
+                            errors=("400", "401", "404", "413", "422", "503"),
+                            body={"application/gzip": {"schema": {"type": "string",
+                                                                  "format": "binary"}},
+                                  **_json({"type": "object", "required": ["image"],
+                                           "properties": {"image": {"type": "string"}}})}),
+            },
+            "/v1/apps/{app}/releases/{version}": {
+                "get": _op("Show a release", params=["app", "version"]),
+            },
+            "/v1/apps/{app}/deployments": {
+                "get": _op("List deployments", params=app),
+                "post": _op("Deploy a release (default: the latest) at a replica count", "202",
+                            params=app, errors=("400", "401", "404", "409"), body=_json({
+                                "type": "object", "properties": {
+                                    "release": {"type": "integer"},
+                                    "replicas": {"oneOf": [
+                                        {"type": "integer", "minimum": 0},
+                                        {"type": "object",
+                                         "additionalProperties": {"type": "integer"}}]}}})),
+            },
+            "/v1/apps/{app}/deployments/{id}": {
+                "get": _op("Show a deployment; ?wait=S blocks while it runs",
+                           params=["app", "id"], query=[("wait", "number")]),
+            },
+            "/v1/apps/{app}/instances": {"get": _op("List an app's instances", params=app)},
+            "/v1/nodes": {"get": _op("List nodes", errors=("401",))},
+            "/v1/nodes/{node}": {
+                "put": _op("Register a node (join token)", params=["node"], body=_json({
+                    "type": "object", "required": ["address"], "properties": {
+                        "address": {"type": "string"}, "cpu": {"type": "number"},
+                        "memory_mb": {"type": "integer"}, "labels": {"type": "object"},
+                        "consul_url": {"type": "string"}}})),
+            },
+            "/v1/nodes/{node}/heartbeat": {
+                "post": _op("Report a node's instance states (join token)", params=["node"],
+                            body=_json({"type": "object", "properties": {
+                                "instances": {"type": "array", "items": {"type": "object"}}}})),
+            },
+            "/v1/nodes/{node}/assignments": {
+                "get": _op("Long-poll a node's assignments (join token)", params=["node"],
+                           query=[("index", "integer"), ("wait", "number")]),
+            },
+        },
+    }

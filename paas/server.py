@@ -1,0 +1,83 @@
+"""The controller daemon: builds the aiohttp application and runs it.
+
+`make_app(settings)` is what tests use in-process; `main()` is the `paas-controller` script.
+Background work (the route reconcile loop) starts and stops with the app via `cleanup_ctx`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import AsyncIterator, Sequence
+
+import aiohttp
+from aiohttp import web
+
+from paas.api import add_routes, auth_middleware, error_middleware
+from paas.consul import ConsulUnavailable
+from paas.longpoll import AssignmentWaiters
+from paas.service import CONTROLLER, Controller
+from paas.settings import ControllerSettings
+from paas.store import Store
+from paas.tokens import load_tokens
+
+log = logging.getLogger("paas.server")
+ROUTE_RECONCILE_INTERVAL = 5.0
+
+
+async def _route_loop(ctl: Controller) -> None:
+    """Keep Consul's route keys equal to the apps in the store, whatever was missed while
+    Consul was away."""
+    failing = False
+    while True:
+        try:
+            await ctl.reconcile_routes()
+            if failing:
+                log.info("consul is back; routes reconciled")
+            failing = False
+        except ConsulUnavailable as exc:
+            if not failing:
+                log.warning("cannot reconcile routes: %s", exc)
+            failing = True
+        await asyncio.sleep(ROUTE_RECONCILE_INTERVAL)
+
+
+def make_app(settings: ControllerSettings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, auth_middleware],
+                          client_max_size=settings.max_context_bytes + 1024)
+    add_routes(app)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        waiters = AssignmentWaiters()
+        store = Store(settings.data_dir / "state.db", on_assignments_changed=waiters.notify)
+        session = aiohttp.ClientSession()
+        ctl = Controller(settings=settings, store=store, tokens=load_tokens(settings.data_dir),
+                         waiters=waiters, session=session)
+        app[CONTROLLER] = ctl
+        ctl.resume_deployments()
+        routes = asyncio.create_task(_route_loop(ctl))
+        yield
+        routes.cancel()
+        for task in list(ctl._tasks.values()):
+            task.cancel()
+        await asyncio.gather(routes, *ctl._tasks.values(), return_exceptions=True)
+        await session.close()
+        store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = ControllerSettings.from_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log.info("controller on http://%s:%s, data in %s", settings.host, settings.port,
+             settings.data_dir)
+    web.run_app(make_app(settings), host=settings.host, port=settings.port, print=None,
+                access_log=None)
+
+
+if __name__ == "__main__":
+    main()

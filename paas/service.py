@@ -1,0 +1,401 @@
+"""The controller's operations, between the HTTP edge (`paas.api`) and the store, Consul,
+Docker and the deployer. Every method checks what it is given, changes state in one
+transaction, and raises `paas.errors` types that the API maps to statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import docker
+import docker.errors
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from paas import buildcontext
+from paas.appconfig import BadAppConfig, parse_app_config
+from paas.consul import ConsulClient, ConsulUnavailable
+from paas.deployer import Deployer
+from paas.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, Unprocessable
+from paas.longpoll import AssignmentWaiters
+from paas.settings import ControllerSettings
+from paas.store import DeploymentRunning, Store
+from paas.tokens import Tokens
+
+log = logging.getLogger("paas.service")
+
+INSTANCE_STATES = {"pending", "starting", "running", "exited", "missing"}
+CONTAINER_PORT = 5000
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.deployments = Counter("paas_deployments_total", "Deployments by outcome",
+                                   ["status"], registry=self.registry)
+        self.releases = Counter("paas_releases_total", "Releases made", registry=self.registry)
+        self.builds_failed = Counter("paas_builds_failed_total", "Builds that failed",
+                                     registry=self.registry)
+        self.nodes_ready = Gauge("paas_nodes_ready", "Nodes with a recent heartbeat",
+                                 registry=self.registry)
+
+
+@dataclass
+class Controller:
+    settings: ControllerSettings
+    store: Store
+    tokens: Tokens
+    waiters: AssignmentWaiters
+    session: aiohttp.ClientSession
+    metrics: Metrics = field(default_factory=Metrics)
+    _docker: Any = None
+    _release_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _tasks: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    _seen: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.consul = ConsulClient(self.settings.consul_url, self.session)
+        self.deployer = Deployer(store=self.store, consul=self.consul, settings=self.settings,
+                                 session=self.session, node_is_ready=self.node_is_ready)
+        # After a controller restart every node gets a fresh grace period.
+        now = time.monotonic()
+        for node in self.store.list_nodes():
+            self._seen[node["name"]] = now
+
+    # --- helpers ----------------------------------------------------------------------------
+    @property
+    def docker(self) -> Any:
+        if self._docker is None:
+            try:
+                self._docker = (docker.DockerClient(base_url=self.settings.docker_url)
+                                if self.settings.docker_url else docker.from_env())
+            except docker.errors.DockerException as exc:
+                raise Unavailable(f"the Docker engine is not reachable: {exc}") from None
+        return self._docker
+
+    def require_app(self, name: str) -> dict[str, Any]:
+        app = self.store.get_app(name)
+        if app is None:
+            raise NotFound(f"app {name!r} does not exist; create it with 'paas apps create {name}'")
+        return app
+
+    def node_is_ready(self, node: dict[str, Any]) -> bool:
+        seen = self._seen.get(node["name"])
+        return seen is not None and time.monotonic() - seen <= self.settings.node_down_after
+
+    def hostnames(self, app: str) -> list[str]:
+        return [f"{app}.{self.settings.domain}"]
+
+    # --- apps -------------------------------------------------------------------------------
+    async def create_app(self, name: str) -> dict[str, Any]:
+        if self.store.get_app(name) is not None:
+            raise Conflict(f"app {name!r} already exists")
+        app = self.store.create_app(name, self.hostnames(name))
+        await self.sync_route(name)
+        return self._app_view(app)
+
+    def _app_view(self, app: dict[str, Any]) -> dict[str, Any]:
+        latest = self.store.latest_release(app["name"])
+        return {"name": app["name"], "hostnames": app["hostnames"], "scale": app["scale"],
+                "created_at": app["created_at"],
+                "latest_release": latest["version"] if latest else None,
+                "urls": [f"http://{h}/" for h in app["hostnames"]]}
+
+    def list_apps(self) -> list[dict[str, Any]]:
+        return [self._app_view(a) for a in self.store.list_apps()]
+
+    def show_app(self, name: str) -> dict[str, Any]:
+        view = self._app_view(self.require_app(name))
+        view["instances"] = len(self.store.list_instances(name))
+        return view
+
+    async def delete_app(self, name: str) -> None:
+        self.require_app(name)
+        for dep in self.store.running_deployments():
+            task = self._tasks.get(dep["id"])
+            if dep["app"] == name and task is not None:
+                task.cancel()
+        self.store.delete_app(name)
+        await self.sync_route(name)
+
+    async def sync_route(self, name: str) -> None:
+        """Make Consul's route key for `name` match the store (best effort; the periodic
+        reconcile retries when Consul is away)."""
+        app = self.store.get_app(name)
+        try:
+            if app is None:
+                await self.consul.delete_route(name)
+                await self.consul.delete_kv(f"paas/apps/{name}", recurse=True)
+            else:
+                await self.consul.put_route(name, app["hostnames"])
+        except ConsulUnavailable as exc:
+            log.warning("route of %s not synced yet: %s", name, exc)
+
+    async def reconcile_routes(self) -> None:
+        """Route keys in Consul KV = apps in the store."""
+        routes = await self.consul.list_routes()
+        apps = {a["name"]: a for a in self.store.list_apps()}
+        for name, app in apps.items():
+            if routes.get(name, {}).get("hostnames") != app["hostnames"]:
+                await self.consul.put_route(name, app["hostnames"])
+        for name in routes.keys() - apps.keys():
+            await self.consul.delete_route(name)
+
+    # --- releases ---------------------------------------------------------------------------
+    def _lock(self, app: str) -> asyncio.Lock:
+        return self._release_locks.setdefault(app, asyncio.Lock())
+
+    async def release_from_context(self, app: str, data: bytes, *, source: str,
+                                   token: str) -> dict[str, Any]:
+        if len(data) > self.settings.max_context_bytes:
+            raise PayloadTooLarge("the build context is larger than the limit")
+        try:
+            summary = buildcontext.validate_build_context(context=data)
+        except buildcontext.BadBuildContext as exc:
+            raise BadRequest(str(exc)) from None
+        try:
+            config = parse_app_config(procfile=summary.procfile, toml_text=summary.paas_toml)
+        except BadAppConfig as exc:
+            raise BadRequest(str(exc)) from None
+        if not summary.has_dockerfile and not summary.procfile:
+            raise BadRequest("the build context has neither a Dockerfile nor a Procfile")
+        source = source or "upload:sha256:" + hashlib.sha256(data).hexdigest()[:16]
+        from paas import builder  # docker-py's build path is only needed here
+
+        async with self._lock(app):
+            self.require_app(app)
+            version = self.store.get_app(app)["next_release"]  # type: ignore[index]
+            tag = f"paas/{app}:v{version}"
+            try:
+                result = await asyncio.to_thread(builder.build_image, context=data, tag=tag,
+                                                 docker_client=self.docker)
+            except builder.BuildFailed as exc:
+                self.metrics.builds_failed.inc()
+                raise Unprocessable(exc.message, log_tail=exc.log_tail) from None
+            except docker.errors.DockerException as exc:
+                raise Unavailable(f"the Docker engine failed during the build: {exc}") from None
+            return self._add_release(app, version, tag, result.image_id, source, config, token)
+
+    async def release_from_image(self, app: str, image: str, *, token: str) -> dict[str, Any]:
+        async with self._lock(app):
+            self.require_app(app)
+            version = self.store.get_app(app)["next_release"]  # type: ignore[index]
+            tag = f"paas/{app}:v{version}"
+            try:
+                img = await asyncio.to_thread(self.docker.images.get, image)
+                await asyncio.to_thread(img.tag, f"paas/{app}", f"v{version}")
+            except docker.errors.ImageNotFound:
+                raise Unprocessable(f"no image {image!r} on the hosts; build or load it first") \
+                    from None
+            except docker.errors.APIError as exc:
+                raise Unprocessable(f"the image {image!r} cannot be used: {exc.explanation}") \
+                    from None
+            config = parse_app_config(procfile=None, toml_text=None)
+            return self._add_release(app, version, tag, img.id, f"image:{image}", config, token)
+
+    def _add_release(self, app: str, version: int, tag: str, image_id: str, source: str,
+                     config: Any, token: str) -> dict[str, Any]:
+        app_row = self.require_app(app)
+        release = self.store.add_release(
+            app=app, version=version, image=tag, image_id=image_id, source=source,
+            config=app_row["config"], processes=config.processes,
+            test_command=config.test_command, health=config.health_dict(),
+            policy=config.policy_dict(), created_by=token)
+        self.metrics.releases.inc()
+        return self._release_view(release)
+
+    @staticmethod
+    def _release_view(r: dict[str, Any]) -> dict[str, Any]:
+        return {"app": r["app"], "version": r["version"], "name": f"v{r['version']}",
+                "image": r["image"], "image_id": r["image_id"], "source": r["source"],
+                "config": r["config"], "processes": r["processes"],
+                "test_command": r["test_command"], "health": r["health"], "policy": r["policy"],
+                "created_at": r["created_at"], "created_by": r["created_by"]}
+
+    def list_releases(self, app: str) -> list[dict[str, Any]]:
+        self.require_app(app)
+        return [self._release_view(r) for r in self.store.list_releases(app)]
+
+    def show_release(self, app: str, version: int) -> dict[str, Any]:
+        self.require_app(app)
+        release = self.store.get_release(app, version)
+        if release is None:
+            raise NotFound(f"release v{version} of {app!r} does not exist")
+        return self._release_view(release)
+
+    # --- deployments ------------------------------------------------------------------------
+    def _replicas(self, raw: Any, release: dict[str, Any], app: dict[str, Any]) -> dict[str, int]:
+        if raw is None:
+            raw = app["scale"] or {"web": 1}
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            raw = {"web": raw}
+        if not isinstance(raw, dict) or not raw:
+            raise BadRequest("replicas must be a number or an object like {\"web\": 2}")
+        out: dict[str, int] = {}
+        for process, count in raw.items():
+            if process not in release["processes"]:
+                raise BadRequest(f"release v{release['version']} has no process type "
+                                 f"{process!r}")
+            if isinstance(count, bool) or not isinstance(count, int) \
+                    or not 0 <= count <= self.settings.max_replicas:
+                raise BadRequest(f"replicas must be a whole number from 0 to "
+                                 f"{self.settings.max_replicas}")
+            out[process] = count
+        return out
+
+    async def deploy(self, app: str, *, release: int | None, replicas: Any) -> dict[str, Any]:
+        app_row = self.require_app(app)
+        rel = (self.store.latest_release(app) if release is None
+               else self.store.get_release(app, release))
+        if rel is None:
+            raise NotFound(f"release v{release} of {app!r} does not exist" if release
+                           else f"app {app!r} has no release yet; deploy a build first")
+        counts = self._replicas(replicas, rel, app_row)
+        try:
+            dep = self.store.create_deployment(app=app, release=rel["version"], replicas=counts)
+        except DeploymentRunning as exc:
+            raise Conflict(f"deployment {exc.dep_id} of {app!r} is still running",
+                           deployment_id=exc.dep_id) from None
+        self._start(dep["id"])
+        return self._deployment_view(dep)
+
+    def _start(self, dep_id: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(dep_id))
+        self._tasks[dep_id] = task
+
+    async def _run(self, dep_id: int) -> None:
+        try:
+            await self.deployer.run(dep_id)
+        finally:
+            self._tasks.pop(dep_id, None)
+            dep = self.store.get_deployment(dep_id)
+            if dep is not None:
+                self.metrics.deployments.labels(status=dep["status"]).inc()
+
+    def resume_deployments(self) -> None:
+        """After a restart: a deployment that was running when the controller stopped is
+        failed with a reason; its new instances are stopped and the old ones left serving."""
+        for dep in self.store.running_deployments():
+            ids = [i["id"] for i in self.store.list_instances(dep["app"])
+                   if i["deployment_id"] == dep["id"] and i["desired"] != "running"]
+            self.store.set_desired(ids, "stopped")
+            self.store.update_deployment(dep["id"], status="failed", step=dep["step"],
+                                         reason="the controller restarted during this step")
+
+    @staticmethod
+    def _deployment_view(d: dict[str, Any]) -> dict[str, Any]:
+        return {"id": d["id"], "app": d["app"], "release": d["release"],
+                "replicas": d["replicas"], "status": d["status"], "step": d["step"],
+                "reason": d["reason"], "log_tail": d["log_tail"],
+                "created_at": d["created_at"], "updated_at": d["updated_at"]}
+
+    def list_deployments(self, app: str) -> list[dict[str, Any]]:
+        self.require_app(app)
+        return [self._deployment_view(d) for d in self.store.list_deployments(app)]
+
+    async def show_deployment(self, app: str, dep_id: int, *, wait: float = 0) -> dict[str, Any]:
+        """The deployment; with `wait`, block up to that many seconds while it runs."""
+        self.require_app(app)
+        dep = self.store.get_deployment(dep_id)
+        if dep is None or dep["app"] != app:
+            raise NotFound(f"deployment {dep_id} of {app!r} does not exist")
+        task = self._tasks.get(dep_id)
+        if wait and task is not None:
+            await asyncio.wait([task], timeout=wait)
+            dep = self.store.get_deployment(dep_id)
+        return self._deployment_view(dep)  # type: ignore[arg-type]
+
+    # --- instances and nodes ----------------------------------------------------------------
+    def list_instances(self, app: str) -> list[dict[str, Any]]:
+        self.require_app(app)
+        nodes = {n["name"]: n for n in self.store.list_nodes()}
+        out = []
+        for i in self.store.list_instances(app):
+            node = nodes.get(i["node"])
+            address = (f"{node['address']}:{i['host_port']}"
+                       if node is not None and i["host_port"] else None)
+            out.append({"id": i["id"], "release": i["release"], "process": i["process"],
+                        "role": i["role"], "node": i["node"], "desired": i["desired"],
+                        "state": i["state"], "address": address,
+                        "container_id": i["container_id"], "restarts": i["restarts"]})
+        return out
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        counts: dict[str, int] = {}
+        for i in self.store.list_instances():
+            counts[i["node"]] = counts.get(i["node"], 0) + 1
+        nodes = []
+        for n in self.store.list_nodes():
+            nodes.append({"name": n["name"], "address": n["address"], "cpu": n["cpu"],
+                          "memory_mb": n["memory_mb"], "labels": n["labels"],
+                          "status": "ready" if self.node_is_ready(n) else "down",
+                          "instances": counts.get(n["name"], 0),
+                          "last_heartbeat": n["last_heartbeat"]})
+        self.metrics.nodes_ready.set(sum(1 for n in nodes if n["status"] == "ready"))
+        return nodes
+
+    def register_node(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        address = body.get("address")
+        try:
+            ipaddress.IPv4Address(address)  # type: ignore[arg-type]
+        except (ipaddress.AddressValueError, TypeError, ValueError):
+            raise BadRequest("address must be the node's IPv4 address") from None
+        try:
+            cpu = float(body.get("cpu", 1))
+            memory_mb = int(body.get("memory_mb", 1024))
+        except (TypeError, ValueError):
+            raise BadRequest("cpu and memory_mb must be numbers") from None
+        labels = body.get("labels") or {}
+        if not isinstance(labels, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+            raise BadRequest("labels must be an object of strings")
+        consul_url = str(body.get("consul_url") or f"http://{address}:8500")
+        node = self.store.upsert_node(name=name, address=address, cpu=cpu,
+                                      memory_mb=memory_mb, labels=labels, consul_url=consul_url)
+        self._seen[name] = time.monotonic()
+        return node
+
+    def _require_node(self, name: str) -> dict[str, Any]:
+        node = self.store.get_node(name)
+        if node is None:
+            raise NotFound(f"node {name!r} is not registered; register it first")
+        return node
+
+    def heartbeat(self, name: str, body: dict[str, Any]) -> None:
+        self._require_node(name)
+        reports = body.get("instances", [])
+        if not isinstance(reports, list) or not all(
+                isinstance(r, dict) and isinstance(r.get("id"), str)
+                and r.get("state") in INSTANCE_STATES for r in reports):
+            raise BadRequest("instances must be a list of {id, state} objects")
+        self._seen[name] = time.monotonic()
+        self.store.report_instances(name, reports)
+
+    async def assignments(self, name: str, index: int, wait: float) -> dict[str, Any]:
+        self._require_node(name)
+
+        def current() -> int:
+            node = self.store.get_node(name)
+            return node["assign_index"] if node else 0
+
+        new_index = await self.waiters.wait_for(current, index, wait)
+        out = []
+        for a in self.store.node_assignments(name):
+            command = a["processes"].get(a["process"])
+            out.append({
+                "id": a["id"], "app": a["app"], "release": a["release"], "process": a["process"],
+                "role": a["role"], "desired": a["desired"], "image": a["image"],
+                "command": ["/bin/sh", "-c", command] if command else None,
+                "env": a["config"], "port": CONTAINER_PORT,
+                "memory_mb": 128, "cpu": 0.1, "health": a["health"],
+                "stop_timeout_s": a["policy"].get("stop_timeout", 10)})
+        return {"index": new_index, "instances": out}
+
+
+CONTROLLER = web.AppKey("controller", Controller)

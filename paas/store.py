@@ -1,0 +1,335 @@
+"""The controller's state in SQLite: apps, releases, deployments, instances and nodes.
+
+WAL journal with `synchronous=FULL`, so a commit survives a crash of the process or the host.
+Every write happens in one short transaction on the event loop's thread; the controller is the
+only writer. Rows come back as plain dicts ready for JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS apps (
+    name TEXT PRIMARY KEY,
+    hostnames TEXT NOT NULL,
+    config TEXT NOT NULL DEFAULT '{}',
+    scale TEXT NOT NULL DEFAULT '{}',
+    next_release INTEGER NOT NULL DEFAULT 1,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS releases (
+    app TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    image TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    config TEXT NOT NULL,
+    processes TEXT NOT NULL,
+    test_command TEXT,
+    health TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    created_by TEXT NOT NULL,
+    PRIMARY KEY (app, version)
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    release INTEGER NOT NULL,
+    replicas TEXT NOT NULL,
+    status TEXT NOT NULL,
+    step TEXT NOT NULL,
+    reason TEXT,
+    log_tail TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deployments_app ON deployments (app, id);
+CREATE TABLE IF NOT EXISTS instances (
+    id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    release INTEGER NOT NULL,
+    process TEXT NOT NULL,
+    role TEXT NOT NULL,
+    node TEXT NOT NULL,
+    desired TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    container_id TEXT,
+    host_port INTEGER,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    deployment_id INTEGER,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_app ON instances (app);
+CREATE INDEX IF NOT EXISTS instances_node ON instances (node);
+CREATE TABLE IF NOT EXISTS nodes (
+    name TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    cpu REAL NOT NULL,
+    memory_mb INTEGER NOT NULL,
+    labels TEXT NOT NULL,
+    consul_url TEXT NOT NULL,
+    assign_index INTEGER NOT NULL DEFAULT 1,
+    last_heartbeat REAL,
+    registered_at REAL NOT NULL
+);
+"""
+
+_JSON_COLUMNS = {"hostnames", "config", "scale", "processes", "health", "policy", "labels",
+                 "replicas"}
+
+
+def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    out = dict(row)
+    for key in _JSON_COLUMNS & out.keys():
+        if isinstance(out[key], str):
+            out[key] = json.loads(out[key])
+    return out
+
+
+class Store:
+    """All reads and writes of the controller's state."""
+
+    def __init__(self, path: Path, *, on_assignments_changed: Callable[[], None] | None = None
+                 ) -> None:
+        """`on_assignments_changed` runs after every commit that changed what a node should
+        run (the long-poll wakes its waiters there)."""
+        self._on_changed = on_assignments_changed
+        self._bumped = False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed on success, rolled back on any error."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            self._bumped = False
+            raise
+        self._db.execute("COMMIT")
+        if self._bumped:
+            self._bumped = False
+            if self._on_changed is not None:
+                self._on_changed()
+
+    def _one(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        return _row(self._db.execute(sql, args).fetchone())
+
+    def _all(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        return [_row(r) for r in self._db.execute(sql, args).fetchall()]  # type: ignore[misc]
+
+    # --- apps -------------------------------------------------------------------------------
+    def create_app(self, name: str, hostnames: list[str]) -> dict[str, Any]:
+        with self.tx() as db:
+            db.execute("INSERT INTO apps (name, hostnames, created_at) VALUES (?, ?, ?)",
+                       (name, json.dumps(hostnames), time.time()))
+        return self.get_app(name)  # type: ignore[return-value]
+
+    def get_app(self, name: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM apps WHERE name = ?", name)
+
+    def list_apps(self) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM apps ORDER BY name")
+
+    def delete_app(self, name: str) -> list[str]:
+        """Delete the app and its releases; mark its instances for stopping. Returns the
+        nodes whose assignments changed."""
+        with self.tx() as db:
+            nodes = [r[0] for r in db.execute(
+                "SELECT DISTINCT node FROM instances WHERE app = ? AND desired != 'stopped'",
+                (name,))]
+            db.execute("UPDATE instances SET desired = 'stopped', updated_at = ? WHERE app = ?",
+                       (time.time(), name))
+            db.execute("DELETE FROM releases WHERE app = ?", (name,))
+            db.execute("DELETE FROM apps WHERE name = ?", (name,))
+            self._bump(db, nodes)
+        return nodes
+
+    def set_app_fields(self, name: str, **values: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in values)
+        args = [json.dumps(v) if k in _JSON_COLUMNS else v for k, v in values.items()]
+        with self.tx() as db:
+            db.execute(f"UPDATE apps SET {cols} WHERE name = ?", (*args, name))
+
+    # --- releases ---------------------------------------------------------------------------
+    def add_release(self, *, app: str, version: int, image: str, image_id: str, source: str,
+                    config: dict[str, str], processes: dict[str, str],
+                    test_command: str | None, health: dict[str, Any],
+                    policy: dict[str, Any], created_by: str) -> dict[str, Any]:
+        """Insert release `version`, which must be the app's next number (no gaps, no reuse)."""
+        with self.tx() as db:
+            row = db.execute("SELECT next_release FROM apps WHERE name = ?", (app,)).fetchone()
+            if row is None or row[0] != version:
+                raise RuntimeError(f"release v{version} is not the next release of {app}")
+            db.execute(
+                "INSERT INTO releases (app, version, image, image_id, source, config, processes,"
+                " test_command, health, policy, created_at, created_by)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (app, version, image, image_id, source, json.dumps(config),
+                 json.dumps(processes), test_command, json.dumps(health), json.dumps(policy),
+                 time.time(), created_by))
+            db.execute("UPDATE apps SET next_release = ? WHERE name = ?", (version + 1, app))
+        return self.get_release(app, version)  # type: ignore[return-value]
+
+    def get_release(self, app: str, version: int) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM releases WHERE app = ? AND version = ?", app, version)
+
+    def latest_release(self, app: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM releases WHERE app = ? ORDER BY version DESC LIMIT 1",
+                         app)
+
+    def list_releases(self, app: str) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM releases WHERE app = ? ORDER BY version", app)
+
+    # --- deployments ------------------------------------------------------------------------
+    def create_deployment(self, *, app: str, release: int,
+                          replicas: dict[str, int]) -> dict[str, Any]:
+        """Insert a running deployment, unless one is already running for the app."""
+        now = time.time()
+        with self.tx() as db:
+            running = db.execute(
+                "SELECT id FROM deployments WHERE app = ? AND status = 'running'",
+                (app,)).fetchone()
+            if running is not None:
+                raise DeploymentRunning(running[0])
+            cur = db.execute(
+                "INSERT INTO deployments (app, release, replicas, status, step, created_at,"
+                " updated_at) VALUES (?, ?, ?, 'running', 'pending', ?, ?)",
+                (app, release, json.dumps(replicas), now, now))
+            dep_id = cur.lastrowid
+        return self.get_deployment(dep_id)  # type: ignore[arg-type,return-value]
+
+    def get_deployment(self, dep_id: int) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM deployments WHERE id = ?", dep_id)
+
+    def list_deployments(self, app: str) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM deployments WHERE app = ? ORDER BY id", app)
+
+    def running_deployments(self) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM deployments WHERE status = 'running' ORDER BY id")
+
+    def update_deployment(self, dep_id: int, **values: Any) -> None:
+        values["updated_at"] = time.time()
+        cols = ", ".join(f"{k} = ?" for k in values)
+        with self.tx() as db:
+            db.execute(f"UPDATE deployments SET {cols} WHERE id = ?",
+                       (*values.values(), dep_id))
+
+    # --- instances --------------------------------------------------------------------------
+    def add_instances(self, rows: list[dict[str, Any]]) -> None:
+        now = time.time()
+        with self.tx() as db:
+            for r in rows:
+                db.execute(
+                    "INSERT INTO instances (id, app, release, process, role, node, desired,"
+                    " deployment_id, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                    (r["id"], r["app"], r["release"], r["process"], r["role"], r["node"],
+                     r.get("deployment_id"), now, now))
+            self._bump(db, {r["node"] for r in rows})
+
+    def set_desired(self, ids: list[str], desired: str) -> None:
+        """Set the desired state of instances and bump their nodes' assignment index."""
+        if not ids:
+            return
+        marks = ",".join("?" * len(ids))
+        with self.tx() as db:
+            nodes = [r[0] for r in db.execute(
+                f"SELECT DISTINCT node FROM instances WHERE id IN ({marks})", ids)]
+            db.execute(f"UPDATE instances SET desired = ?, updated_at = ? WHERE id IN ({marks})",
+                       (desired, time.time(), *ids))
+            self._bump(db, nodes)
+
+    def get_instance(self, instance_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM instances WHERE id = ?", instance_id)
+
+    def list_instances(self, app: str | None = None, *,
+                       include_stopped: bool = False) -> list[dict[str, Any]]:
+        where = [] if include_stopped else ["desired != 'stopped'"]
+        args: list[Any] = []
+        if app is not None:
+            where.append("app = ?")
+            args.append(app)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        return self._all(f"SELECT * FROM instances{clause} ORDER BY created_at, id", *args)
+
+    def node_assignments(self, node: str) -> list[dict[str, Any]]:
+        """The instances a node should run (desired running or draining), with their release."""
+        return self._all(
+            "SELECT i.id, i.app, i.release, i.process, i.role, i.desired, r.image, r.config,"
+            " r.processes, r.health, r.policy FROM instances i JOIN releases r"
+            " ON r.app = i.app AND r.version = i.release"
+            " WHERE i.node = ? AND i.desired IN ('running', 'draining') ORDER BY i.id", node)
+
+    def report_instances(self, node: str, reports: list[dict[str, Any]]) -> None:
+        """Apply a node's heartbeat: update reported states and forget stopped instances
+        the node no longer has."""
+        now = time.time()
+        seen = {r["id"] for r in reports}
+        with self.tx() as db:
+            for r in reports:
+                db.execute(
+                    "UPDATE instances SET state = ?, container_id = ?, host_port = ?,"
+                    " restarts = ?, updated_at = ? WHERE id = ? AND node = ?",
+                    (r["state"], r.get("container_id"), r.get("host_port"),
+                     int(r.get("restarts") or 0), now, r["id"], node))
+            gone = [row[0] for row in db.execute(
+                "SELECT id FROM instances WHERE node = ? AND desired = 'stopped'", (node,))
+                if row[0] not in seen]
+            for instance_id in gone:
+                db.execute("DELETE FROM instances WHERE id = ?", (instance_id,))
+            db.execute("UPDATE nodes SET last_heartbeat = ? WHERE name = ?", (now, node))
+
+    # --- nodes ------------------------------------------------------------------------------
+    def upsert_node(self, *, name: str, address: str, cpu: float, memory_mb: int,
+                    labels: dict[str, str], consul_url: str) -> dict[str, Any]:
+        now = time.time()
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO nodes (name, address, cpu, memory_mb, labels, consul_url,"
+                " last_heartbeat, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET address = excluded.address, cpu = excluded.cpu,"
+                " memory_mb = excluded.memory_mb, labels = excluded.labels,"
+                " consul_url = excluded.consul_url, last_heartbeat = excluded.last_heartbeat",
+                (name, address, cpu, memory_mb, json.dumps(labels), consul_url, now, now))
+        return self.get_node(name)  # type: ignore[return-value]
+
+    def get_node(self, name: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM nodes WHERE name = ?", name)
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM nodes ORDER BY name")
+
+    def _bump(self, db: sqlite3.Connection, nodes: Any) -> None:
+        self._bumped = True
+        for node in set(nodes):
+            db.execute("UPDATE nodes SET assign_index = assign_index + 1 WHERE name = ?",
+                       (node,))
+
+
+class DeploymentRunning(Exception):
+    """A deployment of the app is already running; carries its id."""
+
+    def __init__(self, dep_id: int) -> None:
+        super().__init__(dep_id)
+        self.dep_id = dep_id

@@ -1,0 +1,95 @@
+"""End-to-end fixtures: a real local cluster (Consul server, controller, two agents each with
+its own Consul client agent, router) on 127.0.1.x, so it never collides with a demo cluster on
+127.0.0.x. Everything it starts is stopped and every container it made is removed."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from paas.buildcontext import make_build_context
+from paas.client import Client, Target
+from paas.cluster import LocalCluster
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class E2E:
+    """A running cluster plus helpers the scenarios share."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.api = Client(Target(cluster.controller_url, cluster.admin_token()))
+
+    def get_via_router(self, app: str, path: str = "/", timeout: float = 3.0) -> tuple[int, str]:
+        req = urllib.request.Request(self.cluster.router_url + path,
+                                     headers={"Host": f"{app}.{self.cluster.domain}"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def build(self, app: str, directory: Path) -> dict[str, Any]:
+        return self.api.request("POST", f"/v1/apps/{app}/releases",
+                                data=make_build_context(directory=directory),
+                                content_type="application/gzip", timeout=300)["release"]
+
+    def deploy(self, app: str, release: int, replicas: Any, timeout: float = 90) -> dict:
+        dep = self.api.post(f"/v1/apps/{app}/deployments",
+                            {"release": release, "replicas": replicas})["deployment"]
+        deadline = time.monotonic() + timeout
+        while dep["status"] == "running" and time.monotonic() < deadline:
+            dep = self.api.get(f"/v1/apps/{app}/deployments/{dep['id']}?wait=5")["deployment"]
+        return dep
+
+    def containers(self, **labels: str) -> list[str]:
+        argv = ["docker", "ps", "-q", "--filter", f"label=paas.cluster={self.cluster.cluster_id}"]
+        for k, v in labels.items():
+            argv += ["--filter", f"label=paas.{k}={v}"]
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
+
+    def consul(self, path: str) -> Any:
+        import json
+
+        with urllib.request.urlopen(self.cluster.consul_url + path, timeout=5) as resp:  # noqa: S310
+            raw = resp.read()
+        return json.loads(raw) if raw else None
+
+    def routes(self) -> dict[str, Any]:
+        import json
+
+        with urllib.request.urlopen(self.cluster.router_admin_url + "/routes", timeout=5) as r:  # noqa: S310
+            return json.loads(r.read())
+
+
+def wait_until(check: Any, timeout: float = 20.0, interval: float = 0.2, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    cluster = LocalCluster(root=tmp_path_factory.mktemp("cluster"), prefix="127.0.1",
+                           nodes=2, cluster_id="e2e" + secrets.token_hex(3))
+    try:
+        cluster.up()
+        yield E2E(cluster)
+    finally:
+        cluster.down()
+        for log in sorted((cluster.root / "logs").glob("*.log")):
+            # Keep the logs visible in the test output when something failed.
+            print(f"--- {log.name} (last lines)")
+            print("\n".join(log.read_text(errors="replace").splitlines()[-15:]))

@@ -1,0 +1,213 @@
+"""The controller API in-process on a real SQLite store: auth, validation, errors as one JSON
+sentence with the right status, state kept across a restart."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import stat
+import tarfile
+
+import pytest
+
+from paas.openapi import openapi_document
+
+
+def tar_gz(entries: dict[str, bytes], *, symlinks: dict[str, str] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (symlinks or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+async def error_of(resp, status: int) -> str:
+    assert resp.status == status, await resp.text()
+    body = await resp.json()
+    assert set(body) >= {"error"} and isinstance(body["error"], str) and body["error"]
+    return body["error"]
+
+
+async def test_healthz_and_metrics_need_no_token(api):
+    assert (await api.get("/healthz")).status == 200
+    resp = await api.get("/metrics")
+    assert resp.status == 200
+    assert "paas_releases_total" in await resp.text()
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"},
+                                     {"Authorization": "Basic abc"}])
+async def test_api_refuses_missing_or_wrong_token(api, headers):
+    await error_of(await api.get("/v1/apps", headers=headers), 401)
+    await error_of(await api.post("/v1/apps", json={"name": "ok"}, headers=headers), 401)
+
+
+async def test_join_token_is_only_for_agent_routes(api, join):
+    await error_of(await api.get("/v1/apps", headers=join), 403)
+    resp = await api.put("/v1/nodes/node-1", json={"address": "127.0.0.2"}, headers=join)
+    assert resp.status == 200
+
+
+async def test_token_file_is_private(api, settings):
+    for name in ("admin.token", "join.token"):
+        mode = stat.S_IMODE(os.stat(settings.data_dir / name).st_mode)
+        assert mode == 0o600
+
+
+@pytest.mark.parametrize("name", ["../x", "A_B", "a;b", "a" * 64, "", "-a", "1abc", None, 5])
+async def test_invalid_app_names_are_refused(api, admin, name):
+    msg = await error_of(await api.post("/v1/apps", json={"name": name}, headers=admin), 400)
+    assert "app name" in msg
+    assert (await (await api.get("/v1/apps", headers=admin)).json())["apps"] == []
+
+
+async def test_app_lifecycle_and_conflicts(api, admin):
+    resp = await api.post("/v1/apps", json={"name": "hello"}, headers=admin)
+    assert resp.status == 201
+    app = (await resp.json())["app"]
+    assert app["hostnames"] == ["hello.localhost"]
+    await error_of(await api.post("/v1/apps", json={"name": "hello"}, headers=admin), 409)
+    listed = (await (await api.get("/v1/apps", headers=admin)).json())["apps"]
+    assert [a["name"] for a in listed] == ["hello"]
+    assert (await api.delete("/v1/apps/hello", headers=admin)).status == 200
+    await error_of(await api.get("/v1/apps/hello", headers=admin), 404)
+
+
+async def test_unknown_app_and_bad_json(api, admin):
+    await error_of(await api.get("/v1/apps/nope", headers=admin), 404)
+    await error_of(await api.post("/v1/apps/nope/releases", data=tar_gz({"Dockerfile": b"x"}),
+                                  headers={**admin, "Content-Type": "application/gzip"}), 404)
+    await error_of(await api.post("/v1/apps/nope/deployments", json={}, headers=admin), 404)
+    await error_of(await api.post("/v1/apps", data=b"{not json",
+                                  headers={**admin, "Content-Type": "application/json"}), 400)
+    await error_of(await api.get("/v1/no/such/route", headers=admin), 404)
+
+
+EVIL_CONTEXTS = {
+    "not gzip": b"plain bytes, not an archive",
+    "gzip of non-tar": gzip.compress(b"hello world" * 100),
+    "absolute path": tar_gz({"/etc/evil": b"x", "Dockerfile": b"FROM paas/busybox:latest"}),
+    "dot-dot": tar_gz({"../evil": b"x", "Dockerfile": b"FROM paas/busybox:latest"}),
+    "symlink out": tar_gz({"Dockerfile": b"FROM paas/busybox:latest"},
+                          symlinks={"passwd": "/etc/passwd"}),
+    "symlink climbing": tar_gz({"Dockerfile": b"FROM paas/busybox:latest"},
+                               symlinks={"a/b": "../../x"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EVIL_CONTEXTS))
+async def test_bad_build_contexts_are_refused_and_change_nothing(api, admin, case):
+    await api.post("/v1/apps", json={"name": "web"}, headers=admin)
+    resp = await api.post("/v1/apps/web/releases", data=EVIL_CONTEXTS[case],
+                          headers={**admin, "Content-Type": "application/gzip"})
+    await error_of(resp, 400)
+    releases = (await (await api.get("/v1/apps/web/releases", headers=admin)).json())["releases"]
+    assert releases == []
+    app = (await (await api.get("/v1/apps/web", headers=admin)).json())["app"]
+    assert app["latest_release"] is None
+
+
+async def test_deploy_without_release_or_with_bad_replicas(api, admin):
+    await api.post("/v1/apps", json={"name": "web"}, headers=admin)
+    await error_of(await api.post("/v1/apps/web/deployments", json={"replicas": 1},
+                                  headers=admin), 404)
+    await error_of(await api.post("/v1/apps/web/deployments", json={"release": "x"},
+                                  headers=admin), 400)
+
+
+async def test_replica_bounds(api, admin, settings):
+    from paas.service import CONTROLLER
+
+    await api.post("/v1/apps", json={"name": "web"}, headers=admin)
+    ctl = api.server.app[CONTROLLER]
+    # A release made directly in the store: the build path needs Docker (tested end to end).
+    ctl.store.add_release(app="web", version=1, image="paas/web:v1", image_id="sha256:x",
+                          source="test", config={}, processes={"web": None}, test_command=None,
+                          health={"path": "/health"}, policy={}, created_by="admin")
+    for bad in (-1, settings.max_replicas + 1, "3", 1.5, True, {"worker": 1}):
+        msg = await error_of(await api.post("/v1/apps/web/deployments",
+                                            json={"replicas": bad}, headers=admin), 400)
+        assert "replicas" in msg or "process type" in msg
+    assert (await (await api.get("/v1/apps/web/deployments", headers=admin)).json()) == {
+        "deployments": []}
+
+
+async def test_state_survives_a_restart(start_api, settings):
+    first = await start_api()
+    token = (settings.data_dir / "admin.token").read_text().strip()
+    admin = {"Authorization": f"Bearer {token}"}
+    assert (await first.post("/v1/apps", json={"name": "keep"}, headers=admin)).status == 201
+    join = {"Authorization": "Bearer " + (settings.data_dir / "join.token").read_text().strip()}
+    await first.put("/v1/nodes/node-1", json={"address": "127.0.0.2", "cpu": 2,
+                                              "memory_mb": 2048}, headers=join)
+    await first.close()
+    second = await start_api()
+    assert (settings.data_dir / "admin.token").read_text().strip() == token
+    apps = (await (await second.get("/v1/apps", headers=admin)).json())["apps"]
+    assert [a["name"] for a in apps] == ["keep"]
+    nodes = (await (await second.get("/v1/nodes", headers=admin)).json())["nodes"]
+    assert [(n["name"], n["memory_mb"]) for n in nodes] == [("node-1", 2048)]
+
+
+async def test_long_poll_returns_when_assignments_change(api, admin, join):
+    import asyncio
+
+    from paas.service import CONTROLLER
+
+    await api.put("/v1/nodes/node-1", json={"address": "127.0.0.2"}, headers=join)
+    first = await (await api.get("/v1/nodes/node-1/assignments?index=0", headers=join)).json()
+    assert first["instances"] == []
+    waiting = asyncio.ensure_future(api.get(
+        f"/v1/nodes/node-1/assignments?index={first['index']}&wait=20", headers=join))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    ctl = api.server.app[CONTROLLER]
+    await api.post("/v1/apps", json={"name": "web"}, headers=admin)
+    ctl.store.add_release(app="web", version=1, image="paas/web:v1", image_id="sha256:x",
+                          source="test", config={"A": "b"}, processes={"web": "./run"},
+                          test_command=None, health={"path": "/health"}, policy={},
+                          created_by="admin")
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    ctl.store.add_instances([{"id": "web-v1-web-abcdef", "app": "web", "release": 1,
+                              "process": "web", "role": "live", "node": "node-1"}])
+    resp = await asyncio.wait_for(waiting, 5)
+    assert loop.time() - t0 < 1.0
+    body = await resp.json()
+    assert body["index"] > first["index"]
+    [inst] = body["instances"]
+    assert inst["id"] == "web-v1-web-abcdef" and inst["env"] == {"A": "b"}
+    assert inst["command"] == ["/bin/sh", "-c", "./run"] and inst["desired"] == "running"
+
+
+async def test_heartbeat_validation(api, join):
+    await error_of(await api.post("/v1/nodes/ghost/heartbeat", json={"instances": []},
+                                  headers=join), 404)
+    await api.put("/v1/nodes/node-1", json={"address": "127.0.0.2"}, headers=join)
+    await error_of(await api.post("/v1/nodes/node-1/heartbeat",
+                                  json={"instances": [{"id": 1}]}, headers=join), 400)
+    await error_of(await api.put("/v1/nodes/node-2", json={"address": "not-an-ip"},
+                                 headers=join), 400)
+    await error_of(await api.put("/v1/nodes/Bad_Name", json={"address": "127.0.0.3"},
+                                 headers=join), 400)
+
+
+def test_openapi_describes_every_route():
+    from paas.server import make_app
+    from paas.settings import ControllerSettings
+
+    app = make_app(ControllerSettings())
+    registered = {(r.method.lower(), r.resource.canonical) for r in app.router.routes()
+                  if r.method != "HEAD"}
+    documented = {(m, p) for p, ops in openapi_document()["paths"].items() for m in ops}
+    assert registered == documented
+    json.dumps(openapi_document())
