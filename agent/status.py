@@ -45,7 +45,7 @@ def instance_reports(*, desired: Sequence[Assignment] | None,
         c = by_id.get(iid)
         a = wanted.get(iid) if wanted is not None else None
         # Assigned to run but never tried yet: about to start, not missing.
-        pending = a is not None and a.wants_running and iid not in restarts
+        pending = c is None and a is not None and a.wants_running and iid not in restarts
         reports.append({
             "id": iid,
             "state": container_state(c, starting=iid in starting or pending),

@@ -1,0 +1,71 @@
+"""Heartbeat state records (agent/status.py) and the restart backoff schedule (agent/backoff.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.assignments import Assignment
+from agent.backoff import RESTART_DELAYS_S, RestartState, after_attempt, restart_delay
+from agent.driver import ContainerInfo
+from agent.status import instance_reports
+
+A = "hello-v1-web-aaaaaa"
+
+
+def assigned(desired: str = "running") -> list[Assignment]:
+    return [Assignment(id=A, app="hello", release=1, process="web", image="i",
+                       desired=desired)]
+
+
+def box(state: str, exit_code: int | None = None) -> ContainerInfo:
+    return ContainerInfo(instance_id=A, container_id="cid", state=state,
+                         host_port=32768 if state == "running" else None, exit_code=exit_code)
+
+
+@pytest.mark.parametrize("containers, restarts, starting, desired, state", [
+    ([box("running")], {}, (), "running", "running"),
+    ([], {}, (), "running", "starting"),                       # not tried yet
+    ([], {A: RestartState(streak=1)}, {A}, "running", "starting"),  # start in flight
+    ([], {A: RestartState(streak=1)}, (), "running", "missing"),  # tried and failed
+    ([], {}, (), "draining", "missing"),
+    ([box("created")], {}, (), "running", "starting"),
+    ([box("exited", 3)], {}, (), "running", "exited"),
+    ([box("dead", 1)], {}, (), "running", "exited"),
+])
+def test_states(containers, restarts, starting, desired, state) -> None:
+    [report] = instance_reports(desired=assigned(desired), containers=containers,
+                                restarts=restarts, starting=starting)
+    assert report["state"] == state
+
+
+def test_report_fields() -> None:
+    reports = instance_reports(desired=assigned(), containers=[box("exited", 137)],
+                               restarts={A: RestartState(restarts=2)},
+                               errors={A: "image missing"})
+    assert reports == [{"id": A, "state": "exited", "container_id": "cid", "host_port": None,
+                        "restarts": 2, "exit_code": 137, "error": "image missing"}]
+
+
+def test_before_the_first_assignments_every_container_is_reported() -> None:
+    reports = instance_reports(desired=None, containers=[box("running")], restarts={})
+    assert [(r["id"], r["state"], r["host_port"]) for r in reports] == [(A, "running", 32768)]
+
+
+def test_backoff_grows_caps_and_resets_after_a_long_run() -> None:
+    state = RestartState()
+    delays = []
+    now = 0.0
+    for _ in range(len(RESTART_DELAYS_S) + 2):
+        state = after_attempt(state, now=now, restart=True)
+        delays.append(state.not_before - now)
+        now = state.not_before
+    assert delays == [restart_delay(n) for n in range(1, len(RESTART_DELAYS_S) + 3)]
+    assert delays[-1] == RESTART_DELAYS_S[-1]
+    assert state.restarts == len(RESTART_DELAYS_S) + 2
+    fresh = after_attempt(state, now=state.last_at + 3600, restart=True)
+    assert fresh.streak == 1 and fresh.restarts == state.restarts + 1
+
+
+def test_a_first_start_is_not_counted_as_a_restart() -> None:
+    state = after_attempt(RestartState(), now=5.0, restart=False)
+    assert (state.restarts, state.streak, state.not_before) == (0, 1, 5.0 + restart_delay(1))
