@@ -188,8 +188,9 @@ def validate_build_context(
 ) -> BuildContextSummary:
     """Check an uploaded build context and summarise it; raise BadBuildContext if unusable."""
     if len(context) > limits.max_compressed_bytes:
-        raise BadBuildContext(f"the build context is larger than {_mb(limits.max_compressed_bytes)}"
-                              "; leave build outputs and dependencies out of it.")
+        raise BadBuildContext(f"the build context is larger than "
+                              f"{_mb(limits.max_compressed_bytes)}; leave build outputs and "
+                              "dependencies out of it.")
     if not context.startswith(GZIP_MAGIC):
         raise BadBuildContext("the build context is not gzip-compressed; send a .tar.gz archive.")
     stream = _BoundedGunzip(context, limits.max_uncompressed_bytes)

@@ -123,8 +123,8 @@ class Plan:
     """Where the new instances go: one node name per placed instance, in placement order.
 
     `unplaced` instances found no node; `reason` then says why each node was ruled out, e.g.
-    "insufficient memory on 3 nodes, constraint unmet on 2 nodes, node not ready on 1 node" (empty when
-    every instance was placed).
+    "insufficient memory on 3 nodes, constraint unmet on 2 nodes, node not ready on 1 node"
+    (empty when every instance was placed).
     """
 
     placements: tuple[str, ...]

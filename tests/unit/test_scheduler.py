@@ -34,7 +34,8 @@ def web(app: str = "hello", *, cpu: float = 0.25, mem: int = 128, iid: str = "",
 def request(count: int, *, cpu: float = 0.25, mem: int = 128, strategy: str = "spread",
             constraints: dict[str, str] | None = None, app: str = "hello") -> PlacementRequest:
     return PlacementRequest(app=app, process="web", count=count, cpu=cpu, memory_mb=mem,
-                            constraints=constraints or {}, strategy=strategy)  # type: ignore[arg-type]
+                            constraints=constraints or {},
+                            strategy=strategy)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ CASES = [
          (node("n1", cpu=0.5),), request(3),
          ("n1", "n1"), unplaced=1, reason="insufficient cpu on 1 node"),
     Case("existing reservations count against capacity",
-         (node("n1", mem=512, instances=(web("other", mem=384),)), node("n2", mem=512)), request(3),
+         (node("n1", mem=512, instances=(web("other", mem=384),)), node("n2", mem=512)),
+         request(3),
          ("n2", "n1", "n2"), unplaced=0),
     Case("cpu fractions sum exactly (0.1 * 10 == 1.0)",
          (node("n1", cpu=1.0),), request(11, cpu=0.1),
@@ -97,7 +99,8 @@ CASES = [
           node("n4", mem=100, labels={"zone": "x"}), node("n5", mem=100, labels={"zone": "x"}),
           node("n6", mem=100, labels={"zone": "x"})),
          request(1, constraints={"zone": "x"}), (), unplaced=1,
-         reason="insufficient memory on 3 nodes, constraint unmet on 2 nodes, node not ready on 1 node"),
+         reason=("insufficient memory on 3 nodes, constraint unmet on 2 nodes, "
+                 "node not ready on 1 node")),
     Case("no nodes at all",
          (), request(2), (), unplaced=2, reason="no nodes are registered"),
     Case("binpack fills the most allocated node first",
@@ -160,7 +163,8 @@ def test_with_placements_checks_ids_and_keeps_untouched_nodes() -> None:
     nodes = (node("n1"), node("n2"))
     req = request(1)
     plan = place(nodes=nodes, request=req)
-    after = with_placements(nodes=nodes, request=req, plan=plan, instance_ids=["hello-v1-web-abcdef"])
+    after = with_placements(nodes=nodes, request=req, plan=plan,
+                            instance_ids=["hello-v1-web-abcdef"])
     assert after[0].instances == (web(iid="hello-v1-web-abcdef"),)
     assert after[1] is nodes[1]
     with pytest.raises(BadPlacementRequest):
@@ -209,7 +213,8 @@ STOP_CASES = [
 
 @pytest.mark.parametrize("nodes,count,expected", [c[1:] for c in STOP_CASES],
                          ids=[c[0] for c in STOP_CASES])
-def test_choose_to_stop(nodes: tuple[Node, ...], count: int, expected: list[tuple[str, str]]) -> None:
+def test_choose_to_stop(nodes: tuple[Node, ...], count: int,
+                        expected: list[tuple[str, str]]) -> None:
     chosen = choose_to_stop(nodes=nodes, app="hello", process="web", count=count)
     assert [(c.node, c.instance.instance_id) for c in chosen] == expected
 

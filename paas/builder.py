@@ -1,0 +1,254 @@
+"""The package step of a deploy: build an app's image `paas/<app>:v<N>` from its build context.
+
+`build_image` validates the context (see `buildcontext`), generates a Dockerfile for the busybox
+stack from `templates/Dockerfile.busybox.j2` when the app brings only a Procfile, and drives the
+Docker engine's classic builder through docker-py's low-level `APIClient.build`, streaming each
+log line to the caller. It is synchronous; the controller runs it in a thread
+(`asyncio.to_thread`).
+
+A build that fails because of the app raises `BuildFailed` with one sentence naming the failing
+step and the last lines of the log; an engine that cannot be reached raises
+`BuilderUnavailable`, which the caller should retry later.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+import tarfile
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import jinja2
+import requests.exceptions
+import urllib3.exceptions
+
+from paas.buildcontext import BadBuildContext, validate_build_context
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+STACK_TEMPLATES = {"busybox": "Dockerfile.busybox.j2"}
+DEFAULT_STACK = "busybox"
+MAX_LOG_LINES = 5000  # kept in BuildResult.log_lines; older lines are still streamed to on_log
+LOG_TAIL_LINES = 20
+DEFAULT_TIMEOUT_S = 1800.0
+
+# A local image reference `repository:tag` (no registry host); see docker/distribution/reference.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_TAG_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}$")
+_STEP_RE = re.compile(r"^Step (\d+/\d+) : (.*)$")
+
+
+class BuildFailed(Exception):
+    """The app's image did not build: fix the Dockerfile or the app, then push again.
+
+    `message` is one sentence for the user; `log_tail` the last lines of the build log.
+    """
+
+    def __init__(self, message: str, log_tail: list[str] | tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.log_tail = tuple(log_tail)
+
+
+class BuilderUnavailable(Exception):
+    """The Docker engine could not be reached or did not answer: retry the build later."""
+
+
+class BadImageTag(ValueError):
+    """The image tag is not a local `repository:tag` reference: pass a valid one."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildResult:
+    image_id: str  # "sha256:..."
+    tag: str
+    log_lines: tuple[str, ...]  # the last MAX_LOG_LINES lines of the build log
+
+
+def validate_image_tag(tag: str) -> str:
+    """Return `tag` if it is a local `repository:tag` reference such as `paas/hello:v3`."""
+    if not isinstance(tag, str) or len(tag) > 255 or not _TAG_RE.fullmatch(tag):
+        raise BadImageTag(f"invalid image tag {str(tag)[:80]!r}: use 'repository:tag', "
+                          "e.g. 'paas/hello:v3'.")
+    return tag
+
+
+def web_command(procfile: str) -> str | None:
+    """The command of the Procfile's `web` process type, or None when it has none."""
+    for line in procfile.splitlines():
+        name, sep, command = line.strip().partition(":")
+        if sep and name.strip() == "web" and command.strip():
+            return command.strip()
+    return None
+
+
+def render_dockerfile(*, procfile: str, stack: str = DEFAULT_STACK) -> str:
+    """A Dockerfile for `stack` that runs the Procfile's web command through `/bin/sh -c`."""
+    command = web_command(procfile)
+    if command is None:
+        raise BadBuildContext("the Procfile has no web process; add a 'web: <command>' line or "
+                              "a Dockerfile.")
+    template_name = STACK_TEMPLATES.get(stack)
+    if template_name is None:
+        raise BadBuildContext(f"unknown stack {stack[:40]!r}; use one of: "
+                              f"{', '.join(sorted(STACK_TEMPLATES))}.")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # a Dockerfile, not HTML; the one value is JSON-encoded below
+        keep_trailing_newline=True,
+    )
+    # Exec form with a JSON array: the command reaches the shell as one argument, verbatim.
+    cmd_json = json.dumps(["/bin/sh", "-c", command])
+    return env.get_template(template_name).render(cmd_json=cmd_json)
+
+
+def _with_dockerfile(context: bytes, dockerfile: str) -> bytes:
+    """The (already validated) context with `Dockerfile` added at its root."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(context), mode="r|gz") as source, \
+            gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as target:
+        for member in source:
+            target.addfile(member, source.extractfile(member) if member.isreg() else None)
+        data = dockerfile.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size, info.mode = len(data), 0o644
+        target.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+class _Log:
+    """Collects the build's log lines (the stream sends partial and multi-line chunks)."""
+
+    def __init__(self, on_log: Callable[[str], None] | None) -> None:
+        self.lines: deque[str] = deque(maxlen=MAX_LOG_LINES)
+        self.step: str | None = None  # e.g. "3/5 (RUN make)"
+        self.instruction = ""  # the current step's instruction, e.g. "RUN make"
+        self._partial = ""
+        self._on_log = on_log
+
+    def feed(self, text: str) -> None:
+        text = self._partial + text
+        *complete, self._partial = text.split("\n")
+        for line in complete:
+            self._emit(line)
+
+    def flush(self) -> None:
+        if self._partial:
+            self._emit(self._partial)
+            self._partial = ""
+
+    def _emit(self, line: str) -> None:
+        line = line.rstrip("\r")
+        match = _STEP_RE.match(line)
+        if match:
+            number, instruction = match.groups()
+            self.instruction = instruction
+            shown = instruction if len(instruction) <= 80 else instruction[:77] + "..."
+            self.step = f"{number} ({shown})"
+        self.lines.append(line)
+        if self._on_log is not None:
+            self._on_log(line)
+
+    def tail(self) -> tuple[str, ...]:
+        return tuple(list(self.lines)[-LOG_TAIL_LINES:])
+
+
+def _sentence(text: str) -> str:
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "unknown error")
+    if len(first) > 300:
+        first = first[:297] + "..."
+    return first if first.endswith((".", "!", "?")) else first + "."
+
+
+def _failure(log: _Log, error: str, *, generated: bool) -> BuildFailed:
+    """A BuildFailed naming the failing step; `error` is also appended to the log."""
+    log.flush()
+    log.feed(error.rstrip("\n") + "\n")
+    what = "the Dockerfile generated from the Procfile" if generated else "the Dockerfile"
+    where = f" at step {log.step}" if log.step else ""
+    if log.instruction.upper().startswith("FROM ") and "invalid reference" not in error:
+        # Nothing can be pulled here, so a missing base image is the likely cause.
+        return BuildFailed(f"{what} failed to build{where}: the base image is not on this "
+                           "Docker engine; build FROM paas/busybox:latest or another local "
+                           "image.", log.tail())
+    return BuildFailed(f"{what} failed to build{where}: {_sentence(error)}", log.tail())
+
+
+def _consume(chunks: Iterator[dict[str, Any]], log: _Log, *, generated: bool) -> str | None:
+    """Read the build stream into `log`; return the image id it reports, raise on error."""
+    image_id = None
+    for chunk in chunks:
+        if "stream" in chunk:
+            log.feed(str(chunk["stream"]))
+        elif "status" in chunk:  # pulling a base image; progress bars are left out
+            log.feed(" ".join(str(chunk[k]) for k in ("id", "status") if chunk.get(k)) + "\n")
+        if "error" in chunk or "errorDetail" in chunk:
+            log.flush()
+            detail = chunk.get("errorDetail") or {}
+            error = str(chunk.get("error") or detail.get("message") or "unknown error")
+            raise _failure(log, error, generated=generated)
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
+            image_id = aux["ID"]
+    log.flush()
+    return image_id
+
+
+def build_image(
+    *,
+    context: bytes,
+    tag: str,
+    docker_client: Any,
+    on_log: Callable[[str], None] | None = None,
+    labels: Mapping[str, str] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> BuildResult:
+    """Build `context` (a gzip tar) into the image `tag`, streaming log lines to `on_log`.
+
+    `docker_client` is a docker-py `APIClient` or `DockerClient`. `labels` are set on the
+    image; `timeout_s` bounds how long the engine may stay silent during a step.
+    Raises BadBuildContext, BadImageTag, BuildFailed or BuilderUnavailable.
+    """
+    validate_image_tag(tag)
+    summary = validate_build_context(context=context)
+    generated = not summary.has_dockerfile
+    if generated:
+        if summary.procfile is None:
+            raise BadBuildContext("the build context has no Dockerfile and no Procfile; add one "
+                                  "of them at its root.")
+        context = _with_dockerfile(context, render_dockerfile(procfile=summary.procfile))
+    api = getattr(docker_client, "api", docker_client)
+    log = _Log(on_log)
+    try:
+        chunks = api.build(
+            fileobj=io.BytesIO(context), custom_context=True, encoding="gzip", tag=tag,
+            rm=True, forcerm=True, decode=True, pull=False, labels=dict(labels or {}),
+            timeout=timeout_s,
+        )
+        image_id = _consume(chunks, log, generated=generated)
+        inspected = api.inspect_image(tag)
+    except docker.errors.ImageNotFound:
+        raise BuildFailed(f"the build ended without tagging {tag}; see the build log.",
+                          log.tail()) from None
+    except docker.errors.APIError as exc:
+        # The engine answered: the classic builder reports the app's mistakes (a bad
+        # Dockerfile line, a missing file to COPY) this way too, so the user gets its words.
+        raise _failure(log, str(exc.explanation or exc), generated=generated) from None
+    except (requests.exceptions.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError):
+        raise BuildFailed(f"the build printed nothing for {timeout_s:g} seconds and was given "
+                          "up; make the slow step print progress or run faster.",
+                          log.tail()) from None
+    except (requests.exceptions.ConnectionError, urllib3.exceptions.HTTPError,
+            docker.errors.DockerException, OSError):
+        raise BuilderUnavailable("the Docker engine could not be reached; retry the build when "
+                                 "it is running.") from None
+    return BuildResult(image_id=str(inspected.get("Id") or image_id), tag=tag,
+                       log_lines=tuple(log.lines))
