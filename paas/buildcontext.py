@@ -84,6 +84,8 @@ class _BoundedGunzip(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
+        if size == 0:
+            return b""
         if size is None or size < 0:
             size = 1024 * 1024
         chunk = self._gz.read(min(size, self._limit + 1 - self.produced) or 1)
@@ -211,7 +213,7 @@ def validate_build_context(
                         raise BadBuildContext("the build context has an entry with no name.")
                     continue
                 entries.append(name)
-                if member.isreg():
+                if member.isreg() or member.islnk():
                     regular_files.add(name)
                 if name in ROOT_FILES:
                     texts[name] = _read_root_file(archive, member, name=name,
