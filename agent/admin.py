@@ -2,16 +2,22 @@
 
 Metrics live in a registry per agent (not prometheus-client's global one), so several agents can
 run in one process in tests. `/healthz` answers 200 while the agent's loops run and shows each
-dependency's state; it answers 503 once a loop has died.
+dependency's state; it answers 503 once a loop has died. `GET /v1/instances/{id}/logs?tail=N`
+returns the last N lines of an instance's container log (text/plain) to callers presenting the
+join token, so the controller can show a failing instance's log from any node.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import hmac
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest
+
+from agent.driver import ContainerMissing, DriverError
+from paas.names import InvalidName, validate_instance_id
 
 
 class AgentMetrics:
@@ -37,10 +43,15 @@ class AgentMetrics:
 
 
 HealthFn = Callable[[], tuple[bool, dict[str, Any]]]
+LogsFn = Callable[[str, int], Awaitable[str]]
+MAX_LOG_LINES = 10_000
 
 
-def admin_app(*, metrics: AgentMetrics, health: HealthFn) -> web.Application:
-    """The admin application: `health()` returns (healthy, details)."""
+def admin_app(*, metrics: AgentMetrics, health: HealthFn, logs: LogsFn | None = None,
+              token: str = "") -> web.Application:
+    """The admin application: `health()` returns (healthy, details); `logs(instance_id, tail)`
+    returns an instance's log (ContainerMissing if none) and is served only to callers that
+    present the join token."""
 
     async def healthz(_: web.Request) -> web.Response:
         healthy, details = health()
@@ -52,9 +63,31 @@ def admin_app(*, metrics: AgentMetrics, health: HealthFn) -> web.Application:
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
+    async def instance_logs(request: web.Request) -> web.Response:
+        if not token or not hmac.compare_digest(request.headers.get("Authorization", ""),
+                                                f"Bearer {token}"):
+            return web.json_response({"error": "send Authorization: Bearer <join token>"},
+                                     status=401)
+        try:
+            iid = validate_instance_id(request.match_info["instance"])
+            tail = min(max(int(request.query.get("tail", "100")), 1), MAX_LOG_LINES)
+        except (InvalidName, ValueError):
+            return web.json_response({"error": "bad instance id or tail"}, status=400)
+        assert logs is not None
+        try:
+            text = await logs(iid, tail)
+        except ContainerMissing:
+            return web.json_response({"error": f"no container for {iid} on this node"},
+                                     status=404)
+        except DriverError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
+        return web.Response(text=text, content_type="text/plain")
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
+    if logs is not None:
+        app.router.add_get("/v1/instances/{instance}/logs", instance_logs)
     return app
 
 

@@ -42,18 +42,22 @@ MAX_PASSES = 3
 
 class Agent:
     def __init__(self, settings: AgentSettings, *, token: str,
+                 controller: ControllerClient | None = None, driver: DockerDriver | None = None,
+                 registry: ConsulRegistry | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        """The collaborators default to the real ones built from `settings`; tests pass fakes."""
         self.settings = settings
+        self.token = token
         self.clock = clock
         self.metrics = AgentMetrics()
-        self.controller = ControllerClient(base_url=settings.controller_url, node=settings.node,
-                                           token=token)
-        self.driver = DockerDriver(base_url=settings.effective_docker_url,
-                                   cluster=settings.cluster, node=settings.node,
-                                   address=settings.address, init=settings.docker_init)
-        self.registry = ConsulRegistry(consul_url=settings.effective_consul_url,
-                                       cluster=settings.cluster, node=settings.node,
-                                       address=settings.address)
+        self.controller = controller or ControllerClient(
+            base_url=settings.controller_url, node=settings.node, token=token)
+        self.driver = driver or DockerDriver(
+            base_url=settings.effective_docker_url, cluster=settings.cluster,
+            node=settings.node, address=settings.address, init=settings.docker_init)
+        self.registry = registry or ConsulRegistry(
+            consul_url=settings.effective_consul_url, cluster=settings.cluster,
+            node=settings.node, address=settings.address)
         gauge = self.metrics.dependency_up
         self.deps = {name: Dependency(name, gauge=gauge) for name in
                      ("controller", "consul", "docker")}
@@ -72,8 +76,10 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; containers are left running."""
-        runner = await serve_admin(admin_app(metrics=self.metrics, health=self.health),
-                                   host=self.settings.address, port=self.settings.admin_port)
+        app = admin_app(metrics=self.metrics, health=self.health, token=self.token,
+                        logs=lambda iid, tail: self.driver.logs(iid, tail=tail))
+        runner = await serve_admin(app, host=self.settings.address,
+                                   port=self.settings.admin_port)
         log.info("agent %s (cluster %s) on %s, admin on :%d", self.settings.node,
                  self.settings.cluster, self.settings.address, self.settings.admin_port)
         try:
@@ -199,8 +205,6 @@ class Agent:
             except asyncio.TimeoutError:
                 pass
             self.wake.clear()
-            if self.assignments is None:
-                continue
             try:
                 await self.reconcile_once()
             except Exception:  # a bug must not kill the loop that keeps instances alive
@@ -208,8 +212,14 @@ class Agent:
                 await asyncio.sleep(1)
 
     async def reconcile_once(self) -> Plan | None:
-        """Reconcile until the plan is quiet (or MAX_PASSES); returns the last plan."""
+        """Reconcile until the plan is quiet (or MAX_PASSES); returns the last plan.
+
+        Does nothing (returns None) before the first assignment list: without it, every
+        container would look unassigned.
+        """
         plan = None
+        if self.assignments is None:
+            return None
         with self.metrics.reconcile_seconds.time():
             for _ in range(MAX_PASSES):
                 plan = await self._plan()

@@ -29,9 +29,11 @@ def free_port(host: str) -> int:
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
 
 
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+def http_get(url: str, timeout: float = 2.0,
+             headers: dict[str, str] | None = None) -> tuple[int, str]:
     try:
-        with _OPENER.open(url, timeout=timeout) as resp:
+        with _OPENER.open(urllib.request.Request(url, headers=headers or {}),
+                          timeout=timeout) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()

@@ -33,6 +33,7 @@ from agent_it import (
 
 pytestmark = pytest.mark.slow
 TOKEN = "join-" + secrets.token_hex(8)
+BOOT_THEN_HTTPD = [HTTPD[0], HTTPD[1], "echo booting $PAAS_INSTANCE_ID; " + HTTPD[2]]
 
 
 class FakeController:
@@ -156,7 +157,7 @@ def web_instance(*, desired: str = "running", stop_timeout_s: float = 2) -> dict
     app = "d" + secrets.token_hex(3)
     return {"id": f"{app}-v1-web-{secrets.token_hex(3)}", "app": app, "release": 1,
             "process": "web", "role": "live", "desired": desired, "image": IMAGE,
-            "command": HTTPD, "env": {"GREETING": "hi"}, "port": 5000, "memory_mb": 64,
+            "command": BOOT_THEN_HTTPD, "env": {"GREETING": "hi"}, "port": 5000, "memory_mb": 64,
             "cpu": 0.25, "health": {"path": "/health", "interval_s": 0.5, "timeout_s": 1},
             "stop_timeout_s": stop_timeout_s}
 
@@ -189,6 +190,10 @@ async def test_runs_adopts_drains_and_removes(controller, agent: AgentProcess, c
     assert status == 200 and '"ok": true' in health
     status, metrics = http_get(f"http://{NODE_ADDR}:{agent.admin_port}/metrics")  # type: ignore
     assert status == 200 and 'paas_agent_instances{state="running"} 1.0' in metrics
+    logs_url = f"http://{NODE_ADDR}:{agent.admin_port}/v1/instances/{iid}/logs?tail=5"  # type: ignore
+    assert http_get(logs_url)[0] == 401
+    assert http_get(logs_url, headers={"Authorization": f"Bearer {TOKEN}"}) == (
+        200, f"booting {iid}\n")
 
     # A restarted agent adopts the running container: same id, never restarted.
     started_at = container.attrs["State"]["StartedAt"]
