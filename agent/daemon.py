@@ -40,6 +40,10 @@ log = logging.getLogger("agent")
 MAX_PASSES = 3
 
 
+class AgentCrashed(Exception):
+    """The agent cannot go on (admin port taken, or a loop died of a bug): exit non-zero."""
+
+
 class Agent:
     def __init__(self, settings: AgentSettings, *, token: str,
                  controller: ControllerClient | None = None, driver: DockerDriver | None = None,
@@ -75,39 +79,48 @@ class Agent:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set; containers are left running."""
+        """Run until `stop` is set; containers are left running.
+
+        Raises AgentCrashed if one of the loops died of a bug, so that the process exits non-zero
+        and its supervisor restarts it (the containers are re-adopted).
+        """
         app = admin_app(metrics=self.metrics, health=self.health, token=self.token,
                         logs=lambda iid, tail: self.driver.logs(iid, tail=tail))
-        runner = await serve_admin(app, host=self.settings.address,
-                                   port=self.settings.admin_port)
+        try:
+            runner = await serve_admin(app, host=self.settings.address,
+                                       port=self.settings.admin_port)
+        except OSError as exc:
+            raise AgentCrashed(f"cannot serve the admin port {self.settings.address}:"
+                               f"{self.settings.admin_port}: {exc.strerror or exc}") from None
         log.info("agent %s (cluster %s) on %s, admin on :%d", self.settings.node,
                  self.settings.cluster, self.settings.address, self.settings.admin_port)
+        stopper = asyncio.create_task(stop.wait())
+        startup = asyncio.create_task(self._startup())
+        crashed: list[str] = []
         try:
-            startup = asyncio.create_task(self._startup())
-            stopper = asyncio.create_task(stop.wait())
             await asyncio.wait({startup, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if not startup.done():
-                startup.cancel()
-                await asyncio.gather(startup, return_exceptions=True)
-            else:
+            if startup.done():
                 startup.result()
                 self._tasks = [asyncio.create_task(coro, name=name) for name, coro in (
                     ("poll", self._poll_loop()), ("reconcile", self._reconcile_loop()),
                     ("heartbeat", self._heartbeat_loop()))]
                 await asyncio.wait({stopper, *self._tasks}, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
+                for task in self._tasks:
+                    if task.done() and not task.cancelled() and task.exception() is not None:
+                        log.error("loop %s died", task.get_name(), exc_info=task.exception())
+                        crashed.append(task.get_name())
         finally:
-            for task in [*self._tasks, *self.stopping.values()]:
+            pending = [stopper, startup, *self._tasks, *self.stopping.values()]
+            for task in pending:
                 task.cancel()
-            await asyncio.gather(*self._tasks, *self.stopping.values(), return_exceptions=True)
-            for task in self._tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    log.error("loop %s died: %r", task.get_name(), task.exception())
+            await asyncio.gather(*pending, return_exceptions=True)
             await self.controller.close()
             await self.registry.close()
             self.driver.close()
             await runner.cleanup()
             log.info("agent stopped; containers left running")
+        if crashed:
+            raise AgentCrashed(f"agent loop(s) {', '.join(crashed)} died; see the log")
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         dead = [t.get_name() for t in self._tasks if t.done()]
@@ -335,7 +348,10 @@ class Agent:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await self.heartbeat_once()
+            try:
+                await self.heartbeat_once()
+            except Exception:  # a bug must not stop the heartbeats that keep the node up
+                log.exception("heartbeat failed")
             await asyncio.sleep(self.settings.heartbeat_interval_s)
 
     async def heartbeat_once(self) -> None:

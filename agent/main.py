@@ -1,7 +1,8 @@
 """`paas-agent`: the node agent's entry point (settings, logging, signals, exit codes).
 
 Exit codes: 0 after SIGTERM/SIGINT (containers are left running and re-adopted on the next
-start), 2 for bad settings, 1 if the admin port cannot be bound.
+start), 2 for bad settings, 1 if the admin port cannot be bound or a loop of the agent died of
+a bug (a supervisor should then restart it; the containers are re-adopted).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import signal
 import sys
 from typing import Sequence
 
-from agent.daemon import Agent
+from agent.daemon import Agent, AgentCrashed
 from agent.settings import AgentSettings, SettingsError
 
 
@@ -31,9 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "no join token set (--join-token-file); the controller will likely refuse this node")
     try:
         asyncio.run(_run(settings, token))
-    except OSError as exc:
-        print(f"paas-agent: cannot serve the admin port {settings.address}:"
-              f"{settings.admin_port}: {exc.strerror or exc}", file=sys.stderr)
+    except AgentCrashed as exc:
+        print(f"paas-agent: {exc}", file=sys.stderr)
         return 1
     return 0
 

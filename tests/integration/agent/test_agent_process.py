@@ -109,9 +109,10 @@ async def controller() -> AsyncIterator[tuple[FakeController, str]]:
 class AgentProcess:
     """Starts `python -m agent.main` and stops it by PID (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, argv: list[str], log: Path) -> None:
+    def __init__(self, argv: list[str], log: Path, admin_port: int) -> None:
         self.argv = argv
         self.log = log
+        self.admin_url = f"http://{NODE_ADDR}:{admin_port}"
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -145,8 +146,7 @@ async def agent(controller, consul_url: str, run_id: str, tmp_path: Path,
         "--consul-url", consul_url, "--cluster", run_id, "--cpu", "2", "--memory-mb", "512",
         "--label", "zone=a", "--admin-port", str(admin_port), "--wait", "30",
         "--heartbeat-interval", "0.3", "--reconcile-interval", "1", "--log-level", "DEBUG",
-    ], tmp_path / "agent.log")
-    proc.admin_port = admin_port  # type: ignore[attr-defined]
+    ], tmp_path / "agent.log", admin_port)
     yield proc
     code = await proc.stop()
     if code not in (0, -signal.SIGTERM):
@@ -186,11 +186,11 @@ async def test_runs_adopts_drains_and_removes(controller, agent: AgentProcess, c
     assert http_get(f"http://{NODE_ADDR}:{report['host_port']}/") == (200, "hi\n")
     await wait_for(lambda: check_status(consul_url, iid) == "passing", 10,
                    what="the instance's Consul check to pass")
-    status, health = http_get(f"http://{NODE_ADDR}:{agent.admin_port}/healthz")  # type: ignore
+    status, health = http_get(f"{agent.admin_url}/healthz")
     assert status == 200 and '"ok": true' in health
-    status, metrics = http_get(f"http://{NODE_ADDR}:{agent.admin_port}/metrics")  # type: ignore
+    status, metrics = http_get(f"{agent.admin_url}/metrics")
     assert status == 200 and 'paas_agent_instances{state="running"} 1.0' in metrics
-    logs_url = f"http://{NODE_ADDR}:{agent.admin_port}/v1/instances/{iid}/logs?tail=5"  # type: ignore
+    logs_url = f"{agent.admin_url}/v1/instances/{iid}/logs?tail=5"
     assert http_get(logs_url)[0] == 401
     assert http_get(logs_url, headers={"Authorization": f"Bearer {TOKEN}"}) == (
         200, f"booting {iid}\n")
@@ -248,6 +248,11 @@ async def test_a_crashed_container_is_restarted_and_reported(
     services = http_get(f"{consul_url}/v1/agent/service/{iid}")[1]
     assert f'"Port": {again["host_port"]}' in services or \
         f'"Port":{again["host_port"]}' in services
+
+    # The controller forgets the node (404 on its heartbeats): the agent registers again.
+    fake.nodes.clear()
+    await wait_for(lambda: fake.nodes, 5, what="the node to register again")
+
     fake.assign([])
     await wait_for(lambda: not containers(docker_client, run_id, iid), 8,
                    what="the container to be removed")
