@@ -98,7 +98,8 @@ class DockerDriver:
     # -- the contract -------------------------------------------------------------------------
 
     async def start(self, spec: Assignment) -> ContainerInfo:
-        """Create and start the instance's container; start an existing stopped one instead.
+        """Create and start the instance's container; start an existing stopped one instead
+        (same container id, its log continues), or replace it if it cannot be started again.
 
         Idempotent: if this node's container for the instance already runs, it is returned as is.
         """
@@ -172,8 +173,13 @@ class DockerDriver:
                 raise ContainerConflict(f"container {name} belongs to another node")
             if existing.running:
                 return existing
-            api.start(existing.container_id)
-            return self._inspect_sync(existing.container_id)
+            if existing.state != "dead":
+                try:
+                    api.start(existing.container_id)
+                    return self._inspect_sync(existing.container_id)
+                except docker.errors.APIError:
+                    pass  # cannot be started again: replace it with a fresh container
+            api.remove_container(existing.container_id, force=True)
         try:
             created = api.create_container(**self.create_args(spec))
         except docker.errors.ImageNotFound:
