@@ -1,0 +1,124 @@
+"""The routing table: what the router wants HAProxy to route, with every value checked.
+
+Values arrive from Consul (written by the controller and the agents) and end up in HAProxy's
+configuration and runtime commands, so each one is validated where it is built: app names by
+`paas.names`, hostnames against a strict DNS-name pattern, servers as IPv4 address + port.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from paas.names import validate_app_name
+
+log = logging.getLogger("router.routes")
+
+# Lowercase labels of 1-63 characters, no leading/trailing '-', 253 characters in all.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
+
+
+class InvalidRoute(ValueError):
+    """A route value that must not reach HAProxy; the message names the value."""
+
+
+def validate_hostname(name: object) -> str:
+    """Return `name` if it is a lowercase DNS name (no port, no trailing dot), else raise."""
+    if not isinstance(name, str) or not HOSTNAME_RE.fullmatch(name):
+        shown = name if isinstance(name, str) and len(name) <= 80 else "that value"
+        raise InvalidRoute(f"invalid hostname {shown!r}: use lowercase DNS labels separated by dots")
+    return name
+
+
+@dataclass(frozen=True, order=True)
+class Server:
+    """One routable instance: an IPv4 address and a TCP port."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.IPv4Address(self.host)
+        except (ValueError, TypeError):
+            raise InvalidRoute(f"invalid server address {self.host!r}: need an IPv4 address")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536:
+            raise InvalidRoute(f"invalid server port {self.port!r}: need 1-65535")
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """One app's route as the controller wrote it to `paas/routes/<app>`."""
+
+    app: str
+    service: str
+    hostnames: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        validate_app_name(self.app)
+        validate_app_name(self.service)  # services are named after apps
+        for hostname in self.hostnames:
+            validate_hostname(hostname)
+
+
+@dataclass(frozen=True)
+class AppRoute:
+    """What HAProxy should do for one app: its hostnames and the servers behind them."""
+
+    app: str
+    hostnames: tuple[str, ...]
+    servers: tuple[Server, ...]
+
+    def __post_init__(self) -> None:
+        validate_app_name(self.app)
+        for hostname in self.hostnames:
+            validate_hostname(hostname)
+        for server in self.servers:
+            if not isinstance(server, Server):
+                raise InvalidRoute(f"server of {self.app} is not a Server: {server!r}")
+
+    def as_json(self) -> dict[str, list[str]]:
+        return {"hostnames": list(self.hostnames), "servers": [str(s) for s in self.servers]}
+
+
+RoutingTable = dict[str, AppRoute]
+"""App name -> its route; the whole desired (or applied) state of the router."""
+
+
+def build_table(
+    specs: Mapping[str, RouteSpec], servers: Mapping[str, Iterable[Server]]
+) -> RoutingTable:
+    """Join route specs with the passing servers of their services into a routing table.
+
+    Apps whose servers are not known yet (no answer from Consul so far) are left out, so an app
+    first appears with its instances in one change. A hostname claimed by two apps goes to the
+    one whose name sorts first; the other loses it, with a warning.
+    """
+    table: RoutingTable = {}
+    owner: dict[str, str] = {}
+    for app in sorted(specs):
+        if app not in servers:
+            continue
+        hostnames: list[str] = []
+        for hostname in sorted(set(specs[app].hostnames)):
+            if hostname in owner:
+                log.warning("hostname %s is claimed by %s and %s; routing it to %s",
+                            hostname, owner[hostname], app, owner[hostname])
+                continue
+            owner[hostname] = app
+            hostnames.append(hostname)
+        table[app] = AppRoute(app=app, hostnames=tuple(hostnames),
+                              servers=tuple(sorted(set(servers[app]))))
+    return table
+
+
+def table_as_json(table: RoutingTable) -> dict[str, dict[str, list[str]]]:
+    """The `apps` part of `GET /routes`."""
+    return {app: table[app].as_json() for app in sorted(table)}
