@@ -54,10 +54,12 @@ class ControllerClient:
         return f"/v1/nodes/{quote(self.node, safe='')}"
 
     async def register(self, *, address: str, cpu: float, memory_mb: int,
-                       labels: Mapping[str, str], consul_url: str) -> dict[str, Any]:
-        """`PUT /v1/nodes/{node}`; returns the controller's node record."""
+                       labels: Mapping[str, str], consul_url: str,
+                       agent_url: str = "") -> dict[str, Any]:
+        """`PUT /v1/nodes/{node}`; returns the controller's node record. `agent_url` is the
+        agent's admin server, where the controller reads instance logs."""
         body = {"address": address, "cpu": cpu, "memory_mb": memory_mb, "labels": dict(labels),
-                "consul_url": consul_url}
+                "consul_url": consul_url, "agent_url": agent_url}
         data = await self._request("PUT", self._node_path, json=body)
         node = data.get("node") if isinstance(data, dict) else None
         return node if isinstance(node, dict) else {}

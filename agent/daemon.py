@@ -163,7 +163,8 @@ class Agent:
                 try:
                     await self.controller.register(
                         address=s.address, cpu=s.cpu, memory_mb=s.memory_mb, labels=s.labels,
-                        consul_url=s.effective_consul_url)
+                        consul_url=s.effective_consul_url,
+                        agent_url=f"http://{s.address}:{s.admin_port}")
                     self.deps["controller"].ok()
                     self._registered = True
                     log.info("registered node %s with %s", s.node, s.controller_url)

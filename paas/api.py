@@ -181,6 +181,59 @@ async def show_deployment(request: web.Request) -> web.Response:
     return web.json_response({"deployment": dep})
 
 
+async def promote(request: web.Request) -> web.Response:
+    ctl = request.app[CONTROLLER]
+    body = await _json_body(request)
+    release = body.get("release")
+    rel = await ctl.promote_release(_app_name(request),
+                                    None if release is None else _int(release, "release"))
+    return web.json_response({"release": rel})
+
+
+async def rollback(request: web.Request) -> web.Response:
+    ctl = request.app[CONTROLLER]
+    body = await _json_body(request)
+    release = body.get("release")
+    skip = body.get("skip_checks", False)
+    if not isinstance(skip, bool):
+        raise BadRequest("skip_checks must be true or false")
+    dep = await ctl.rollback(_app_name(request),
+                             release=None if release is None else _int(release, "release"),
+                             skip_checks=skip)
+    return web.json_response({"deployment": dep}, status=202)
+
+
+async def scale(request: web.Request) -> web.Response:
+    ctl = request.app[CONTROLLER]
+    body = await _json_body(request)
+    dep = await ctl.scale(_app_name(request), body.get("replicas"))
+    return web.json_response({"deployment": dep}, status=202)
+
+
+async def get_config(request: web.Request) -> web.Response:
+    return web.json_response({"config": request.app[CONTROLLER].get_config(_app_name(request))})
+
+
+async def set_config(request: web.Request) -> web.Response:
+    ctl = request.app[CONTROLLER]
+    body = await _json_body(request)
+    result = await ctl.set_config(_app_name(request), set_=body.get("set"),
+                                  unset=body.get("unset"))
+    return web.json_response(result)
+
+
+async def list_events(request: web.Request) -> web.Response:
+    ctl = request.app[CONTROLLER]
+    try:
+        after = int(request.query.get("after", "0"))
+        dep = request.query.get("deployment")
+        dep_id = int(dep) if dep else None
+    except ValueError:
+        raise BadRequest("after and deployment must be integers") from None
+    return web.json_response({"events": ctl.list_events(_app_name(request), after=after,
+                                                        deployment_id=dep_id)})
+
+
 async def list_instances(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
     return web.json_response({"instances": ctl.list_instances(_app_name(request))})
@@ -229,6 +282,12 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/apps/{app}/deployments", list_deployments, name="list_deployments")
     r.add_get("/v1/apps/{app}/deployments/{id}", show_deployment, name="show_deployment")
     r.add_get("/v1/apps/{app}/instances", list_instances, name="list_instances")
+    r.add_post("/v1/apps/{app}/promote", promote, name="promote")
+    r.add_post("/v1/apps/{app}/rollback", rollback, name="rollback")
+    r.add_post("/v1/apps/{app}/scale", scale, name="scale")
+    r.add_get("/v1/apps/{app}/config", get_config, name="get_config")
+    r.add_patch("/v1/apps/{app}/config", set_config, name="set_config")
+    r.add_get("/v1/apps/{app}/events", list_events, name="list_events")
     r.add_get("/v1/nodes", list_nodes, name="list_nodes")
     r.add_put("/v1/nodes/{node}", node_register, name="node_register")
     r.add_post("/v1/nodes/{node}/heartbeat", node_heartbeat, name="node_heartbeat")

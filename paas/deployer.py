@@ -1,11 +1,21 @@
-"""Runs deployments: the rolling replacement of an app's instances by a release's.
+"""Runs deployments: the deploy state machine of DESIGN.md.
 
-The deployer persists each step in the store before acting on it. It only ever changes
-desired state (rows in `instances`); agents converge on it. For each process type it starts
-new instances in batches of the release's `max_parallel`, waits until each batch is healthy
-(passing in Consul for `min_healthy_time`, or running for non-web processes), then drains as
-many old instances (deregister, wait until the router stops routing them, stop). Any failure
-removes the new instances and leaves the old release serving.
+1. **control** — one control instance of the release, tagged `control` (never routed); wait
+   until its health check passes, up to `healthy_deadline`.
+2. **test** — the release's integration test in a one-off container from the same image, with
+   `PAAS_TARGET_URL` at the control instance. No test configured: the step is skipped, visibly.
+3. **rollout** — per process type, batches of `max_parallel` new live instances; each must pass
+   in Consul and keep passing for `min_healthy_time`; then as many old instances are drained
+   (deregistered, no longer routed by the router, stopped, removed). There are never fewer
+   healthy live instances than the smaller of the old and new counts.
+4. **finish** — remove the control instance, record the new scale, mark the deployment
+   succeeded, and promote when `auto_promote` is set (a rollback re-promotes its release).
+
+The deployer persists every step and event before acting; it only changes desired state
+(rows in `instances`), which agents converge on. Any failure stops every instance this
+deployment made, leaves the old release serving, and records the step, the reason and the
+failing log's tail. Control and test run only when the release is not already live (a pure
+scale keeps the running instances).
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import aiohttp
 
@@ -23,6 +33,7 @@ from paas import scheduler
 from paas.consul import ConsulClient, ConsulUnavailable
 from paas.settings import ControllerSettings
 from paas.store import Store
+from paas.testrunner import run_integration_test
 
 log = logging.getLogger("paas.deployer")
 
@@ -51,12 +62,16 @@ class Deployer:
     consul: ConsulClient
     settings: ControllerSettings
     session: aiohttp.ClientSession
-    node_is_ready: Any  # Callable[[dict], bool]
+    node_is_ready: Callable[[dict[str, Any]], bool]
+    docker: Callable[[], Any]
+    promote: Callable[[str, int], Awaitable[None]]
+    join_token: str
 
     # --- views ------------------------------------------------------------------------------
-    def cluster_view(self, *, retiring: set[str] = frozenset()) -> list[scheduler.Node]:  # type: ignore[assignment]
-        """The scheduler's view: ready nodes and what they hold. Instances in `retiring`
-        count against capacity but not towards spreading (they are about to go)."""
+    def cluster_view(self, *, retiring: set[str] | frozenset[str] = frozenset()
+                     ) -> list[scheduler.Node]:
+        """The scheduler's view: nodes and what they hold. Instances in `retiring` count
+        against capacity but not towards spreading (they are about to go)."""
         by_node: dict[str, list[scheduler.Instance]] = {}
         for inst in self.store.list_instances():
             app = inst["app"] + ("~retiring" if inst["id"] in retiring else "")
@@ -69,6 +84,13 @@ class Deployer:
                                instances=tuple(by_node.get(n["name"], ())))
                 for n in self.store.list_nodes()]
 
+    def event(self, dep: dict[str, Any], step: str, message: str) -> None:
+        log.info("deployment %s of %s: %s: %s", dep["id"], dep["app"], step, message)
+        self.store.add_event(app=dep["app"], deployment_id=dep["id"], step=step, message=message)
+
+    def _step(self, dep: dict[str, Any], step: str) -> None:
+        self.store.update_deployment(dep["id"], step=step)
+
     # --- the run ----------------------------------------------------------------------------
     async def run(self, dep_id: int) -> None:
         dep = self.store.get_deployment(dep_id)
@@ -76,70 +98,175 @@ class Deployer:
         app, version = dep["app"], dep["release"]
         release = self.store.get_release(app, version)
         started = time.monotonic()
-        new_ids: list[str] = []
+        rollout_began = False
         try:
             if release is None:
                 raise DeployFailed("pending", f"release v{version} of {app} does not exist")
-            self.store.update_deployment(dep_id, step="rollout")
-            for process, count in sorted(dep["replicas"].items()):
-                new_ids += await self._roll_process(dep_id, release, process, int(count))
-            self.store.update_deployment(dep_id, step="finish")
+            live_releases = {i["release"] for i in self.store.list_instances(app)
+                             if i["role"] == "live" and i["desired"] == "running"}
+            checks = not dep["options"].get("skip_checks") and version not in live_releases
+            if checks and dep["replicas"].get(ROUTED_PROCESS, 0) > 0:
+                control = await self._control(dep, release)
+                await self._test(dep, release, control)
+            elif checks:
+                self.event(dep, "control", "no web process to prove: control and test skipped")
+            else:
+                self.event(dep, "control", "release already live or checks turned off: "
+                                           "control and test skipped")
+            self._step(dep, "rollout")
+            rollout_began = True
+            for process in sorted(set(dep["replicas"]) | self._live_processes(app)):
+                await self._roll_process(dep, release, process,
+                                         int(dep["replicas"].get(process, 0)))
+            self._step(dep, "finish")
+            self._stop_control(dep)
             self.store.set_app_fields(app, scale=dep["replicas"])
-            self.store.update_deployment(dep_id, status="succeeded", step="done",
-                                         reason=f"took {time.monotonic() - started:.1f}s")
-            log.info("deployment %s of %s v%s succeeded", dep_id, app, version)
+            took = f"took {time.monotonic() - started:.1f}s"
+            self.store.update_deployment(dep_id, status="succeeded", step="done", reason=took)
+            self.event(dep, "finish", f"v{version} is live; {took}")
+            if dep["kind"] == "rollback" or release["policy"].get("auto_promote"):
+                await self.promote(app, version)
+                self.event(dep, "finish", f"v{version} promoted to stable")
         except DeployFailed as exc:
-            log.warning("deployment %s of %s failed at %s: %s", dep_id, app, exc.step, exc.reason)
-            self.store.set_desired(new_ids + self._deployment_instances(dep_id), "stopped")
-            self.store.update_deployment(dep_id, status="failed", step=exc.step,
-                                         reason=exc.reason, log_tail=exc.log_tail)
+            self._fail(dep, exc)
+            if rollout_began and release is not None and release["policy"].get("auto_revert"):
+                await self._revert(dep)
         except asyncio.CancelledError:
             if self.store.get_app(app) is None:
                 self.store.update_deployment(dep_id, status="failed", step="cancelled",
                                              reason="the app was deleted")
             raise
 
-    def _deployment_instances(self, dep_id: int) -> list[str]:
-        return [i["id"] for i in self.store.list_instances() if i["deployment_id"] == dep_id]
+    def _fail(self, dep: dict[str, Any], exc: DeployFailed) -> None:
+        ids = [i["id"] for i in self.store.list_instances(dep["app"])
+               if i["deployment_id"] == dep["id"]]
+        self.store.set_desired(ids, "stopped")
+        self.store.update_deployment(dep["id"], status="failed", step=exc.step,
+                                     reason=exc.reason, log_tail=exc.log_tail)
+        self.event(dep, exc.step, f"failed: {exc.reason}")
 
-    async def _roll_process(self, dep_id: int, release: dict[str, Any], process: str,
-                            count: int) -> list[str]:
-        app, version = release["app"], release["version"]
+    async def _revert(self, dep: dict[str, Any]) -> None:
+        app = self.store.get_app(dep["app"])
+        stable = app and app["stable_release"]
+        if not stable or stable == dep["release"]:
+            self.event(dep, "revert", "auto_revert: no other stable release to go back to")
+            return
+        self.event(dep, "revert", f"auto_revert: going back to stable v{stable}")
+        back = self.store.create_deployment(app=dep["app"], release=stable,
+                                            replicas=app["scale"] or dep["replicas"],
+                                            kind="revert", options={"skip_checks": True})
+        await self.run(back["id"])
+
+    def _live_processes(self, app: str) -> set[str]:
+        return {i["process"] for i in self.store.list_instances(app)
+                if i["role"] == "live" and i["desired"] == "running"}
+
+    # --- control and test -------------------------------------------------------------------
+    def _place(self, app: str, process: str, count: int, retiring: set[str]) -> tuple[str, ...]:
+        plan = scheduler.place(nodes=self.cluster_view(retiring=retiring),
+                               request=scheduler.PlacementRequest(
+                                   app=app, process=process, count=count, cpu=DEFAULT_CPU,
+                                   memory_mb=DEFAULT_MEMORY_MB))
+        if plan.unplaced:
+            raise DeployFailed("rollout", f"cannot place {plan.unplaced} {process} "
+                               f"instance(s): {plan.reason}")
+        return plan.placements
+
+    def _add(self, dep: dict[str, Any], process: str, role: str,
+             nodes: tuple[str, ...]) -> list[str]:
+        rows = [{"id": new_instance_id(dep["app"], dep["release"], process), "app": dep["app"],
+                 "release": dep["release"], "process": process, "role": role, "node": node,
+                 "deployment_id": dep["id"]} for node in nodes]
+        self.store.add_instances(rows)
+        for r in rows:
+            self.event(dep, self.store.get_deployment(dep["id"])["step"],  # type: ignore[index]
+                       f"started {role} instance {r['id']} on {r['node']}")
+        return [r["id"] for r in rows]
+
+    async def _control(self, dep: dict[str, Any], release: dict[str, Any]) -> str:
+        self._step(dep, "control")
+        try:
+            nodes = self._place(dep["app"], ROUTED_PROCESS, 1, set())
+        except DeployFailed as exc:
+            raise DeployFailed("control", exc.reason) from None
+        [control] = self._add(dep, ROUTED_PROCESS, "control", nodes)
+        policy = release["policy"]
+        t0 = time.monotonic()
+        try:
+            await self.wait_healthy(dep["app"], [control], process=ROUTED_PROCESS,
+                                    policy={**policy, "min_healthy_time": 0})
+        except DeployFailed as exc:
+            raise DeployFailed("control", exc.reason, await self.instance_logs(control)) from None
+        self.event(dep, "control", f"control instance {control} healthy after "
+                                   f"{time.monotonic() - t0:.1f}s")
+        return control
+
+    async def _test(self, dep: dict[str, Any], release: dict[str, Any], control: str) -> None:
+        self._step(dep, "test")
+        command = release["test_command"]
+        if not command:
+            self.event(dep, "test", "no integration test configured ([test] command in "
+                                    "paas.toml): test step skipped")
+            return
+        address = await self._service_addresses(dep["app"], [control])
+        if not address:
+            raise DeployFailed("test", f"control instance {control} has no address yet")
+        target = f"http://{next(iter(address))}"
+        self.event(dep, "test", f"running '{command}' against {target}")
+        timeout = float(release["policy"].get("test_timeout", 120))
+        outcome = await asyncio.to_thread(
+            run_integration_test, docker_client=self.docker(), image=release["image"],
+            command=command, target_url=target,
+            env={**release["config"], "PAAS_APP": dep["app"],
+                 "PAAS_RELEASE": str(dep["release"])},
+            labels={"paas.cluster": self.settings.cluster, "paas.app": dep["app"],
+                    "paas.release": str(dep["release"])},
+            timeout_s=timeout)
+        self.store.update_deployment(dep["id"], test_output=outcome.output)
+        for line in outcome.output.strip().splitlines()[-20:]:
+            self.event(dep, "test", f"| {line}")
+        if not outcome.passed:
+            raise DeployFailed("test", outcome.reason, outcome.output)
+        self.event(dep, "test", outcome.reason)
+
+    def _stop_control(self, dep: dict[str, Any]) -> None:
+        ids = [i["id"] for i in self.store.list_instances(dep["app"])
+               if i["deployment_id"] == dep["id"] and i["role"] == "control"]
+        if ids:
+            self.store.set_desired(ids, "stopped")
+            self.event(dep, "finish", f"removed control instance {', '.join(ids)}")
+
+    # --- rollout ----------------------------------------------------------------------------
+    async def _roll_process(self, dep: dict[str, Any], release: dict[str, Any], process: str,
+                            count: int) -> None:
+        app, version = dep["app"], dep["release"]
         old = [i["id"] for i in self.store.list_instances(app)
-               if i["process"] == process and i["role"] == "live" and i["desired"] == "running"]
+               if i["process"] == process and i["role"] == "live" and i["desired"] == "running"
+               and i["deployment_id"] != dep["id"]]
+        keep = [i for i in old if self.store.get_instance(i)["release"] == version][:count]  # type: ignore[index]
+        replace = [i for i in old if i not in keep]
         policy = release["policy"]
         batch = max(1, int(policy.get("max_parallel", 1)))
-        created: list[str] = []
-        retiring = set(old)
-        while len(created) < count:
-            size = min(batch, count - len(created))
-            nodes = self.cluster_view(retiring=retiring)
-            plan = scheduler.place(nodes=nodes, request=scheduler.PlacementRequest(
-                app=app, process=process, count=size, cpu=DEFAULT_CPU,
-                memory_mb=DEFAULT_MEMORY_MB))
-            if plan.unplaced:
-                raise DeployFailed("rollout", f"cannot place {plan.unplaced} {process} "
-                                   f"instance(s): {plan.reason}")
-            rows = [{"id": new_instance_id(app, version, process), "app": app,
-                     "release": version, "process": process, "role": "live", "node": node,
-                     "deployment_id": dep_id} for node in plan.placements]
-            self.store.add_instances(rows)
-            ids = [r["id"] for r in rows]
-            created += ids
+        needed = count - len(keep)
+        retiring = set(replace)
+        while needed > 0:
+            size = min(batch, needed)
+            ids = self._add(dep, process, "live", self._place(app, process, size, retiring))
             await self.wait_healthy(app, ids, process=process, policy=policy)
-            await self.drain(app, old[:size])
-            old = old[size:]
-        await self.drain(app, old)
-        return created
+            self.event(dep, "rollout", f"{', '.join(ids)} healthy")
+            await self.drain(dep, replace[:size])
+            replace = replace[size:]
+            needed -= size
+        await self.drain(dep, replace)
 
     # --- health -----------------------------------------------------------------------------
     async def wait_healthy(self, app: str, ids: list[str], *, process: str,
                            policy: dict[str, Any]) -> None:
         """Return once every instance in `ids` has been healthy for `min_healthy_time`;
-        raise DeployFailed at `healthy_deadline` or when one exits."""
+        raise DeployFailed at `healthy_deadline` or as soon as one exits."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + float(policy.get("healthy_deadline",
-                                                  self.settings.healthy_deadline))
+        limit = float(policy.get("healthy_deadline", self.settings.healthy_deadline))
+        deadline = loop.time() + limit
         min_time = float(policy.get("min_healthy_time", 1.0))
         healthy_since: dict[str, float] = {}
         while True:
@@ -156,12 +283,13 @@ class Deployer:
             for instance_id in ids:
                 inst = self.store.get_instance(instance_id)
                 if inst is not None and inst["state"] == "exited":
-                    raise DeployFailed("rollout", f"instance {instance_id} exited")
+                    raise DeployFailed("rollout", f"instance {instance_id} exited",
+                                       await self.instance_logs(instance_id))
             if now >= deadline:
-                late = [i for i in ids if i not in healthy_since]
-                raise DeployFailed("rollout", f"instance(s) {', '.join(late) or ids[0]} did not "
-                                   f"stay healthy within {policy.get('healthy_deadline')}s")
-            await asyncio.sleep(0.2)
+                late = [i for i in ids if i not in healthy_since] or ids
+                raise DeployFailed("rollout", f"instance {late[0]} did not pass its health "
+                                   f"check within {limit:g}s", await self.instance_logs(late[0]))
+            await asyncio.sleep(0.1)
 
     async def _passing(self, app: str, ids: list[str], process: str) -> set[str]:
         if process != ROUTED_PROCESS:
@@ -174,16 +302,36 @@ class Deployer:
             return set()
         return {s["id"] for s in services if s["status"] == "passing" and s["id"] in ids}
 
+    async def instance_logs(self, instance_id: str, tail: int = 30) -> str:
+        """The last lines an instance printed, from the agent of its node."""
+        inst = self.store.get_instance(instance_id)
+        node = self.store.get_node(inst["node"]) if inst else None
+        if node is None or not node["agent_url"]:
+            return f"(no log for {instance_id}: its node's agent is unknown)"
+        url = f"{node['agent_url']}/v1/instances/{instance_id}/logs"
+        try:
+            async with self.session.get(url, params={"tail": str(tail)},
+                                        headers={"Authorization": f"Bearer {self.join_token}"},
+                                        timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                text = await resp.text()
+                if resp.status != 200:
+                    return f"(no log for {instance_id}: agent answered HTTP {resp.status})"
+                return text
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return f"(no log for {instance_id}: {exc})"
+
     # --- draining ---------------------------------------------------------------------------
-    async def drain(self, app: str, ids: list[str]) -> None:
+    async def drain(self, dep: dict[str, Any], ids: list[str]) -> None:
         """Take instances out of routing, wait until the router no longer sends them traffic,
         then stop them."""
         if not ids:
             return
-        addresses = self._addresses(ids)
+        addresses = self._addresses(ids) | await self._service_addresses(dep["app"], ids)
         self.store.set_desired(ids, "draining")
-        await self._wait_unrouted(app, addresses)
+        self.event(dep, "rollout", f"draining {', '.join(ids)}")
+        await self._wait_unrouted(dep["app"], addresses)
         self.store.set_desired(ids, "stopped")
+        self.event(dep, "rollout", f"stopped {', '.join(ids)}")
 
     def _addresses(self, ids: list[str]) -> set[str]:
         nodes = {n["name"]: n["address"] for n in self.store.list_nodes()}
@@ -193,6 +341,14 @@ class Deployer:
             if inst and inst["host_port"] and inst["node"] in nodes:
                 out.add(f"{nodes[inst['node']]}:{inst['host_port']}")
         return out
+
+    async def _service_addresses(self, app: str, ids: list[str]) -> set[str]:
+        """`address:port` of instances as registered in Consul (what the router routes)."""
+        try:
+            services = await self.consul.service_health(app)
+        except ConsulUnavailable:
+            return set()
+        return {f"{s['address']}:{s['port']}" for s in services if s["id"] in ids}
 
     async def _wait_unrouted(self, app: str, addresses: set[str], timeout: float = 15.0) -> None:
         if not self.settings.router_url:
@@ -210,5 +366,5 @@ class Deployer:
                     return
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 log.warning("router not answering while draining: %s", exc)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
         log.warning("router still routes %s after %ss; stopping anyway", addresses, timeout)

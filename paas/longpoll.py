@@ -22,13 +22,15 @@ class AssignmentWaiters:
 
     async def wait_for(self, current_index: Callable[[], int], known: int,
                        timeout: float) -> int:
-        """Return the node's index once it is greater than `known`, or at `timeout`."""
+        """Return the node's index once it differs from `known`, or at `timeout`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             index = current_index()
             remaining = deadline - loop.time()
-            if index > known or remaining <= 0:
+            # An index from the future means the agent last spoke to another store (a restored
+            # or new database): answer at once so it resynchronises.
+            if index != known or remaining <= 0:
                 return index
             event = self._event
             try:

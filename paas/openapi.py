@@ -91,6 +91,40 @@ def openapi_document() -> dict[str, Any]:
                            params=["app", "id"], query=[("wait", "number")]),
             },
             "/v1/apps/{app}/instances": {"get": _op("List an app's instances", params=app)},
+            "/v1/apps/{app}/promote": {
+                "post": _op("Mark a succeeded release stable (default: the last deployed)",
+                            params=app, errors=("400", "401", "404", "409"), body=_json({
+                                "type": "object",
+                                "properties": {"release": {"type": "integer"}}})),
+            },
+            "/v1/apps/{app}/rollback": {
+                "post": _op("Deploy an earlier release (default: the previous stable) through "
+                            "the same flow", "202", params=app,
+                            errors=("400", "401", "404", "409"), body=_json({
+                                "type": "object", "properties": {
+                                    "release": {"type": "integer"},
+                                    "skip_checks": {"type": "boolean"}}})),
+            },
+            "/v1/apps/{app}/scale": {
+                "post": _op("Change replica counts per process type", "202", params=app,
+                            errors=("400", "401", "404", "409"), body=_json({
+                                "type": "object", "required": ["replicas"], "properties": {
+                                    "replicas": {"type": "object",
+                                                 "additionalProperties": {"type": "integer"}}}})),
+            },
+            "/v1/apps/{app}/config": {
+                "get": _op("Show config vars", params=app),
+                "patch": _op("Set or unset config vars: makes a new release with the same image "
+                             "and deploys it", params=app, errors=("400", "401", "404", "409"),
+                             body=_json({"type": "object", "properties": {
+                                 "set": {"type": "object",
+                                         "additionalProperties": {"type": "string"}},
+                                 "unset": {"type": "array", "items": {"type": "string"}}}})),
+            },
+            "/v1/apps/{app}/events": {
+                "get": _op("Deployment events, step by step", params=app,
+                           query=[("after", "integer"), ("deployment", "integer")]),
+            },
             "/v1/nodes": {"get": _op("List nodes", errors=("401",))},
             "/v1/nodes/{node}": {
                 "put": _op("Register a node (join token)", params=["node"], body=_json({

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
+import re
 import logging
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from paas.tokens import Tokens
 
 log = logging.getLogger("paas.service")
 
+_CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 INSTANCE_STATES = {"pending", "starting", "running", "exited", "missing"}
 CONTAINER_PORT = 5000
 
@@ -62,7 +64,9 @@ class Controller:
     def __post_init__(self) -> None:
         self.consul = ConsulClient(self.settings.consul_url, self.session)
         self.deployer = Deployer(store=self.store, consul=self.consul, settings=self.settings,
-                                 session=self.session, node_is_ready=self.node_is_ready)
+                                 session=self.session, node_is_ready=self.node_is_ready,
+                                 docker=lambda: self.docker, promote=self.promote,
+                                 join_token=self.tokens.join)
         # After a controller restart every node gets a fresh grace period.
         now = time.monotonic()
         for node in self.store.list_nodes():
@@ -103,7 +107,7 @@ class Controller:
     def _app_view(self, app: dict[str, Any]) -> dict[str, Any]:
         latest = self.store.latest_release(app["name"])
         return {"name": app["name"], "hostnames": app["hostnames"], "scale": app["scale"],
-                "created_at": app["created_at"],
+                "created_at": app["created_at"], "stable_release": app["stable_release"],
                 "latest_release": latest["version"] if latest else None,
                 "urls": [f"http://{h}/" for h in app["hostnames"]]}
 
@@ -177,7 +181,11 @@ class Controller:
                                                  docker_client=self.docker)
             except builder.BuildFailed as exc:
                 self.metrics.builds_failed.inc()
-                raise Unprocessable(exc.message, log_tail=exc.log_tail) from None
+                raise Unprocessable(exc.message, log_tail="\n".join(exc.log_tail)) from None
+            except buildcontext.BadBuildContext as exc:
+                raise BadRequest(str(exc)) from None
+            except builder.BuilderUnavailable as exc:
+                raise Unavailable(f"the Docker engine is not reachable: {exc}") from None
             except docker.errors.DockerException as exc:
                 raise Unavailable(f"the Docker engine failed during the build: {exc}") from None
             return self._add_release(app, version, tag, result.image_id, source, config, token)
@@ -219,8 +227,19 @@ class Controller:
                 "created_at": r["created_at"], "created_by": r["created_by"]}
 
     def list_releases(self, app: str) -> list[dict[str, Any]]:
-        self.require_app(app)
-        return [self._release_view(r) for r in self.store.list_releases(app)]
+        app_row = self.require_app(app)
+        deps = self.store.list_deployments(app)
+        live = {i["release"] for i in self.store.list_instances(app)
+                if i["role"] == "live" and i["desired"] == "running"}
+        out = []
+        for r in self.store.list_releases(app):
+            view = self._release_view(r)
+            mine = [d for d in deps if d["release"] == r["version"]]
+            view["status"] = ("live" if r["version"] in live
+                              else mine[-1]["status"] if mine else "built")
+            view["stable"] = r["version"] == app_row["stable_release"]
+            out.append(view)
+        return out
 
     def show_release(self, app: str, version: int) -> dict[str, Any]:
         self.require_app(app)
@@ -231,13 +250,18 @@ class Controller:
 
     # --- deployments ------------------------------------------------------------------------
     def _replicas(self, raw: Any, release: dict[str, Any], app: dict[str, Any]) -> dict[str, int]:
+        """The counts per process type: the app's current scale (or one web instance),
+        overridden by `raw` (a number means web)."""
         if raw is None:
-            raw = app["scale"] or {"web": 1}
+            raw = {}
         if isinstance(raw, int) and not isinstance(raw, bool):
             raw = {"web": raw}
-        if not isinstance(raw, dict) or not raw:
+        if not isinstance(raw, dict):
             raise BadRequest("replicas must be a number or an object like {\"web\": 2}")
-        out: dict[str, int] = {}
+        current = {p: n for p, n in (app["scale"] or {}).items() if p in release["processes"]}
+        if not current and "web" in release["processes"]:
+            current = {"web": 1}
+        out: dict[str, int] = dict(current)
         for process, count in raw.items():
             if process not in release["processes"]:
                 raise BadRequest(f"release v{release['version']} has no process type "
@@ -249,7 +273,8 @@ class Controller:
             out[process] = count
         return out
 
-    async def deploy(self, app: str, *, release: int | None, replicas: Any) -> dict[str, Any]:
+    async def deploy(self, app: str, *, release: int | None, replicas: Any,
+                     kind: str = "deploy", skip_checks: bool = False) -> dict[str, Any]:
         app_row = self.require_app(app)
         rel = (self.store.latest_release(app) if release is None
                else self.store.get_release(app, release))
@@ -258,7 +283,8 @@ class Controller:
                            else f"app {app!r} has no release yet; deploy a build first")
         counts = self._replicas(replicas, rel, app_row)
         try:
-            dep = self.store.create_deployment(app=app, release=rel["version"], replicas=counts)
+            dep = self.store.create_deployment(app=app, release=rel["version"], replicas=counts,
+                                               kind=kind, options={"skip_checks": skip_checks})
         except DeploymentRunning as exc:
             raise Conflict(f"deployment {exc.dep_id} of {app!r} is still running",
                            deployment_id=exc.dep_id) from None
@@ -290,10 +316,106 @@ class Controller:
 
     @staticmethod
     def _deployment_view(d: dict[str, Any]) -> dict[str, Any]:
-        return {"id": d["id"], "app": d["app"], "release": d["release"],
+        return {"id": d["id"], "app": d["app"], "release": d["release"], "kind": d["kind"],
                 "replicas": d["replicas"], "status": d["status"], "step": d["step"],
                 "reason": d["reason"], "log_tail": d["log_tail"],
+                "test_output": d["test_output"], "options": d["options"],
                 "created_at": d["created_at"], "updated_at": d["updated_at"]}
+
+    # --- promote, rollback, scale, config ---------------------------------------------------
+    async def promote(self, app: str, version: int) -> None:
+        """Mark `version` stable: KV pointer, then the `stable` tag via the agents."""
+        self.store.promote(app, version)
+        try:
+            await self.consul.put_kv(f"paas/apps/{app}/stable", str(version))
+        except ConsulUnavailable as exc:
+            log.warning("stable pointer of %s not written yet: %s", app, exc)
+
+    async def promote_release(self, app: str, version: int | None) -> dict[str, Any]:
+        self.require_app(app)
+        deps = self.store.list_deployments(app)
+        if version is None:
+            done = [d for d in deps if d["status"] == "succeeded"]
+            if not done:
+                raise Conflict(f"{app!r} has no successful deployment to promote")
+            version = done[-1]["release"]
+        if self.store.get_release(app, version) is None:
+            raise NotFound(f"release v{version} of {app!r} does not exist")
+        if not any(d["release"] == version and d["status"] == "succeeded" for d in deps):
+            raise Conflict(f"release v{version} of {app!r} has not been deployed successfully; "
+                           "only a succeeded release can be promoted")
+        await self.promote(app, version)
+        return self.show_release(app, version)
+
+    def rollback_target(self, app: str) -> int:
+        """The previous stable release: the stable release when something else is live,
+        else the one promoted before the current stable."""
+        app_row = self.require_app(app)
+        stable = app_row["stable_release"]
+        live = {i["release"] for i in self.store.list_instances(app)
+                if i["role"] == "live" and i["desired"] == "running"}
+        if stable and live != {stable}:
+            return stable
+        earlier = [r for r in self.store.promotions(app) if r != stable]
+        if not earlier:
+            raise Conflict(f"{app!r} has no earlier stable release to roll back to; "
+                           "name one with --version")
+        return earlier[-1]
+
+    async def rollback(self, app: str, *, release: int | None,
+                       skip_checks: bool) -> dict[str, Any]:
+        target = release if release is not None else self.rollback_target(app)
+        return await self.deploy(app, release=target, replicas=None, kind="rollback",
+                                 skip_checks=skip_checks)
+
+    async def scale(self, app: str, counts: Any) -> dict[str, Any]:
+        if not isinstance(counts, dict) or not counts:
+            raise BadRequest("scale needs counts per process type, like {\"web\": 3}")
+        live = [i["release"] for i in self.store.list_instances(app)
+                if i["role"] == "live" and i["desired"] == "running"]
+        release = max(live) if live else None
+        return await self.deploy(app, release=release, replicas=counts, kind="scale")
+
+    def get_config(self, app: str) -> dict[str, str]:
+        return self.require_app(app)["config"]
+
+    async def set_config(self, app: str, *, set_: Any, unset: Any) -> dict[str, Any]:
+        """Change config vars: a new release with the same image (as Heroku does), deployed
+        at the app's scale when the app has a release."""
+        app_row = self.require_app(app)
+        set_ = set_ or {}
+        unset = unset or []
+        if not isinstance(set_, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in set_.items()):
+            raise BadRequest("set must be an object of string values")
+        if not isinstance(unset, list) or not all(isinstance(k, str) for k in unset):
+            raise BadRequest("unset must be a list of names")
+        for key in [*set_, *unset]:
+            if not _CONFIG_KEY.fullmatch(key) or key.startswith("PAAS_") or key == "PORT":
+                raise BadRequest(f"invalid config name {key[:40]!r}: use letters, digits and "
+                                 "'_', not starting with a digit; PORT and PAAS_* are reserved")
+        config = {k: v for k, v in {**app_row["config"], **set_}.items() if k not in unset}
+        async with self._lock(app):
+            self.store.set_app_fields(app, config=config)
+            latest = self.store.latest_release(app)
+            if latest is None:
+                return {"config": config, "release": None, "deployment": None}
+            version = self.store.get_app(app)["next_release"]  # type: ignore[index]
+            release = self.store.add_release(
+                app=app, version=version, image=latest["image"], image_id=latest["image_id"],
+                source=latest["source"], config=config, processes=latest["processes"],
+                test_command=latest["test_command"], health=latest["health"],
+                policy=latest["policy"], created_by="config")
+        deployment = None
+        if self.store.list_instances(app):
+            deployment = await self.deploy(app, release=version, replicas=None, kind="config")
+        return {"config": config, "release": self._release_view(release),
+                "deployment": deployment}
+
+    def list_events(self, app: str, *, after: int = 0,
+                    deployment_id: int | None = None) -> list[dict[str, Any]]:
+        self.require_app(app)
+        return self.store.list_events(app, after=after, deployment_id=deployment_id)
 
     def list_deployments(self, app: str) -> list[dict[str, Any]]:
         self.require_app(app)
@@ -356,8 +478,12 @@ class Controller:
                 isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
             raise BadRequest("labels must be an object of strings")
         consul_url = str(body.get("consul_url") or f"http://{address}:8500")
+        agent_url = body.get("agent_url") or ""
+        if not isinstance(agent_url, str) or agent_url and not agent_url.startswith("http://"):
+            raise BadRequest("agent_url must be an http:// URL")
         node = self.store.upsert_node(name=name, address=address, cpu=cpu,
-                                      memory_mb=memory_mb, labels=labels, consul_url=consul_url)
+                                      memory_mb=memory_mb, labels=labels, consul_url=consul_url,
+                                      agent_url=agent_url)
         self._seen[name] = time.monotonic()
         return node
 
@@ -391,6 +517,7 @@ class Controller:
             out.append({
                 "id": a["id"], "app": a["app"], "release": a["release"], "process": a["process"],
                 "role": a["role"], "desired": a["desired"], "image": a["image"],
+                "tags": ["stable"] if a["release"] == a["stable_release"] else [],
                 "command": ["/bin/sh", "-c", command] if command else None,
                 "env": a["config"], "port": CONTAINER_PORT,
                 "memory_mb": 128, "cpu": 0.1, "health": a["health"],

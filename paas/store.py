@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS apps (
     config TEXT NOT NULL DEFAULT '{}',
     scale TEXT NOT NULL DEFAULT '{}',
     next_release INTEGER NOT NULL DEFAULT 1,
+    stable_release INTEGER,
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS releases (
@@ -43,14 +44,32 @@ CREATE TABLE IF NOT EXISTS deployments (
     app TEXT NOT NULL,
     release INTEGER NOT NULL,
     replicas TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'deploy',
+    options TEXT NOT NULL DEFAULT '{}',
     status TEXT NOT NULL,
     step TEXT NOT NULL,
     reason TEXT,
     log_tail TEXT,
+    test_output TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deployments_app ON deployments (app, id);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    deployment_id INTEGER,
+    at REAL NOT NULL,
+    step TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_app ON events (app, id);
+CREATE TABLE IF NOT EXISTS promotions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    release INTEGER NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS instances (
     id TEXT PRIMARY KEY,
     app TEXT NOT NULL,
@@ -76,6 +95,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     memory_mb INTEGER NOT NULL,
     labels TEXT NOT NULL,
     consul_url TEXT NOT NULL,
+    agent_url TEXT NOT NULL DEFAULT '',
     assign_index INTEGER NOT NULL DEFAULT 1,
     last_heartbeat REAL,
     registered_at REAL NOT NULL
@@ -83,7 +103,7 @@ CREATE TABLE IF NOT EXISTS nodes (
 """
 
 _JSON_COLUMNS = {"hostnames", "config", "scale", "processes", "health", "policy", "labels",
-                 "replicas"}
+                 "replicas", "options"}
 
 
 def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
@@ -161,6 +181,9 @@ class Store:
             db.execute("UPDATE instances SET desired = 'stopped', updated_at = ? WHERE app = ?",
                        (time.time(), name))
             db.execute("DELETE FROM releases WHERE app = ?", (name,))
+            db.execute("DELETE FROM events WHERE app = ?", (name,))
+            db.execute("DELETE FROM promotions WHERE app = ?", (name,))
+            db.execute("DELETE FROM deployments WHERE app = ?", (name,))
             db.execute("DELETE FROM apps WHERE name = ?", (name,))
             self._bump(db, nodes)
         return nodes
@@ -202,8 +225,9 @@ class Store:
         return self._all("SELECT * FROM releases WHERE app = ? ORDER BY version", app)
 
     # --- deployments ------------------------------------------------------------------------
-    def create_deployment(self, *, app: str, release: int,
-                          replicas: dict[str, int]) -> dict[str, Any]:
+    def create_deployment(self, *, app: str, release: int, replicas: dict[str, int],
+                          kind: str = "deploy",
+                          options: dict[str, Any] | None = None) -> dict[str, Any]:
         """Insert a running deployment, unless one is already running for the app."""
         now = time.time()
         with self.tx() as db:
@@ -213,9 +237,9 @@ class Store:
             if running is not None:
                 raise DeploymentRunning(running[0])
             cur = db.execute(
-                "INSERT INTO deployments (app, release, replicas, status, step, created_at,"
-                " updated_at) VALUES (?, ?, ?, 'running', 'pending', ?, ?)",
-                (app, release, json.dumps(replicas), now, now))
+                "INSERT INTO deployments (app, release, replicas, kind, options, status, step,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'running', 'pending', ?, ?)",
+                (app, release, json.dumps(replicas), kind, json.dumps(options or {}), now, now))
             dep_id = cur.lastrowid
         return self.get_deployment(dep_id)  # type: ignore[arg-type,return-value]
 
@@ -234,6 +258,37 @@ class Store:
         with self.tx() as db:
             db.execute(f"UPDATE deployments SET {cols} WHERE id = ?",
                        (*values.values(), dep_id))
+
+    # --- events and promotions ---------------------------------------------------------------
+    def add_event(self, *, app: str, deployment_id: int | None, step: str, message: str) -> None:
+        with self.tx() as db:
+            db.execute("INSERT INTO events (app, deployment_id, at, step, message)"
+                       " VALUES (?, ?, ?, ?, ?)", (app, deployment_id, time.time(), step, message))
+
+    def list_events(self, app: str, *, after: int = 0,
+                    deployment_id: int | None = None) -> list[dict[str, Any]]:
+        if deployment_id is None:
+            return self._all("SELECT * FROM events WHERE app = ? AND id > ? ORDER BY id",
+                             app, after)
+        return self._all("SELECT * FROM events WHERE app = ? AND id > ? AND deployment_id = ?"
+                         " ORDER BY id", app, after, deployment_id)
+
+    def promote(self, app: str, release: int) -> list[str]:
+        """Mark `release` stable; returns the nodes whose assignments changed (stable tags)."""
+        with self.tx() as db:
+            db.execute("UPDATE apps SET stable_release = ? WHERE name = ?", (release, app))
+            db.execute("INSERT INTO promotions (app, release, at) VALUES (?, ?, ?)",
+                       (app, release, time.time()))
+            nodes = [r[0] for r in db.execute(
+                "SELECT DISTINCT node FROM instances WHERE app = ? AND desired != 'stopped'",
+                (app,))]
+            self._bump(db, nodes)
+        return nodes
+
+    def promotions(self, app: str) -> list[int]:
+        """Releases in the order they were promoted (oldest first)."""
+        return [r[0] for r in self._db.execute(
+            "SELECT release FROM promotions WHERE app = ? ORDER BY id", (app,))]
 
     # --- instances --------------------------------------------------------------------------
     def add_instances(self, rows: list[dict[str, Any]]) -> None:
@@ -277,8 +332,9 @@ class Store:
         """The instances a node should run (desired running or draining), with their release."""
         return self._all(
             "SELECT i.id, i.app, i.release, i.process, i.role, i.desired, r.image, r.config,"
-            " r.processes, r.health, r.policy FROM instances i JOIN releases r"
-            " ON r.app = i.app AND r.version = i.release"
+            " r.processes, r.health, r.policy, a.stable_release FROM instances i"
+            " JOIN releases r ON r.app = i.app AND r.version = i.release"
+            " JOIN apps a ON a.name = i.app"
             " WHERE i.node = ? AND i.desired IN ('running', 'draining') ORDER BY i.id", node)
 
     def report_instances(self, node: str, reports: list[dict[str, Any]]) -> None:
@@ -302,16 +358,18 @@ class Store:
 
     # --- nodes ------------------------------------------------------------------------------
     def upsert_node(self, *, name: str, address: str, cpu: float, memory_mb: int,
-                    labels: dict[str, str], consul_url: str) -> dict[str, Any]:
+                    labels: dict[str, str], consul_url: str, agent_url: str) -> dict[str, Any]:
         now = time.time()
         with self.tx() as db:
             db.execute(
-                "INSERT INTO nodes (name, address, cpu, memory_mb, labels, consul_url,"
-                " last_heartbeat, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO nodes (name, address, cpu, memory_mb, labels, consul_url, agent_url,"
+                " last_heartbeat, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(name) DO UPDATE SET address = excluded.address, cpu = excluded.cpu,"
                 " memory_mb = excluded.memory_mb, labels = excluded.labels,"
-                " consul_url = excluded.consul_url, last_heartbeat = excluded.last_heartbeat",
-                (name, address, cpu, memory_mb, json.dumps(labels), consul_url, now, now))
+                " consul_url = excluded.consul_url, agent_url = excluded.agent_url,"
+                " last_heartbeat = excluded.last_heartbeat",
+                (name, address, cpu, memory_mb, json.dumps(labels), consul_url, agent_url, now,
+                 now))
         return self.get_node(name)  # type: ignore[return-value]
 
     def get_node(self, name: str) -> dict[str, Any] | None:

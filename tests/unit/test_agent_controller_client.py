@@ -64,7 +64,8 @@ async def test_register_heartbeat_and_long_poll(server) -> None:
     c = client(srv)
     try:
         node = await c.register(address="127.0.0.2", cpu=2.0, memory_mb=4096,
-                                labels={"zone": "a"}, consul_url="http://127.0.0.2:8500")
+                                labels={"zone": "a"}, consul_url="http://127.0.0.2:8500",
+                                agent_url="http://127.0.0.2:7071")
         assert node["name"] == "n1"
         await c.heartbeat([{"id": "i", "state": "running"}], index=3)
         got = await c.assignments(index=2, wait_s=1)
@@ -76,7 +77,8 @@ async def test_register_heartbeat_and_long_poll(server) -> None:
         ("GET", "/v1/nodes/n1/assignments")]
     assert all(s["auth"] == f"Bearer {TOKEN}" for s in seen)
     assert seen[0]["body"] == {"address": "127.0.0.2", "cpu": 2.0, "memory_mb": 4096,
-                               "labels": {"zone": "a"}, "consul_url": "http://127.0.0.2:8500"}
+                               "labels": {"zone": "a"}, "consul_url": "http://127.0.0.2:8500",
+                               "agent_url": "http://127.0.0.2:7071"}
     assert seen[1]["body"] == {"instances": [{"id": "i", "state": "running"}], "index": 3}
     assert seen[2]["query"] == {"index": "2", "wait": "1"}
 
