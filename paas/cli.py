@@ -152,30 +152,116 @@ def wait_deployment(api: Client, app: str, dep: dict[str, Any], *, quiet: bool =
     return dep
 
 
+def parse_version(text: str) -> int:
+    try:
+        value = int(text.lower().removeprefix("v"))
+    except ValueError:
+        raise CliError(f"{text!r} is not a release like v3", code=EXIT_USAGE) from None
+    if value < 1:
+        raise CliError(f"{text!r} is not a release like v3", code=EXIT_USAGE)
+    return value
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     from paas.buildcontext import make_build_context
 
     api = client(args)
-    directory = Path(args.dir)
-    if not directory.is_dir():
-        raise CliError(f"{args.dir} is not a directory", code=EXIT_USAGE)
-    context = make_build_context(directory=directory)
-    try:
-        release = api.request("POST", f"/v1/apps/{args.app}/releases", data=context,
-                              content_type="application/gzip", timeout=600)["release"]
-    except ClientError as exc:
-        if exc.status == 422:
-            raise CliError(exc.message, hint=exc.body.get("log_tail", ""),
-                           code=EXIT_BUILD_FAILED) from None
-        raise
-    if not args.json:
-        print(f"built {release['image']} (release v{release['version']})", file=sys.stderr)
-    body: dict[str, Any] = {"release": release["version"]}
+    if args.version:
+        version = parse_version(args.version)
+    else:
+        directory = Path(args.dir)
+        if not directory.is_dir():
+            raise CliError(f"{args.dir} is not a directory", code=EXIT_USAGE)
+        context = make_build_context(directory=directory)
+        try:
+            release = api.request("POST", f"/v1/apps/{args.app}/releases", data=context,
+                                  content_type="application/gzip", timeout=600)["release"]
+        except ClientError as exc:
+            if exc.status == 422:
+                raise CliError(exc.message, hint=exc.body.get("log_tail", ""),
+                               code=EXIT_BUILD_FAILED) from None
+            raise
+        version = release["version"]
+        if not args.json:
+            print(f"built {release['image']} (release v{version})", file=sys.stderr)
+    body: dict[str, Any] = {"release": version}
     if args.replicas is not None:
         body["replicas"] = args.replicas
     dep = api.post(f"/v1/apps/{args.app}/deployments", body)["deployment"]
     dep = wait_deployment(api, args.app, dep, quiet=args.json)
     emit(args, dep, lambda: f"deployed {args.app} v{dep['release']}: {dep['reason']}")
+    return EXIT_OK
+
+
+def finish(args: argparse.Namespace, api: Client, dep: dict[str, Any], verb: str) -> int:
+    if not args.no_wait:
+        dep = wait_deployment(api, args.app, dep, quiet=args.json)
+    emit(args, dep, lambda: f"{verb} {args.app} v{dep['release']}: deployment {dep['id']} "
+                            f"{dep['status']}" + (f" ({dep['reason']})" if dep["reason"] else ""))
+    return EXIT_OK
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    body = {"release": parse_version(args.version)} if args.version else {}
+    rel = client(args).post(f"/v1/apps/{args.app}/promote", body)["release"]
+    emit(args, rel, lambda: f"{args.app} v{rel['version']} is now stable")
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"skip_checks": args.no_checks}
+    if args.version:
+        body["release"] = parse_version(args.version)
+    api = client(args)
+    dep = api.post(f"/v1/apps/{args.app}/rollback", body)["deployment"]
+    return finish(args, api, dep, "rolled back")
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    counts: dict[str, int] = {}
+    for pair in args.counts:
+        name, sep, value = pair.partition("=")
+        if not sep or not value.isdigit():
+            raise CliError(f"{pair!r} is not PROCESS=COUNT, like web=3", code=EXIT_USAGE)
+        counts[name] = int(value)
+    api = client(args)
+    dep = api.post(f"/v1/apps/{args.app}/scale", {"replicas": counts})["deployment"]
+    return finish(args, api, dep, "scaled")
+
+
+def _mask(value: str) -> str:
+    return value[:2] + "*" * max(3, len(value) - 2) if len(value) > 4 else "****"
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    api = client(args)
+    action = args.action
+    if action in (None, "get"):
+        config = api.get(f"/v1/apps/{args.app}/config")["config"]
+        if args.names:
+            config = {k: v for k, v in config.items() if k in args.names}
+        shown = config if args.reveal else {k: _mask(v) for k, v in config.items()}
+        emit(args, shown, lambda: "\n".join(f"{k}={v}" for k, v in sorted(shown.items()))
+             or "(no config vars)")
+        return EXIT_OK
+    body: dict[str, Any] = {}
+    if action == "set":
+        pairs = {}
+        for pair in args.names:
+            name, sep, value = pair.partition("=")
+            if not sep:
+                raise CliError(f"{pair!r} is not NAME=VALUE", code=EXIT_USAGE)
+            pairs[name] = value
+        body["set"] = pairs
+    else:
+        body["unset"] = list(args.names)
+    result = api.request("PATCH", f"/v1/apps/{args.app}/config", json_body=body)
+    if result.get("deployment") and not args.no_wait:
+        wait_deployment(api, args.app, result["deployment"], quiet=args.json)
+    rel = result.get("release")
+    emit(args, result, lambda: f"config of {args.app} changed" + (
+        f"; release v{rel['version']} deployed" if rel and result.get("deployment")
+        else f"; release v{rel['version']} made" if rel else ""))
     return EXIT_OK
 
 
@@ -195,12 +281,19 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
 def cmd_releases(args: argparse.Namespace) -> int:
     rows = client(args).get(f"/v1/apps/{args.app}/releases")["releases"]
     now = time.time()
     emit(args, rows, lambda: table(
-        [{**r, "age": f"{int(now - r['created_at'])}s"} for r in rows],
-        ["name", "image", "source", "age"]))
+        [{**r, "age": age(now - r["created_at"]), "stable": "stable" if r["stable"] else ""}
+         for r in rows], ["name", "status", "stable", "age", "source"]))
     return EXIT_OK
 
 
@@ -236,10 +329,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("deploy", parents=[common],
                        help="build a directory into a release and deploy it")
-    p.add_argument("dir", help="the app's directory (a Dockerfile or a Procfile at its root)")
+    p.add_argument("dir", nargs="?", default=".",
+                   help="the app's directory (a Dockerfile or a Procfile at its root); default .")
     p.add_argument("--app", required=True, help="app name")
     p.add_argument("--replicas", type=int, help="web replicas (default: the app's current scale)")
+    p.add_argument("--version", help="deploy an existing release (e.g. v3) instead of building")
     p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("promote", parents=[common], help="mark a succeeded release stable")
+    p.add_argument("app")
+    p.add_argument("--version", help="the release (default: the last one deployed)")
+    p.set_defaults(func=cmd_promote)
+    p = sub.add_parser("rollback", parents=[common],
+                       help="deploy the previous stable release (or --version) again")
+    p.add_argument("app")
+    p.add_argument("--version", help="the release to go back to")
+    p.add_argument("--no-checks", action="store_true",
+                   help="skip the control instance and integration test")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the deployment")
+    p.set_defaults(func=cmd_rollback)
+    p = sub.add_parser("scale", parents=[common], help="set replica counts per process type")
+    p.add_argument("app")
+    p.add_argument("counts", nargs="+", metavar="PROCESS=COUNT")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the deployment")
+    p.set_defaults(func=cmd_scale)
+    p = sub.add_parser("config", parents=[common],
+                       help="show or change config vars (a change makes a new release)")
+    p.add_argument("app")
+    p.add_argument("action", nargs="?", choices=["get", "set", "unset"])
+    p.add_argument("names", nargs="*", metavar="NAME[=VALUE]")
+    p.add_argument("--reveal", action="store_true", help="show values instead of masking them")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for the deployment")
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("ps", parents=[common], help="list an app's instances")
     p.add_argument("app")

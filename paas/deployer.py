@@ -282,9 +282,16 @@ class Deployer:
                 return
             for instance_id in ids:
                 inst = self.store.get_instance(instance_id)
-                if inst is not None and inst["state"] == "exited":
-                    raise DeployFailed("rollout", f"instance {instance_id} exited",
+                if inst is None:
+                    continue
+                if inst["state"] == "exited" or inst["restarts"]:
+                    raise DeployFailed("rollout", f"instance {instance_id} crashed "
+                                       f"(restarted {inst['restarts']} times)",
                                        await self.instance_logs(instance_id))
+                node = self.store.get_node(inst["node"])
+                if node is None or not self.node_is_ready(node):
+                    raise DeployFailed("rollout", f"node {inst['node']} of instance "
+                                       f"{instance_id} was lost")
             if now >= deadline:
                 late = [i for i in ids if i not in healthy_since] or ids
                 raise DeployFailed("rollout", f"instance {late[0]} did not pass its health "

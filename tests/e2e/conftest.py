@@ -69,6 +69,54 @@ class E2E:
             return json.loads(r.read())
 
 
+def app_dir(tmp: Path, *, test_sh: str | None = None, toml: str | None = None,
+            procfile: str | None = None) -> Path:
+    """A copy of examples/hello with some of its files replaced."""
+    import shutil
+
+    target = tmp / f"app-{secrets.token_hex(3)}"
+    shutil.copytree(REPO / "examples" / "hello", target)
+    if test_sh is not None:
+        (target / "test.sh").write_text(test_sh)
+    if toml is not None:
+        (target / "paas.toml").write_text(toml)
+    if procfile is not None:
+        (target / "Procfile").write_text(procfile)
+    return target
+
+
+class Hammer:
+    """Sequential requests through the router in a thread, counting what came back."""
+
+    def __init__(self, e2e: "E2E", app: str) -> None:
+        import collections
+        import threading
+
+        self.e2e, self.app = e2e, app
+        self.statuses: collections.Counter[int] = collections.Counter()
+        self.bodies: collections.Counter[str] = collections.Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status, body = self.e2e.get_via_router(self.app, timeout=5)
+            except OSError:
+                status, body = 0, ""
+            self.statuses[status] += 1
+            self.bodies[body.split(" instance ")[0]] += 1
+            time.sleep(0.01)
+
+    def __enter__(self) -> "Hammer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
 def wait_until(check: Any, timeout: float = 20.0, interval: float = 0.2, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     last = None
