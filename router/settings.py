@@ -170,7 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Every flag can also be set as an env var {ENV_PREFIX}<NAME>, e.g. "
         f"{ENV_PREFIX}CONSUL_URL. Flags win over env vars.",
     )
-    defaults = RouterSettings.__dataclass_fields__
     for f in dataclasses.fields(RouterSettings):
         default = f.default if f.default is not dataclasses.MISSING else "the repo's templates/"
         parser.add_argument(
@@ -180,7 +179,6 @@ def build_parser() -> argparse.ArgumentParser:
             metavar=f.name.upper(),
             help=f"{_FIELD_HELP[f.name]} (default: {default})",
         )
-    del defaults
     return parser
 
 

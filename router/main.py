@@ -1,0 +1,160 @@
+"""`paas-router`: the router daemon's entry point and wiring.
+
+Startup, in the aiohttp app's cleanup context: start HAProxy on an empty layout, then the
+Consul watcher, the applier and a supervisor that restarts HAProxy if it dies; then the admin
+server (`/healthz`, `/metrics`, `/routes`) binds. SIGTERM or SIGINT stops all of it in reverse:
+background tasks, then HAProxy (soft stop, sockets and pid file removed).
+
+Run `paas-router --help` (or `python -m router.main --help`) for the flags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import aiohttp
+from aiohttp import web
+
+from router.admin import STATE, RouterState, add_routes
+from router.applier import Applier
+from router.consul import ConsulClient
+from router.haproxy import HAProxy, HAProxyError, resolve_binary
+from router.metrics import RouterMetrics
+from router.render import RenderOptions
+from router.settings import RouterSettings
+from router.watch import Backoff, RouteWatcher
+
+log = logging.getLogger("router")
+
+
+def build_app(settings: RouterSettings) -> web.Application:
+    """The admin web app; its cleanup context runs HAProxy and the watchers for its lifetime."""
+    app = web.Application()
+    app.cleanup_ctx.append(_router_context(settings))
+    add_routes(app)
+    return app
+
+
+def _router_context(
+    settings: RouterSettings,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        metrics = RouterMetrics()
+        haproxy = HAProxy(
+            binary=resolve_binary(settings.haproxy_bin),
+            config_path=settings.config_path, pid_path=settings.pid_path,
+            master_socket=settings.master_socket, admin_socket=settings.admin_socket,
+            stop_timeout_s=settings.stop_timeout_s,
+        )
+        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        session = aiohttp.ClientSession()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            watcher = RouteWatcher(
+                client=ConsulClient(settings.consul_url, session=session),
+                prefix=settings.routes_prefix, wait_s=settings.consul_wait_s,
+                backoff_max_s=settings.backoff_max_s, min_interval_s=settings.debounce_s,
+                metrics=metrics, on_change=lambda: applier.notify(),
+            )
+            applier = Applier(
+                haproxy=haproxy,
+                options=RenderOptions(listen_host=settings.listen_host,
+                                      listen_port=settings.listen_port,
+                                      admin_socket=settings.admin_socket,
+                                      maxconn=settings.maxconn),
+                templates_dir=settings.templates_dir, initial_slots=settings.initial_slots,
+                debounce_s=settings.debounce_s, backoff_max_s=settings.backoff_max_s,
+                metrics=metrics, desired=watcher.desired,
+            )
+            await applier.start_haproxy()
+            app[STATE] = RouterState(haproxy=haproxy, applier=applier, metrics=metrics)
+            tasks = [
+                asyncio.create_task(applier.run(), name="apply"),
+                asyncio.create_task(watcher.run(), name="watch-routes"),
+                asyncio.create_task(_supervise(haproxy, applier, metrics, settings),
+                                    name="supervise-haproxy"),
+            ]
+            log.info("routing %s:%d from Consul %s (routes under %s)", settings.listen_host,
+                     settings.listen_port, settings.consul_url, settings.routes_prefix)
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await haproxy.stop()
+            await session.close()
+
+    return context
+
+
+async def _supervise(haproxy: HAProxy, applier: Applier, metrics: RouterMetrics,
+                     settings: RouterSettings) -> None:
+    """Restart HAProxy on the last applied layout if it exits while the router runs."""
+    backoff = Backoff(first=0.5, cap=settings.backoff_max_s)
+    started = time.monotonic()
+    while True:
+        code = await haproxy.wait()
+        if time.monotonic() - started > 30:
+            backoff.reset()
+        delay = backoff.next()
+        log.error("HAProxy exited unexpectedly (code %s); restarting it in %.1f s", code, delay)
+        metrics.haproxy_restarts.inc()
+        await asyncio.sleep(delay)
+        started = time.monotonic()
+        try:
+            await applier.start_haproxy()
+        except HAProxyError as exc:
+            log.error("HAProxy restart failed: %s", exc)
+        applier.notify()
+
+
+async def serve(settings: RouterSettings) -> int:
+    """Run the router until SIGTERM/SIGINT; return the process exit code."""
+    runner = web.AppRunner(build_app(settings), access_log=None)
+    try:
+        await runner.setup()
+    except (HAProxyError, OSError) as exc:
+        log.error("router cannot start: %s", exc)
+        return 1
+    try:
+        site = web.TCPSite(runner, settings.admin_host, settings.admin_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            log.error("cannot serve the admin API on %s:%d: %s", settings.admin_host,
+                      settings.admin_port, exc)
+            return 1
+        log.info("admin API on http://%s:%d (/healthz, /metrics, /routes)",
+                 settings.admin_host, settings.admin_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping")
+        return 0
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script `paas-router`."""
+    settings = RouterSettings.from_args(sys.argv[1:] if argv is None else argv, os.environ)
+    logging.basicConfig(
+        level=settings.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

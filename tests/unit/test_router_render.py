@@ -1,0 +1,380 @@
+"""Unit tests of the router's pure parts: config rendering, value validation, the runtime-vs-reload
+plan, the runtime commands, Consul payload parsing, `show proc` parsing and settings."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from paas.names import InvalidName
+from router.consul import next_index, parse_passing_servers, parse_routes
+from router.plan import Backend, SlotChange, ordered_changes, plan_changes, runtime_commands, slots_needed
+from router.render import RenderOptions, render_config
+from router.routes import AppRoute, InvalidRoute, RouteSpec, Server, build_table, validate_hostname
+from router.runtime_api import RuntimeApiError, check_set_server_reply, parse_show_proc
+from router.settings import RouterSettings, build_parser
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+OPTIONS = RenderOptions(listen_host="127.0.5.1", listen_port=18080,
+                        admin_socket=Path("/tmp/paas-router-test/admin.sock"), maxconn=4000)
+
+A1, A2, A3, A4 = (Server("127.0.0.2", 32768), Server("127.0.0.3", 32769),
+                  Server("127.0.0.2", 32770), Server("127.0.0.4", 32771))
+
+
+def route(app: str, hostnames: tuple[str, ...], *servers: Server) -> AppRoute:
+    return AppRoute(app=app, hostnames=hostnames, servers=tuple(sorted(servers)))
+
+
+def render(table: dict[str, AppRoute], initial_slots: int = 4) -> str:
+    layout = plan_changes({}, table, initial_slots=initial_slots).layout
+    return render_config(layout, OPTIONS, templates_dir=TEMPLATES)
+
+
+def lines(config: str) -> list[str]:
+    return [line.strip() for line in config.splitlines()]
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+def test_hostnames_map_to_their_backend() -> None:
+    config = lines(render({
+        "hello": route("hello", ("hello.localhost", "www.hello.test"), A1),
+        "api": route("api", ("api.localhost",), A2),
+    }))
+    assert "acl host_hello var(txn.host) -m str hello.localhost" in config
+    assert "acl host_hello var(txn.host) -m str www.hello.test" in config
+    assert "acl host_api var(txn.host) -m str api.localhost" in config
+    assert "use_backend app_hello if host_hello" in config
+    assert "use_backend app_api if host_api" in config
+    assert "backend app_hello" in config and "backend app_api" in config
+    assert "http-request set-var(txn.host) req.hdr(host),field(1,:),lower" in config
+    assert "bind 127.0.5.1:18080" in config
+    assert "default_backend no_app" in config
+
+
+@pytest.mark.parametrize(("servers", "initial", "expected_slots", "expected_active"), [
+    ((), 4, 4, []),
+    ((A1,), 4, 4, ["server s1 127.0.0.2:32768"]),
+    ((A1, A2), 1, 2, ["server s1 127.0.0.2:32768", "server s2 127.0.0.3:32769"]),
+    ((A1, A2, A3), 2, 4, ["server s1 127.0.0.2:32768", "server s2 127.0.0.2:32770",
+                          "server s3 127.0.0.3:32769"]),
+])
+def test_backend_has_fixed_slots_and_disabled_spares(servers, initial, expected_slots,
+                                                     expected_active) -> None:
+    config = lines(render({"hello": route("hello", ("hello.localhost",), *servers)}, initial))
+    server_lines = [line for line in config if line.startswith("server ")]
+    assert len(server_lines) == expected_slots
+    assert [line for line in server_lines if "disabled" not in line] == expected_active
+    spares = [line for line in server_lines if "disabled" in line]
+    assert len(spares) == expected_slots - len(expected_active)
+    assert all(line.endswith("0.0.0.0:1 disabled") for line in spares)
+    # Consul decides health: HAProxy must not run checks of its own.
+    assert not any(" check" in line for line in server_lines)
+
+
+def test_unknown_host_gets_a_404_page_and_empty_app_a_503_page() -> None:
+    config = render({"hello": route("hello", ("hello.localhost",))})
+    no_app = config.split("backend no_app", 1)[1].split("backend app_", 1)[0]
+    assert 'http-request return status 404 content-type "text/html; charset=utf-8" string' in no_app
+    assert "No app is routed for this host name" in no_app
+    assert "http-request return status 503" in config and "if { nbsrv eq 0 }" in config
+
+
+def test_global_and_defaults() -> None:
+    config = lines(render({}))
+    assert "stats socket /tmp/paas-router-test/admin.sock mode 600 level admin expose-fd listeners" in config
+    assert "maxconn 4000" in config
+    for line in ("timeout connect 2s", "timeout client 30s", "timeout server 30s",
+                 "option redispatch", "retries 2", "http-reuse safe"):
+        assert line in config
+    assert not any("http-server-close" in line for line in config)  # keep-alive to servers
+
+
+def test_app_without_hostnames_gets_no_use_backend() -> None:
+    config = lines(render({"hello": route("hello", (), A1)}))
+    assert "backend app_hello" in config
+    assert not any(line.startswith("use_backend app_hello") for line in config)
+
+
+@pytest.mark.skipif(shutil.which("haproxy", path="/usr/sbin:/usr/bin") is None,
+                    reason="haproxy not installed")
+def test_rendered_config_passes_haproxy_check(tmp_path: Path) -> None:
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(render({
+        "hello": route("hello", ("hello.localhost", "hello.example.com"), A1, A2),
+        "a-b-1": route("a-b-1", ("a-b-1.localhost",)),
+    }))
+    haproxy = shutil.which("haproxy", path="/usr/sbin:/usr/bin")
+    result = subprocess.run([haproxy, "-c", "-q", "-f", str(cfg)], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- validation of every value that reaches the template ----------------------------------
+
+@pytest.mark.parametrize("app", ["Hello", "1app", "a" * 31, "he llo", "hello\nbackend x", "", "a_b"])
+def test_invalid_app_name_rejected(app: str) -> None:
+    with pytest.raises(InvalidName):
+        AppRoute(app=app, hostnames=(), servers=())
+    forged = Backend(app=app, hostnames=(), slots=(None,))
+    with pytest.raises(InvalidName):
+        render_config({"x": forged}, OPTIONS, templates_dir=TEMPLATES)
+
+
+@pytest.mark.parametrize("hostname", [
+    "Hello.localhost", "hello.localhost:80", "hello .localhost", "hello.localhost\n server x",
+    "hello.localhost.", "hel_lo.localhost", "a..b", "-a.b", "a-.b", "a" * 64 + ".b", "",
+    "*.example.com", "hello.localhost if TRUE",
+])
+def test_invalid_hostname_rejected(hostname: str) -> None:
+    with pytest.raises(InvalidRoute):
+        validate_hostname(hostname)
+    forged = Backend(app="hello", hostnames=(hostname,), slots=(None,))
+    with pytest.raises(InvalidRoute):
+        render_config({"hello": forged}, OPTIONS, templates_dir=TEMPLATES)
+
+
+@pytest.mark.parametrize(("host", "port"), [
+    ("localhost", 80), ("1.2.3", 80), ("::1", 80), ("127.0.0.1 check", 80), ("01.2.3.4", 80),
+    ("127.0.0.1", 0), ("127.0.0.1", 70000), ("127.0.0.1", "80"), ("127.0.0.1", True),
+])
+def test_invalid_server_rejected(host, port) -> None:
+    with pytest.raises(InvalidRoute):
+        Server(host, port)
+
+
+def test_forged_server_in_slot_rejected() -> None:
+    bad = Server("127.0.0.1", 80)
+    object.__setattr__(bad, "host", "127.0.0.1:80 check\n")
+    with pytest.raises(InvalidRoute):
+        render_config({"hello": Backend(app="hello", hostnames=(), slots=(bad,))}, OPTIONS,
+                      templates_dir=TEMPLATES)
+
+
+@pytest.mark.parametrize("options", [
+    dataclasses.replace(OPTIONS, listen_host="0.0.0.0:80"),
+    dataclasses.replace(OPTIONS, listen_port=0),
+    dataclasses.replace(OPTIONS, admin_socket=Path("/tmp/a b/admin.sock")),
+    dataclasses.replace(OPTIONS, maxconn=0),
+])
+def test_invalid_render_options_rejected(options: RenderOptions) -> None:
+    with pytest.raises(InvalidRoute):
+        render_config({}, options, templates_dir=TEMPLATES)
+
+
+# --- the decision: runtime update or reload ------------------------------------------------
+
+H = ("hello.localhost",)
+
+
+def layout_of(*backends: Backend) -> dict[str, Backend]:
+    return {b.app: b for b in backends}
+
+
+PLAN_CASES = [
+    # (name, current layout, desired table, reload?, expected slots of hello after)
+    ("nothing changes", layout_of(Backend("hello", H, (A1, None))),
+     {"hello": route("hello", H, A1)}, False, (A1, None)),
+    ("first app appears", {}, {"hello": route("hello", H, A1)}, True, (A1, None)),
+    ("app removed", layout_of(Backend("hello", H, (A1, None)), Backend("old", ("old.localhost",), (None, None))),
+     {"hello": route("hello", H, A1)}, True, (A1, None)),
+    ("hostname added", layout_of(Backend("hello", H, (A1, None))),
+     {"hello": route("hello", H + ("www.hello.test",), A1)}, True, (A1, None)),
+    ("instance added fits a slot", layout_of(Backend("hello", H, (A1, None))),
+     {"hello": route("hello", H, A1, A2)}, False, (A1, A2)),
+    ("instance removed empties its slot", layout_of(Backend("hello", H, (A1, A2))),
+     {"hello": route("hello", H, A2)}, False, (None, A2)),
+    ("instance replaced in place", layout_of(Backend("hello", H, (A1, A2))),
+     {"hello": route("hello", H, A2, A3)}, False, (A3, A2)),
+    ("new instance prefers a slot that was already empty", layout_of(Backend("hello", H, (A1, None, A2, None))),
+     {"hello": route("hello", H, A2, A3)}, False, (None, A3, A2, None)),
+    ("last instance gone: runtime, backend empty", layout_of(Backend("hello", H, (A1, None))),
+     {"hello": route("hello", H)}, False, (None, None)),
+    ("more instances than slots: slots double, reload", layout_of(Backend("hello", H, (A1, A2))),
+     {"hello": route("hello", H, A1, A2, A3)}, True, (A1, A2, A3, None)),
+    ("shrinking keeps the slots", layout_of(Backend("hello", H, (A1, A2, A3, A4))),
+     {"hello": route("hello", H, A4)}, False, (None, None, None, A4)),
+]
+
+
+@pytest.mark.parametrize(("current", "desired", "reload", "slots"),
+                         [case[1:] for case in PLAN_CASES], ids=[case[0] for case in PLAN_CASES])
+def test_plan_runtime_or_reload(current, desired, reload, slots) -> None:
+    plan = plan_changes(current, desired, initial_slots=2)
+    assert plan.reload is reload
+    assert plan.layout["hello"].slots == slots
+    assert set(plan.layout) == set(desired)
+    if reload:
+        assert plan.changes == () and plan.reasons
+    else:
+        old = current["hello"].slots
+        expected = {(i + 1, s) for i, s in enumerate(slots) if s != old[i]}
+        assert {(c.slot, c.server) for c in plan.changes} == expected
+    # Applying the plan again changes nothing: the loop is idempotent.
+    assert plan_changes(plan.layout, desired, initial_slots=2).noop
+
+
+def test_plan_reload_carries_instances_of_other_apps() -> None:
+    current = layout_of(Backend("hello", H, (A1, None)))
+    desired = {"hello": route("hello", H, A1, A2), "new": route("new", ("new.localhost",), A3)}
+    plan = plan_changes(current, desired, initial_slots=2)
+    assert plan.reload and plan.changes == ()
+    assert plan.layout["hello"].slots == (A1, A2)
+    assert plan.layout["new"].slots == (A3, None)
+    assert "apps added: new" in plan.summary()
+
+
+@pytest.mark.parametrize(("count", "initial", "size"), [(0, 8, 8), (8, 8, 8), (9, 8, 16),
+                                                         (33, 8, 64), (3, 1, 4)])
+def test_slots_needed_doubles(count: int, initial: int, size: int) -> None:
+    assert slots_needed(count, initial) == size
+
+
+@pytest.mark.parametrize(("change", "commands"), [
+    (SlotChange("hello", 3, A1, None),
+     ["set server app_hello/s3 addr 127.0.0.2 port 32768", "set server app_hello/s3 state ready"]),
+    (SlotChange("hello", 1, None, A1), ["set server app_hello/s1 state maint"]),
+    (SlotChange("hello", 2, A2, A1),
+     ["set server app_hello/s2 state maint", "set server app_hello/s2 addr 127.0.0.3 port 32769",
+      "set server app_hello/s2 state ready"]),
+])
+def test_runtime_commands(change: SlotChange, commands: list[str]) -> None:
+    assert runtime_commands(change) == commands
+
+
+def test_changes_fill_before_they_empty() -> None:
+    remove = SlotChange("hello", 1, None, A1)
+    swap = SlotChange("hello", 2, A3, A2)
+    add = SlotChange("hello", 3, A4, None)
+    assert ordered_changes((remove, swap, add)) == [add, swap, remove]
+
+
+@pytest.mark.parametrize(("reply", "ok"), [
+    ("\n", True),
+    ("IP changed from '0.0.0.0' to '127.0.0.2', port changed from '1' to '32768' by 'stats socket command'\n\n", True),
+    ("no need to change the addr, no need to change the port by 'stats socket command'\n\n", True),
+    ("No such server.\n\n", False),
+    ("Require 'backend/server'.\n\n", False),
+    ("Permission denied\n\n", False),
+])
+def test_set_server_replies(reply: str, ok: bool) -> None:
+    if ok:
+        check_set_server_reply("set server x/s1 state ready", reply)
+    else:
+        with pytest.raises(RuntimeApiError):
+            check_set_server_reply("set server x/s1 state ready", reply)
+
+
+def test_parse_show_proc() -> None:
+    text = ("#<PID>          <type>          <reloads>       <uptime>        <version>\n"
+            "15758           master          2 [failed: 1]   0d00h00m10s     2.6.12\n"
+            "# workers\n16037           worker          0               0d00h00m01s     2.6.12\n"
+            "# old workers\n15761           worker          1               0d00h00m09s     2.6.12\n"
+            "# programs\n\n")
+    table = parse_show_proc(text)
+    assert (table.master_pid, table.reloads, table.failed_reloads) == (15758, 2, 1)
+    assert table.workers == (16037,) and table.old_workers == (15761,)
+
+
+# --- Consul payloads ---------------------------------------------------------------------
+
+def kv(key: str, value: object) -> dict[str, object]:
+    raw = value if isinstance(value, str) else json.dumps(value)
+    return {"Key": key, "Value": base64.b64encode(raw.encode()).decode()}
+
+
+def test_parse_routes_skips_bad_entries() -> None:
+    warnings: list[str] = []
+    specs = parse_routes([
+        kv("paas/routes/hello", {"app": "hello", "service": "hello", "hostnames": ["Hello.Localhost"]}),
+        kv("paas/routes/api", {"app": "api", "hostnames": ["api.localhost", "api.example.com"]}),
+        kv("paas/routes/Bad", {"app": "Bad", "hostnames": ["bad.localhost"]}),
+        kv("paas/routes/evil", {"app": "evil", "hostnames": ["evil.localhost\n server x"]}),
+        kv("paas/routes/other", {"app": "someone-else", "hostnames": []}),
+        kv("paas/routes/junk", "not json"),
+        {"Key": "paas/routes/", "Value": None},
+        kv("paas/routes/deep/key", {"app": "deep"}),
+    ], "paas/routes/", warn=warnings.append)
+    assert specs == {
+        "hello": RouteSpec("hello", "hello", ("hello.localhost",)),
+        "api": RouteSpec("api", "api", ("api.localhost", "api.example.com")),
+    }
+    assert len(warnings) == 4
+    assert parse_routes(None, "paas/routes/") == {}
+
+
+def health_entry(address: str, port: int, tags: list[str], status: str = "passing") -> dict:
+    return {"Node": {"Address": "127.0.0.9"},
+            "Service": {"ID": f"x-{port}", "Address": address, "Port": port, "Tags": tags},
+            "Checks": [{"Status": "passing"}, {"Status": status}]}
+
+
+def test_parse_passing_servers_routes_only_live_web() -> None:
+    servers = parse_passing_servers([
+        health_entry("127.0.0.2", 32768, ["live", "v1", "web"]),
+        health_entry("127.0.0.3", 32769, ["live", "v1", "web", "stable"]),
+        health_entry("127.0.0.2", 32770, ["control", "v2", "web"]),
+        health_entry("127.0.0.2", 32771, ["live", "v1", "worker"]),
+        health_entry("127.0.0.2", 32772, ["live", "v1", "web"], status="critical"),
+        health_entry("", 32773, ["live", "v1", "web"]),  # no service address: the node's
+        health_entry("not-an-ip", 32774, ["live", "v1", "web"]),
+    ], "hello", warn=lambda message: None)
+    assert servers == (Server("127.0.0.2", 32768), Server("127.0.0.3", 32769),
+                       Server("127.0.0.9", 32773))
+
+
+@pytest.mark.parametrize(("previous", "returned", "expected"), [
+    (0, 10, 10), (10, 12, 12), (12, 12, 12), (12, 5, 0), (0, 0, 1),
+])
+def test_next_index(previous: int, returned: int, expected: int) -> None:
+    assert next_index(previous, returned) == expected
+
+
+def test_build_table_gives_a_contested_hostname_to_one_app() -> None:
+    specs = {"a": RouteSpec("a", "a", ("shared.localhost", "a.localhost")),
+             "b": RouteSpec("b", "b", ("shared.localhost", "b.localhost")),
+             "c": RouteSpec("c", "c", ("c.localhost",))}
+    table = build_table(specs, {"a": (A1,), "b": (A2, A2)})
+    assert table == {"a": route("a", ("a.localhost", "shared.localhost"), A1),
+                     "b": route("b", ("b.localhost",), A2)}  # c: no health answer yet
+
+
+# --- settings -----------------------------------------------------------------------------
+
+def test_settings_defaults_flags_env_precedence() -> None:
+    assert RouterSettings.from_args([], {}) == RouterSettings()
+    settings = RouterSettings.from_args(
+        ["--listen-port", "18080", "--state-dir", "/tmp/r1"],
+        {"PAAS_ROUTER_LISTEN_PORT": "9999", "PAAS_ROUTER_CONSUL_URL": "http://127.0.5.1:8500/",
+         "PAAS_ROUTER_INITIAL_SLOTS": "2"},
+    )
+    assert settings.listen_port == 18080
+    assert settings.consul_url == "http://127.0.5.1:8500"
+    assert settings.initial_slots == 2
+    assert settings.admin_socket == Path("/tmp/r1/admin.sock")
+    assert settings.maxconn == 4000
+
+
+@pytest.mark.parametrize("argv", [["--listen-port", "x"], ["--listen-host", "localhost"],
+                                  ["--state-dir", "/tmp/" + "d" * 100]])
+def test_settings_reject_bad_values(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        RouterSettings.from_args(argv, {})
+
+
+def test_every_setting_has_a_flag_and_help() -> None:
+    help_text = build_parser().format_help()
+    for field in dataclasses.fields(RouterSettings):
+        assert "--" + field.name.replace("_", "-") in help_text
+    # Documented beside the field: the line after each declaration is its docstring.
+    source = (Path(__file__).resolve().parents[2] / "router" / "settings.py").read_text()
+    for field in dataclasses.fields(RouterSettings):
+        declaration = source.split(f"    {field.name}: ", 1)[1]
+        assert declaration.split("\n", 2)[1].strip().startswith('"""'), field.name
