@@ -74,7 +74,7 @@ class ConsulClient:
                     returned = 0
                 body = await resp.json(content_type=None) if resp.status == 200 else None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise ConsulUnavailable(f"Consul request {path} failed: {exc!r}") from exc
+            raise ConsulUnavailable(f"GET {path}: {type(exc).__name__}: {exc}") from exc
         return BlockingResult(index=next_index(index, returned), body=body)
 
 

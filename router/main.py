@@ -54,7 +54,8 @@ def _router_context(
             stop_timeout_s=settings.stop_timeout_s,
         )
         settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        session = aiohttp.ClientSession()
+        # No pool limit: every routed app holds one blocking query open at all times.
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         tasks: list[asyncio.Task[None]] = []
         try:
             watcher = RouteWatcher(

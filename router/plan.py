@@ -90,7 +90,8 @@ def plan_changes(current: Layout, desired: RoutingTable, *, initial_slots: int) 
     added = sorted(set(desired) - set(current))
     removed = sorted(set(current) - set(desired))
     if added:
-        reasons.append("apps added: " + " ".join(added))
+        reasons.append("apps added: " + ", ".join(
+            f"{app} ({len(desired[app].servers)} servers)" for app in added))
     if removed:
         reasons.append("apps removed: " + " ".join(removed))
 

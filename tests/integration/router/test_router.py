@@ -1,0 +1,220 @@
+"""The router against a real Consul dev agent and a real HAProxy, with tiny HTTP backends.
+
+Each test uses its own app names on the shared Consul + router (module fixtures) and removes
+what it registered; the outage test runs a Consul and a router of its own.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def instance_id(app: str, process: str = "web", release: int = 1) -> str:
+    return f"{app}-v{release}-{process}-{secrets.token_hex(3)}"
+
+
+def addr(backend) -> str:
+    return f"{backend.host}:{backend.port}"
+
+
+def register(consul, cleanup, app: str, backend, **kw) -> str:
+    iid = instance_id(app, kw.get("process", "web"), kw.get("release", 1))
+    consul.register(app=app, instance_id=iid, address=backend.host, port=backend.port, **kw)
+    cleanup(instance=iid)
+    return iid
+
+
+def hits(router, host: str, n: int) -> list[str]:
+    bodies = []
+    for _ in range(n):
+        status, _, body = router.get(host)
+        assert status == 200, (status, body)
+        bodies.append(body)
+    return bodies
+
+
+@pytest.mark.slow
+def test_routes_host_to_passing_live_web_instances_only(consul, router, backends, cleanup, wait_for):
+    a = backends("hello-a", "127.0.5.2")
+    b = backends("hello-b", "127.0.5.3")
+    control = backends("hello-control", "127.0.5.4")
+    worker = backends("hello-worker", "127.0.5.5")
+    consul.put_route("hello", ["hello.localhost", "www.hello.test"])
+    cleanup(app="hello")
+    register(consul, cleanup, "hello", a)
+    register(consul, cleanup, "hello", b)
+    control_id = register(consul, cleanup, "hello", control, role="control", release=2)
+    register(consul, cleanup, "hello", worker, process="worker")
+
+    wait_for(lambda: router.servers("hello") == {addr(a), addr(b)}, timeout=10,
+             what="both live web instances in /routes")
+    wait_for(lambda: control_id in consul.passing("hello"), timeout=5,
+             what="the control instance to pass its check too")
+    time.sleep(0.3)  # let any (wrong) change for the control instance reach the router
+    routes = router.routes()
+    assert routes["apps"]["hello"] == {"hostnames": ["hello.localhost", "www.hello.test"],
+                                       "servers": sorted([addr(a), addr(b)])}
+    assert routes["generation"] >= 1
+
+    bodies = hits(router, "hello.localhost", 20) + hits(router, "HELLO.localhost:18080", 4) \
+        + hits(router, "www.hello.test", 4)
+    assert set(bodies) == {"hello-a", "hello-b"}
+    assert control.hits == 0 and worker.hits == 0
+
+
+def test_unknown_host_gets_404_page(router):
+    status, content_type, body = router.get("nobody.localhost")
+    assert status == 404
+    assert content_type.startswith("text/html")
+    assert "No app is routed for this host name" in body
+
+
+def test_admin_endpoints(router):
+    status, body = router.admin("/healthz")
+    assert status == 200 and '"status": "ok"' in body
+    status, body = router.admin("/metrics")
+    assert status == 200 and "paas_router_reloads_total" in body
+    routes = router.routes()
+    assert set(routes) == {"generation", "apps"} and isinstance(routes["generation"], int)
+
+
+@pytest.mark.slow
+def test_instance_changes_apply_without_reload(consul, router, backends, cleanup, wait_for):
+    a = backends("churn-a", "127.0.5.2")
+    b = backends("churn-b", "127.0.5.3")
+    consul.put_route("churn", ["churn.localhost"])
+    cleanup(app="churn")
+    register(consul, cleanup, "churn", a)
+    b_id = register(consul, cleanup, "churn", b)
+    wait_for(lambda: router.servers("churn") == {addr(a), addr(b)}, timeout=10,
+             what="two instances routed")
+    time.sleep(0.2)
+    reloads, master_reloads = router.metric("paas_router_reloads_total"), router.haproxy_reloads()
+    runtime = router.metric("paas_router_runtime_updates_total")
+
+    # Deregistering one instance removes it from /routes and from traffic within ~2 s.
+    started = time.monotonic()
+    consul.deregister(b_id)
+    wait_for(lambda: router.servers("churn") == {addr(a)}, timeout=2,
+             what="the deregistered instance to leave /routes")
+    assert time.monotonic() - started < 2
+    b_before = b.hits
+    assert set(hits(router, "churn.localhost", 10)) == {"churn-a"}
+    assert b.hits == b_before
+
+    # A new instance joins through the runtime API too.
+    register(consul, cleanup, "churn", b)
+    wait_for(lambda: router.servers("churn") == {addr(a), addr(b)}, timeout=10,
+             what="the new instance in /routes")
+    assert set(hits(router, "churn.localhost", 10)) == {"churn-a", "churn-b"}
+
+    assert router.metric("paas_router_reloads_total") == reloads
+    assert router.haproxy_reloads() == master_reloads
+    assert router.metric("paas_router_runtime_updates_total") >= runtime + 2
+
+
+@pytest.mark.slow
+def test_new_app_reloads_without_failing_requests(consul, router, backends, cleanup, wait_for):
+    steady = backends("steady", "127.0.5.2")
+    fresh = backends("fresh", "127.0.5.3")
+    consul.put_route("steady", ["steady.localhost"])
+    cleanup(app="steady")
+    register(consul, cleanup, "steady", steady)
+    fresh_id = register(consul, cleanup, "fresh", fresh)
+    wait_for(lambda: router.servers("steady") == {addr(steady)}, timeout=10, what="steady routed")
+    wait_for(lambda: fresh_id in consul.passing("fresh"), timeout=10, what="fresh passing")
+    time.sleep(0.2)
+    reloads, master_reloads = router.metric("paas_router_reloads_total"), router.haproxy_reloads()
+
+    failures: list[object] = []
+    done = threading.Event()
+
+    def load() -> None:
+        while not done.is_set():
+            try:
+                status, _, body = router.get("steady.localhost")
+                if status != 200 or body != "steady":
+                    failures.append((status, body))
+            except OSError as exc:
+                failures.append(exc)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        consul.put_route("fresh", ["fresh.localhost"])
+        cleanup(app="fresh")
+        wait_for(lambda: router.servers("fresh") == {addr(fresh)}, timeout=5, what="fresh routed")
+        assert router.get("fresh.localhost")[2] == "fresh"
+        time.sleep(0.3)
+    finally:
+        done.set()
+        loader.join()
+
+    assert router.metric("paas_router_reloads_total") == reloads + 1
+    assert router.haproxy_reloads() == master_reloads + 1
+    assert steady.hits > 20 and failures == []
+
+
+@pytest.mark.slow
+def test_outgrowing_the_slots_reloads_with_more(consul, router, backends, cleanup, wait_for):
+    servers = [backends(f"grow-{i}", f"127.0.5.{2 + i}") for i in range(3)]
+    consul.put_route("grow", ["grow.localhost"])
+    cleanup(app="grow")
+    register(consul, cleanup, "grow", servers[0])
+    register(consul, cleanup, "grow", servers[1])
+    wait_for(lambda: router.servers("grow") == {addr(s) for s in servers[:2]}, timeout=10,
+             what="two instances in the two slots")
+    time.sleep(0.2)
+    reloads = router.metric("paas_router_reloads_total")
+    register(consul, cleanup, "grow", servers[2])
+    wait_for(lambda: router.servers("grow") == {addr(s) for s in servers}, timeout=10,
+             what="a third instance")
+    assert router.metric("paas_router_reloads_total") == reloads + 1
+    assert set(hits(router, "grow.localhost", 9)) == {"grow-0", "grow-1", "grow-2"}
+
+
+@pytest.mark.slow
+def test_keeps_serving_last_routes_while_consul_is_down(backends, wait_for, start_consul,
+                                                        start_router):
+    backend = backends("lasting", "127.0.5.2")
+    with start_consul() as consul, start_router(consul.url) as router:
+        consul.put_route("lasting", ["lasting.localhost"])
+        iid = instance_id("lasting")
+        consul.register(app="lasting", instance_id=iid, address=backend.host, port=backend.port)
+        wait_for(lambda: router.servers("lasting") == {addr(backend)}, timeout=10,
+                 what="lasting routed")
+        generation = router.routes()["generation"]
+
+        consul.proc.terminate()
+        consul.proc.wait(10)
+        time.sleep(2.5)  # several retries with backoff
+
+        assert router.admin("/healthz")[0] == 200
+        assert router.routes()["apps"]["lasting"]["servers"] == [addr(backend)]
+        assert router.routes()["generation"] == generation
+        assert set(hits(router, "lasting.localhost", 5)) == {"lasting"}
+        assert router.metric("paas_router_consul_up") == 0
+        assert router.metric("paas_router_consul_errors_total") >= 3
+        assert router.log().count("Consul unreachable") == 1  # once per outage, not per retry
+
+        # A clean stop: exit 0, HAProxy gone, sockets removed.
+        haproxy_pid = int((router.state_dir / "haproxy.pid").read_text())
+        router.proc.terminate()
+        assert router.proc.wait(10) == 0
+        assert not _alive(haproxy_pid)
+        assert not (router.state_dir / "admin.sock").exists()
+        assert not (router.state_dir / "master.sock").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
