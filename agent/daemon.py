@@ -72,6 +72,8 @@ class Agent:
         self.starting: set[str] = set()
         self.stopping: dict[str, asyncio.Task[None]] = {}
         self.wake = asyncio.Event()
+        # Set when instance states changed, so the controller hears it before the next tick.
+        self.report_now = asyncio.Event()
         self._register_lock = asyncio.Lock()
         self._registered = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -283,6 +285,7 @@ class Agent:
         await asyncio.gather(*(self._start(a, restart=False) for a in plan.start),
                              *(self._start(a, restart=True) for a in plan.restart))
         await asyncio.gather(*(self._register(r) for r in plan.register))
+        self.report_now.set()
 
     async def _deregister(self, instance_id: str) -> None:
         try:
@@ -344,16 +347,21 @@ class Agent:
         finally:
             self.stopping.pop(iid, None)
             self.wake.set()
+            self.report_now.set()
 
     # -- heartbeat ------------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
         while True:
+            self.report_now.clear()
             try:
                 await self.heartbeat_once()
             except Exception:  # a bug must not stop the heartbeats that keep the node up
                 log.exception("heartbeat failed")
-            await asyncio.sleep(self.settings.heartbeat_interval_s)
+            try:
+                await asyncio.wait_for(self.report_now.wait(), self.settings.heartbeat_interval_s)
+            except asyncio.TimeoutError:
+                pass
 
     async def heartbeat_once(self) -> None:
         try:
@@ -368,7 +376,8 @@ class Agent:
         reports = instance_reports(desired=desired, containers=containers,
                                    restarts=self.restarts, starting=self.starting,
                                    errors=self.errors)
-        counts: dict[str, int] = {s: 0 for s in ("running", "starting", "exited", "missing")}
+        counts: dict[str, int] = {s: 0 for s in ("running", "starting", "exited", "missing",
+                                                 "stopping")}
         for r in reports:
             counts[r["state"]] = counts.get(r["state"], 0) + 1
         for state, n in counts.items():

@@ -4,7 +4,9 @@ States (docs/architecture.md): `running` (container running), `starting` (not tr
 in flight, or Docker is creating/restarting it), `exited` (the container stopped; `exit_code`
 says how) and
 `missing` (assigned, but no container although the agent tried: its start failed, and `error`
-says why, or the container was removed behind the agent's back).
+says why, or the container was removed behind the agent's back). A container that is no longer
+assigned is reported as `stopping` until it is removed, so the controller knows when an
+instance is really gone.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def instance_reports(*, desired: Sequence[Assignment] | None,
                      starting: Collection[str] = (),
                      errors: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Heartbeat records: one per assigned instance (every found container before the first
-    assignments arrive), sorted by instance id."""
+    assignments arrive), sorted by instance id, then one `stopping` record per container that
+    is no longer assigned."""
     errors = errors or {}
     by_id = {c.instance_id: c for c in containers if c.instance_id}
     wanted = {a.id: a for a in desired} if desired is not None else None
@@ -55,4 +58,10 @@ def instance_reports(*, desired: Sequence[Assignment] | None,
             "exit_code": c.exit_code if c else None,
             "error": errors.get(iid),
         })
+    if wanted is not None:
+        for iid in sorted(set(by_id) - set(wanted)):
+            c = by_id[iid]
+            reports.append({"id": iid, "state": "stopping", "container_id": c.container_id,
+                            "host_port": None, "restarts": 0, "exit_code": c.exit_code,
+                            "error": None})
     return reports

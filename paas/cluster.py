@@ -187,8 +187,8 @@ class LocalCluster:
 
     def _router_argv(self) -> list[str]:
         return [sys.executable, "-m", "router.main", "--consul-url", self.consul_url,
-                "--listen-address", self.server_ip, "--listen-port", str(self.http_port),
-                "--admin-address", self.server_ip, "--admin-port", str(self.router_admin_port),
+                "--listen-host", self.server_ip, "--listen-port", str(self.http_port),
+                "--admin-host", self.server_ip, "--admin-port", str(self.router_admin_port),
                 "--state-dir", str(self.root / "router")]
 
     # --- up and down ------------------------------------------------------------------------

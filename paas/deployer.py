@@ -119,7 +119,7 @@ class Deployer:
                 await self._roll_process(dep, release, process,
                                          int(dep["replicas"].get(process, 0)))
             self._step(dep, "finish")
-            self._stop_control(dep)
+            await self._stop_control(dep, release)
             self.store.set_app_fields(app, scale=dep["replicas"])
             took = f"took {time.monotonic() - started:.1f}s"
             self.store.update_deployment(dep_id, status="succeeded", step="done", reason=took)
@@ -229,12 +229,18 @@ class Deployer:
             raise DeployFailed("test", outcome.reason, outcome.output)
         self.event(dep, "test", outcome.reason)
 
-    def _stop_control(self, dep: dict[str, Any]) -> None:
+    async def _stop_control(self, dep: dict[str, Any], release: dict[str, Any]) -> None:
+        """Stop the control instance and wait until its agent reports it removed."""
         ids = [i["id"] for i in self.store.list_instances(dep["app"])
                if i["deployment_id"] == dep["id"] and i["role"] == "control"]
-        if ids:
-            self.store.set_desired(ids, "stopped")
-            self.event(dep, "finish", f"removed control instance {', '.join(ids)}")
+        if not ids:
+            return
+        self.store.set_desired(ids, "stopped")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + float(release["policy"].get("stop_timeout", 10)) + 10
+        while any(self.store.get_instance(i) for i in ids) and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        self.event(dep, "finish", f"removed control instance {', '.join(ids)}")
 
     # --- rollout ----------------------------------------------------------------------------
     async def _roll_process(self, dep: dict[str, Any], release: dict[str, Any], process: str,

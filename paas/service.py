@@ -32,7 +32,7 @@ from paas.tokens import Tokens
 log = logging.getLogger("paas.service")
 
 _CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-INSTANCE_STATES = {"pending", "starting", "running", "exited", "missing"}
+INSTANCE_STATES = {"pending", "starting", "running", "exited", "missing", "stopping"}
 CONTAINER_PORT = 5000
 
 

@@ -69,3 +69,14 @@ def test_backoff_grows_caps_and_resets_after_a_long_run() -> None:
 def test_a_first_start_is_not_counted_as_a_restart() -> None:
     state = after_attempt(RestartState(), now=5.0, restart=False)
     assert (state.restarts, state.streak, state.not_before) == (0, 1, 5.0 + restart_delay(1))
+
+
+def test_unassigned_container_is_reported_stopping_until_removed() -> None:
+    gone = ContainerInfo(instance_id="hello-v1-web-bbbbbb", container_id="old", state="running",
+                         host_port=32769)
+    reports = instance_reports(desired=assigned(), containers=[box("running"), gone],
+                               restarts={})
+    assert [(r["id"], r["state"]) for r in reports] == [
+        (A, "running"), ("hello-v1-web-bbbbbb", "stopping")]
+    assert instance_reports(desired=assigned(), containers=[box("running")],
+                            restarts={})[-1]["id"] == A

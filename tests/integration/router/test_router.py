@@ -75,6 +75,16 @@ def test_unknown_host_gets_404_page(router):
     assert "No app is routed for this host name" in body
 
 
+def test_app_without_instances_gets_503_page(consul, router, cleanup, wait_for):
+    consul.put_route("empty", ["empty.localhost"])
+    cleanup(app="empty")
+    wait_for(lambda: router.servers("empty") == set(), timeout=5, what="empty routed, no servers")
+    status, content_type, body = router.get("empty.localhost")
+    assert status == 503
+    assert content_type.startswith("text/html")
+    assert "no healthy instance" in body
+
+
 def test_admin_endpoints(router):
     status, body = router.admin("/healthz")
     assert status == 200 and '"status": "ok"' in body
