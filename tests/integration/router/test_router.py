@@ -39,6 +39,35 @@ def hits(router, host: str, n: int) -> list[str]:
     return bodies
 
 
+class Load:
+    """Requests in a loop from a thread, recording every failure (a failed request is a bug)."""
+
+    def __init__(self, router, host: str, expected: set[str]) -> None:
+        self.router, self.host, self.expected = router, host, expected
+        self.failures: list[object] = []
+        self.count = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"load-{host}")
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            try:
+                status, _, body = self.router.get(self.host)
+                if status != 200 or body not in self.expected:
+                    self.failures.append((status, body[:80]))
+            except OSError as exc:
+                self.failures.append(exc)
+            self.count += 1
+
+    def __enter__(self) -> "Load":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 @pytest.mark.slow
 def test_routes_host_to_passing_live_web_instances_only(consul, router, backends, cleanup, wait_for):
     a = backends("hello-a", "127.0.5.2")
@@ -108,21 +137,24 @@ def test_instance_changes_apply_without_reload(consul, router, backends, cleanup
     reloads, master_reloads = router.metric("paas_router_reloads_total"), router.haproxy_reloads()
     runtime = router.metric("paas_router_runtime_updates_total")
 
-    # Deregistering one instance removes it from /routes and from traffic within ~2 s.
-    started = time.monotonic()
-    consul.deregister(b_id)
-    wait_for(lambda: router.servers("churn") == {addr(a)}, timeout=2,
-             what="the deregistered instance to leave /routes")
-    assert time.monotonic() - started < 2
-    b_before = b.hits
-    assert set(hits(router, "churn.localhost", 10)) == {"churn-a"}
-    assert b.hits == b_before
+    with Load(router, "churn.localhost", {"churn-a", "churn-b"}) as load:
+        # Deregistering one instance removes it from /routes and from traffic within ~2 s.
+        started = time.monotonic()
+        consul.deregister(b_id)
+        wait_for(lambda: router.servers("churn") == {addr(a)}, timeout=2,
+                 what="the deregistered instance to leave /routes")
+        assert time.monotonic() - started < 2
+        time.sleep(0.1)  # requests already sent to b finish
+        b_before = b.hits
+        assert set(hits(router, "churn.localhost", 10)) == {"churn-a"}
+        assert b.hits == b_before
 
-    # A new instance joins through the runtime API too.
-    register(consul, cleanup, "churn", b)
-    wait_for(lambda: router.servers("churn") == {addr(a), addr(b)}, timeout=10,
-             what="the new instance in /routes")
-    assert set(hits(router, "churn.localhost", 10)) == {"churn-a", "churn-b"}
+        # A new instance joins through the runtime API too.
+        register(consul, cleanup, "churn", b)
+        wait_for(lambda: router.servers("churn") == {addr(a), addr(b)}, timeout=10,
+                 what="the new instance in /routes")
+        assert set(hits(router, "churn.localhost", 10)) == {"churn-a", "churn-b"}
+    assert load.count > 20 and load.failures == []
 
     assert router.metric("paas_router_reloads_total") == reloads
     assert router.haproxy_reloads() == master_reloads
@@ -142,33 +174,16 @@ def test_new_app_reloads_without_failing_requests(consul, router, backends, clea
     time.sleep(0.2)
     reloads, master_reloads = router.metric("paas_router_reloads_total"), router.haproxy_reloads()
 
-    failures: list[object] = []
-    done = threading.Event()
-
-    def load() -> None:
-        while not done.is_set():
-            try:
-                status, _, body = router.get("steady.localhost")
-                if status != 200 or body != "steady":
-                    failures.append((status, body))
-            except OSError as exc:
-                failures.append(exc)
-
-    loader = threading.Thread(target=load)
-    loader.start()
-    try:
+    with Load(router, "steady.localhost", {"steady"}) as load:
         consul.put_route("fresh", ["fresh.localhost"])
         cleanup(app="fresh")
         wait_for(lambda: router.servers("fresh") == {addr(fresh)}, timeout=5, what="fresh routed")
         assert router.get("fresh.localhost")[2] == "fresh"
         time.sleep(0.3)
-    finally:
-        done.set()
-        loader.join()
 
     assert router.metric("paas_router_reloads_total") == reloads + 1
     assert router.haproxy_reloads() == master_reloads + 1
-    assert steady.hits > 20 and failures == []
+    assert load.count > 20 and load.failures == []
 
 
 @pytest.mark.slow
