@@ -1,12 +1,16 @@
 """The router against a real Consul dev agent and a real HAProxy, with tiny HTTP backends.
 
 Each test uses its own app names on the shared Consul + router (module fixtures) and removes
-what it registered; the outage test runs a Consul and a router of its own.
+what it registered; the outage test runs a Consul and a router of its own, the HAProxy-crash
+test a router of its own.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
+import signal
 import threading
 import time
 
@@ -243,3 +247,28 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.slow
+def test_restarts_haproxy_on_the_last_routes_when_it_dies(consul, backends, wait_for,
+                                                         start_router):
+    backend = backends("phoenix", "127.0.5.2")
+    with start_router(consul.url) as router:
+        consul.put_route("phoenix", ["phoenix.localhost"])
+        iid = instance_id("phoenix")
+        consul.register(app="phoenix", instance_id=iid, address=backend.host, port=backend.port)
+        try:
+            wait_for(lambda: router.servers("phoenix") == {addr(backend)}, timeout=10,
+                     what="phoenix routed")
+            # The master this router started, found by the pid file it wrote.
+            master = int((router.state_dir / "haproxy.pid").read_text())
+            os.kill(master, signal.SIGKILL)
+            wait_for(lambda: json.loads(router.admin("/healthz")[1]).get("haproxy_pid")
+                     not in (None, master), timeout=10, what="a new HAProxy master")
+            assert router.metric("paas_router_haproxy_restarts_total") == 1
+            wait_for(lambda: router.get("phoenix.localhost")[2] == "phoenix", timeout=5,
+                     what="traffic through the new HAProxy")
+            assert router.servers("phoenix") == {addr(backend)}
+        finally:
+            consul.deregister(iid)
+            consul.delete_route("phoenix")
