@@ -5,9 +5,10 @@
 2. **test** — the release's integration test in a one-off container from the same image, with
    `PAAS_TARGET_URL` at the control instance. No test configured: the step is skipped, visibly.
 3. **rollout** — per process type, batches of `max_parallel` new live instances; each must pass
-   in Consul and keep passing for `min_healthy_time`; then as many old instances are drained
-   (deregistered, no longer routed by the router, stopped, removed). There are never fewer
-   healthy live instances than the smaller of the old and new counts.
+   in Consul and keep passing for `min_healthy_time` before the next batch starts. Once every
+   new instance is healthy, the old ones are drained (deregistered, no longer routed by the
+   router, stopped, removed). So the healthy live count never drops below the old count
+   during a rollout, and a failure at any point leaves the old release untouched.
 4. **finish** — remove the control instance, record the new scale, mark the deployment
    succeeded, and promote when `auto_promote` is set (a rollback re-promotes its release).
 
@@ -108,6 +109,8 @@ class Deployer:
             if checks and dep["replicas"].get(ROUTED_PROCESS, 0) > 0:
                 control = await self._control(dep, release)
                 await self._test(dep, release, control)
+                # Its job is done: it stops while the rollout runs; finish checks it is gone.
+                self.store.set_desired([control], "stopped")
             elif checks:
                 self.event(dep, "control", "no web process to prove: control and test skipped")
             else:
@@ -115,9 +118,11 @@ class Deployer:
                                            "control and test skipped")
             self._step(dep, "rollout")
             rollout_began = True
+            replaced: list[str] = []
             for process in sorted(set(dep["replicas"]) | self._live_processes(app)):
-                await self._roll_process(dep, release, process,
-                                         int(dep["replicas"].get(process, 0)))
+                replaced += await self._start_process(dep, release, process,
+                                                      int(dep["replicas"].get(process, 0)))
+            await self.drain(dep, replaced)
             self._step(dep, "finish")
             await self._stop_control(dep, release)
             self.store.set_app_fields(app, scale=dep["replicas"])
@@ -231,7 +236,7 @@ class Deployer:
 
     async def _stop_control(self, dep: dict[str, Any], release: dict[str, Any]) -> None:
         """Stop the control instance and wait until its agent reports it removed."""
-        ids = [i["id"] for i in self.store.list_instances(dep["app"])
+        ids = [i["id"] for i in self.store.list_instances(dep["app"], include_stopped=True)
                if i["deployment_id"] == dep["id"] and i["role"] == "control"]
         if not ids:
             return
@@ -243,8 +248,11 @@ class Deployer:
         self.event(dep, "finish", f"removed control instance {', '.join(ids)}")
 
     # --- rollout ----------------------------------------------------------------------------
-    async def _roll_process(self, dep: dict[str, Any], release: dict[str, Any], process: str,
-                            count: int) -> None:
+    async def _start_process(self, dep: dict[str, Any], release: dict[str, Any],
+                             process: str, count: int) -> list[str]:
+        """Start the process type's new live instances batch by batch, each batch healthy
+        before the next; returns the old instances they replace (drained by the caller once
+        every process type is healthy, so a failure leaves the old release untouched)."""
         app, version = dep["app"], dep["release"]
         old = [i["id"] for i in self.store.list_instances(app)
                if i["process"] == process and i["role"] == "live" and i["desired"] == "running"
@@ -254,16 +262,13 @@ class Deployer:
         policy = release["policy"]
         batch = max(1, int(policy.get("max_parallel", 1)))
         needed = count - len(keep)
-        retiring = set(replace)
         while needed > 0:
             size = min(batch, needed)
-            ids = self._add(dep, process, "live", self._place(app, process, size, retiring))
+            ids = self._add(dep, process, "live", self._place(app, process, size, set(replace)))
             await self.wait_healthy(app, ids, process=process, policy=policy)
             self.event(dep, "rollout", f"{', '.join(ids)} healthy")
-            await self.drain(dep, replace[:size])
-            replace = replace[size:]
             needed -= size
-        await self.drain(dep, replace)
+        return replace
 
     # --- health -----------------------------------------------------------------------------
     async def wait_healthy(self, app: str, ids: list[str], *, process: str,
