@@ -180,7 +180,7 @@ async def test_runs_adopts_drains_and_removes(controller, agent: AgentProcess, c
                             and r, 15, what="a heartbeat reporting the instance running")
     [node] = fake.nodes.values()
     assert node == {"address": NODE_ADDR, "cpu": 2.0, "memory_mb": 512, "labels": {"zone": "a"},
-                    "consul_url": consul_url}
+                    "consul_url": consul_url, "agent_url": agent.admin_url}
     [container] = containers(docker_client, run_id, iid)
     assert report["container_id"] == container.id and report["restarts"] == 0
     assert http_get(f"http://{NODE_ADDR}:{report['host_port']}/") == (200, "hi\n")
