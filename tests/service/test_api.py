@@ -211,3 +211,19 @@ def test_openapi_describes_every_route():
     documented = {(m, p) for p, ops in openapi_document()["paths"].items() for m in ops}
     assert registered == documented
     json.dumps(openapi_document())
+
+
+async def test_a_failing_build_says_so_with_the_log_tail_and_changes_nothing(api, admin):
+    """Needs the real Docker engine (it is part of `make test`)."""
+    await api.post("/v1/apps", json={"name": "broken"}, headers=admin)
+    context = tar_gz({"Dockerfile": b"FROM paas/busybox:latest\nRUN echo about-to-fail && false\n"})
+    resp = await api.post("/v1/apps/broken/releases", data=context,
+                          headers={**admin, "Content-Type": "application/gzip"})
+    msg = await error_of(resp, 422)
+    assert "failed to build" in msg
+    body = await resp.json()
+    assert "about-to-fail" in body["log_tail"]
+    releases = (await (await api.get("/v1/apps/broken/releases", headers=admin)).json())
+    assert releases["releases"] == []
+    app = (await (await api.get("/v1/apps/broken", headers=admin)).json())["app"]
+    assert app["latest_release"] is None
