@@ -140,12 +140,19 @@ def cmd_apps_delete(args: argparse.Namespace) -> int:
 # --- deploy -------------------------------------------------------------------------------
 def wait_deployment(api: Client, app: str, dep: dict[str, Any], *, quiet: bool = False
                     ) -> dict[str, Any]:
-    step = None
-    while dep["status"] == "running":
-        if dep["step"] != step and not quiet:
-            step = dep["step"]
-            print(f"  deployment {dep['id']}: {step}", file=sys.stderr)
-        dep = api.get(f"/v1/apps/{app}/deployments/{dep['id']}?wait=5", timeout=30)["deployment"]
+    """Follow a deployment to its end, printing its events (one per line) on stderr."""
+    started = time.monotonic()
+    seen = 0
+    while True:
+        events = api.get(f"/v1/apps/{app}/events?deployment={dep['id']}&after={seen}")["events"]
+        for e in events:
+            seen = e["id"]
+            if not quiet:
+                print(f"  {time.monotonic() - started:5.1f}s  {e['step']:<8} {e['message']}",
+                      file=sys.stderr)
+        if dep["status"] != "running":
+            break
+        dep = api.get(f"/v1/apps/{app}/deployments/{dep['id']}?wait=1", timeout=30)["deployment"]
     if dep["status"] != "succeeded":
         raise CliError(f"deployment {dep['id']} failed at {dep['step']}: {dep['reason']}",
                        hint=(dep.get("log_tail") or "").strip(), code=EXIT_DEPLOY_FAILED)

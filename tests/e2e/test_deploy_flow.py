@@ -181,3 +181,32 @@ def test_worker_process_type_runs_at_its_own_count_without_a_route(e2e, tmp_path
     after = e2e.api.get("/v1/apps/procs/instances")["instances"]
     assert [i["id"] for i in after if i["process"] == "web"] == web_before
     e2e.api.delete("/v1/apps/procs")
+
+
+def test_auto_revert_after_a_failed_rollout_keeps_the_stable_release_serving(e2e, tmp_path):
+    create(e2e, "revert")
+    v1 = e2e.build("revert", REPO / "examples" / "hello")
+    assert e2e.deploy("revert", v1["version"], 2)["status"] == "succeeded"
+    e2e.api.post("/v1/apps/revert/promote", {})
+    # This release is healthy as a control instance (and passes its test) but never as a live
+    # one: the rollout fails after it began.
+    start = (REPO / "examples" / "hello" / "start.sh").read_text().replace(
+        "printf 'ok\\n' > /www/health",
+        "[ \"$PAAS_ROLE\" = live ] || printf 'ok\\n' > /www/health")
+    assert "PAAS_ROLE" in start
+    bad_dir = app_dir(tmp_path, toml='[test]\ncommand = "./test.sh"\n[deploy]\n'
+                      'healthy_deadline = 4\nauto_revert = true\n')
+    (bad_dir / "start.sh").write_text(start)
+    bad = e2e.build("revert", bad_dir)
+    with Hammer(e2e, "revert") as hammer:
+        dep = e2e.deploy("revert", bad["version"], 2)
+        assert dep["status"] == "failed" and dep["step"] == "rollout", dep
+        deps = wait_until(lambda: [d for d in e2e.api.get("/v1/apps/revert/deployments")
+                                   ["deployments"] if d["kind"] == "revert"
+                                   and d["status"] != "running"], what="the revert")
+    assert deps[0]["release"] == v1["version"] and deps[0]["status"] == "succeeded", deps
+    assert set(hammer.statuses) == {200}, hammer.statuses
+    wait_until(lambda: e2e.containers(app="revert", release=str(bad["version"])) == [],
+               what="the failed release's containers removed")
+    assert live_releases(e2e, "revert") == {v1["version"]}
+    e2e.api.delete("/v1/apps/revert")
