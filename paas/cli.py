@@ -152,7 +152,7 @@ def wait_deployment(api: Client, app: str, dep: dict[str, Any], *, quiet: bool =
                       file=sys.stderr)
         if dep["status"] != "running":
             break
-        dep = api.get(f"/v1/apps/{app}/deployments/{dep['id']}?wait=1", timeout=30)["deployment"]
+        dep = api.get(f"/v1/apps/{app}/deployments/{dep['id']}?wait=0.5", timeout=30)["deployment"]
     if dep["status"] != "succeeded":
         raise CliError(f"deployment {dep['id']} failed at {dep['step']}: {dep['reason']}",
                        hint=(dep.get("log_tail") or "").strip(), code=EXIT_DEPLOY_FAILED)

@@ -107,6 +107,11 @@ class LocalCluster:
         return f"http://{self.server_ip}:{self.router_admin_port}"
 
     @property
+    def image_repo(self) -> str:
+        """`paas` for the default cluster; other clusters sharing the engine get their own."""
+        return "paas" if self.cluster_id == "local" else f"paas-{self.cluster_id}"
+
+    @property
     def data_dir(self) -> Path:
         return self.root / "controller"
 
@@ -174,6 +179,7 @@ class LocalCluster:
                 "--host", self.server_ip, "--port", str(self.controller_port),
                 "--consul-url", self.consul_url, "--router-url", self.router_admin_url,
                 "--domain", self.domain, "--cluster", self.cluster_id,
+                "--image-repo", self.image_repo,
                 "--node-down-after", str(self.node_down_after)]
 
     def _agent_argv(self, n: int) -> list[str]:
@@ -287,3 +293,16 @@ def remove_cluster_containers(cluster_id: str) -> int:
     if out:
         subprocess.run([docker, "rm", "-f", *out], capture_output=True, check=False)
     return len(out)
+
+
+def remove_cluster_images(repo: str) -> int:
+    """Remove every image tagged in `repo` (e.g. a test cluster's `paas-<id>`)."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return 0
+    listing = subprocess.run([docker, "images", "--format", "{{.Repository}}:{{.Tag}}"],
+                             capture_output=True, text=True, check=False).stdout.split()
+    tags = [t for t in listing if t.startswith(repo + "/")]
+    if tags:
+        subprocess.run([docker, "rmi", "-f", *tags], capture_output=True, check=False)
+    return len(tags)

@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     log.info("controller on http://%s:%s, data in %s", settings.host, settings.port,
              settings.data_dir)
     web.run_app(make_app(settings), host=settings.host, port=settings.port, print=None,
-                access_log=None)
+                access_log=None, shutdown_timeout=5)
 
 
 if __name__ == "__main__":

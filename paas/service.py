@@ -175,7 +175,7 @@ class Controller:
         async with self._lock(app):
             self.require_app(app)
             version = self.store.get_app(app)["next_release"]  # type: ignore[index]
-            tag = f"paas/{app}:v{version}"
+            tag = f"{self.settings.image_repo}/{app}:v{version}"
             try:
                 result = await asyncio.to_thread(builder.build_image, context=data, tag=tag,
                                                  docker_client=self.docker)
@@ -194,10 +194,10 @@ class Controller:
         async with self._lock(app):
             self.require_app(app)
             version = self.store.get_app(app)["next_release"]  # type: ignore[index]
-            tag = f"paas/{app}:v{version}"
+            tag = f"{self.settings.image_repo}/{app}:v{version}"
             try:
                 img = await asyncio.to_thread(self.docker.images.get, image)
-                await asyncio.to_thread(img.tag, f"paas/{app}", f"v{version}")
+                await asyncio.to_thread(img.tag, f"{self.settings.image_repo}/{app}", f"v{version}")
             except docker.errors.ImageNotFound:
                 raise Unprocessable(f"no image {image!r} on the hosts; build or load it first") \
                     from None

@@ -41,6 +41,8 @@ class ControllerSettings:
     """Largest accepted build context upload."""
     cluster: str = "local"
     """Cluster id (labels on containers and Consul services)."""
+    image_repo: str = "paas"
+    """Release images are tagged `<image_repo>/<app>:v<N>`."""
 
     @classmethod
     def from_args(cls, argv: Sequence[str] | None = None,

@@ -15,7 +15,7 @@ import pytest
 
 from paas.buildcontext import make_build_context
 from paas.client import Client, Target
-from paas.cluster import LocalCluster
+from paas.cluster import LocalCluster, remove_cluster_images
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -137,6 +137,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         yield E2E(cluster)
     finally:
         cluster.down()
+        remove_cluster_images(cluster.image_repo)
         for log in sorted((cluster.root / "logs").glob("*.log")):
             # Keep the logs visible in the test output when something failed.
             print(f"--- {log.name} (last lines)")

@@ -17,7 +17,8 @@ def test_deploy_route_restart_and_delete(e2e):
                             if n["status"] == "ready"]) == 2, what="2 ready nodes")
     api.post("/v1/apps", {"name": "hello"})
     release = e2e.build("hello", REPO / "examples" / "hello")
-    assert release["version"] == 1 and release["image"] == "paas/hello:v1"
+    assert release["version"] == 1
+    assert release["image"] == f"{e2e.cluster.image_repo}/hello:v1"
 
     dep = e2e.deploy("hello", 1, 3)
     assert dep["status"] == "succeeded", dep
