@@ -158,6 +158,15 @@ def test_failing_run_raises_build_failed_with_the_tail(api: docker.APIClient, ta
     assert "noise 25" in failure.log_tail
     with pytest.raises(docker.errors.ImageNotFound):
         api.inspect_image(tag)
+    # The step that succeeded left an untagged layer (build cache): remove what we made.
+    for line in lines:
+        if line.strip().startswith("---> ") and " " not in line.strip()[5:]:
+            layer = line.strip()[5:]
+            if layer != api.inspect_image("paas/busybox:latest")["Id"].split(":")[1][:12]:
+                try:
+                    api.remove_image(layer)
+                except docker.errors.APIError:
+                    pass
 
 
 def test_bad_dockerfile_instruction_raises_build_failed(api: docker.APIClient, tag: str) -> None:
