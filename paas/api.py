@@ -158,6 +158,19 @@ async def show_release(request: web.Request) -> web.Response:
     return web.json_response({"release": ctl.show_release(_app_name(request), version)})
 
 
+async def publish_release(request: web.Request) -> web.Response:
+    ctl = request.app[CONTROLLER]
+    version = _int(request.match_info["version"], "release")
+    return web.json_response(await ctl.publish_release(_app_name(request), version))
+
+
+async def set_domains(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    app = request.app[CONTROLLER].set_domains(_app_name(request), body.get("hostnames", []))
+    await request.app[CONTROLLER].sync_route(app["name"])
+    return web.json_response({"app": app})
+
+
 async def create_deployment(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
     app = _app_name(request)
@@ -278,6 +291,9 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/v1/apps/{app}/releases", create_release, name="create_release")
     r.add_get("/v1/apps/{app}/releases", list_releases, name="list_releases")
     r.add_get("/v1/apps/{app}/releases/{version}", show_release, name="show_release")
+    r.add_post("/v1/apps/{app}/releases/{version}/publish", publish_release,
+               name="publish_release")
+    r.add_put("/v1/apps/{app}/domains", set_domains, name="set_domains")
     r.add_post("/v1/apps/{app}/deployments", create_deployment, name="create_deployment")
     r.add_get("/v1/apps/{app}/deployments", list_deployments, name="list_deployments")
     r.add_get("/v1/apps/{app}/deployments/{id}", show_deployment, name="show_deployment")

@@ -75,6 +75,16 @@ def openapi_document() -> dict[str, Any]:
             "/v1/apps/{app}/releases/{version}": {
                 "get": _op("Show a release", params=["app", "version"]),
             },
+            "/v1/apps/{app}/releases/{version}/publish": {
+                "post": _op("Make a release's image available to every node",
+                            params=["app", "version"], errors=("400", "401", "404", "409", "422")),
+            },
+            "/v1/apps/{app}/domains": {
+                "put": _op("Set the app's host names (<app>.<domain> is always kept) and "
+                           "publish its route", params=app, errors=("400", "401", "404", "409"),
+                           body=_json({"type": "object", "properties": {
+                               "hostnames": {"type": "array", "items": {"type": "string"}}}})),
+            },
             "/v1/apps/{app}/deployments": {
                 "get": _op("List deployments", params=app),
                 "post": _op("Deploy a release (default: the latest) at a replica count", "202",

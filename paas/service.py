@@ -31,6 +31,8 @@ from paas.tokens import Tokens
 
 log = logging.getLogger("paas.service")
 
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+                       r"(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 _CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 INSTANCE_STATES = {"pending", "starting", "running", "exited", "missing", "stopping"}
 CONTAINER_PORT = 5000
@@ -151,6 +153,26 @@ class Controller:
         for name in routes.keys() - apps.keys():
             await self.consul.delete_route(name)
 
+    def set_domains(self, name: str, extra: Any) -> dict[str, Any]:
+        """Set the app's hostnames: `<app>.<domain>` plus `extra` (publish-deploy)."""
+        self.require_app(name)
+        if not isinstance(extra, list) or not all(isinstance(h, str) for h in extra):
+            raise BadRequest("hostnames must be a list of host names")
+        hostnames = self.hostnames(name)
+        for host in extra:
+            host = host.strip().lower().rstrip(".")
+            if not _HOSTNAME.fullmatch(host):
+                raise BadRequest(f"invalid host name {host[:60]!r}")
+            if host not in hostnames:
+                hostnames.append(host)
+        for other in self.store.list_apps():
+            taken = set(other["hostnames"]) & set(hostnames)
+            if other["name"] != name and taken:
+                raise Conflict(f"host name {sorted(taken)[0]!r} already belongs to app "
+                               f"{other['name']!r}")
+        self.store.set_app_fields(name, hostnames=hostnames)
+        return self._app_view(self.require_app(name))
+
     # --- releases ---------------------------------------------------------------------------
     def _lock(self, app: str) -> asyncio.Lock:
         return self._release_locks.setdefault(app, asyncio.Lock())
@@ -240,6 +262,22 @@ class Controller:
             view["stable"] = r["version"] == app_row["stable_release"]
             out.append(view)
         return out
+
+    async def publish_release(self, app: str, version: int) -> dict[str, Any]:
+        """Make the release's image available to every node. Nodes here share one Docker
+        engine, so this checks the image is on it; a registry push is the multi-host path."""
+        release = self.show_release(app, version)
+        try:
+            img = await asyncio.to_thread(self.docker.images.get, release["image"])
+        except docker.errors.ImageNotFound:
+            raise Unprocessable(f"the image {release['image']} of v{version} is gone from the "
+                                "engine; build the app again") from None
+        if img.id != release["image_id"]:
+            raise Conflict(f"the tag {release['image']} now names another image; "
+                           "build the app again")
+        nodes = [n["name"] for n in self.store.list_nodes()]
+        return {"release": release, "published": {"image": release["image"], "nodes": nodes,
+                                                  "registry": None}}
 
     def show_release(self, app: str, version: int) -> dict[str, Any]:
         self.require_app(app)

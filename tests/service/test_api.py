@@ -227,3 +227,18 @@ async def test_a_failing_build_says_so_with_the_log_tail_and_changes_nothing(api
     assert releases["releases"] == []
     app = (await (await api.get("/v1/apps/broken", headers=admin)).json())["app"]
     assert app["latest_release"] is None
+
+
+async def test_domains_are_validated_unique_and_keep_the_default(api, admin):
+    await api.post("/v1/apps", json={"name": "one"}, headers=admin)
+    await api.post("/v1/apps", json={"name": "two"}, headers=admin)
+    resp = await api.put("/v1/apps/one/domains", json={"hostnames": ["WWW.Example.org."]},
+                         headers=admin)
+    assert resp.status == 200
+    assert (await resp.json())["app"]["hostnames"] == ["one.localhost", "www.example.org"]
+    await error_of(await api.put("/v1/apps/two/domains", json={"hostnames": ["www.example.org"]},
+                                 headers=admin), 409)
+    await error_of(await api.put("/v1/apps/two/domains", json={"hostnames": ["bad host"]},
+                                 headers=admin), 400)
+    app = (await (await api.get("/v1/apps/two", headers=admin)).json())["app"]
+    assert app["hostnames"] == ["two.localhost"]
