@@ -3,6 +3,7 @@ mapped to JSON in one middleware. The work itself is in `paas.service.Controller
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import logging
@@ -13,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from paas.errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized
 from paas.names import InvalidName, validate_app_name, validate_node_name
+from paas import gitserver, logstream
 from paas.openapi import openapi_document
 from paas.service import CONTROLLER, Controller
 
@@ -54,11 +56,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if request.path in PUBLIC:
         return await handler(request)
     ctl = request.app[CONTROLLER]
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    token = _token(request.headers.get("Authorization", ""))
+    if not token:
         raise Unauthorized("this route needs a token: send 'Authorization: Bearer <token>'")
-    token = token.strip()
     is_admin = hmac.compare_digest(token, ctl.tokens.admin)
     is_join = hmac.compare_digest(token, ctl.tokens.join)
     if not (is_admin or is_join):
@@ -68,6 +68,22 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise Forbidden("the join token is for node agents; use an admin token")
     request[TOKEN_KIND] = "admin" if is_admin else "join"
     return await handler(request)
+
+
+def _token(header: str) -> str:
+    """The token of a `Bearer <token>` header, or the password of a `Basic` one (git sends
+    its credentials that way: any user name, the token as password)."""
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return value
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            return ""
+        return decoded.partition(":")[2]
+    return ""
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -308,3 +324,5 @@ def add_routes(app: web.Application) -> None:
     r.add_put("/v1/nodes/{node}", node_register, name="node_register")
     r.add_post("/v1/nodes/{node}/heartbeat", node_heartbeat, name="node_heartbeat")
     r.add_get("/v1/nodes/{node}/assignments", node_assignments, name="node_assignments")
+    gitserver.add_routes(app)
+    logstream.add_routes(app)

@@ -131,6 +131,12 @@ def openapi_document() -> dict[str, Any]:
                                          "additionalProperties": {"type": "string"}},
                                  "unset": {"type": "array", "items": {"type": "string"}}}})),
             },
+            "/v1/apps/{app}/logs": {
+                "get": _op("The app's logs as text lines '<instance> | <line>', from the agents; "
+                           "?follow=1 keeps streaming", params=app,
+                           query=[("follow", "boolean"), ("instance", "string"),
+                                  ("since", "number"), ("tail", "integer")]),
+            },
             "/v1/apps/{app}/events": {
                 "get": _op("Deployment events, step by step", params=app,
                            query=[("after", "integer"), ("deployment", "integer")]),
