@@ -140,7 +140,8 @@ class DockerDriver:
         host_config = api.create_host_config(
             port_bindings={port_key: (self.address, None)},
             mem_limit=f"{spec.memory_mb}m" if spec.memory_mb else None,
-            nano_cpus=int(spec.cpu * 1e9) if spec.cpu else None,
+            # A soft weight, as Nomad does: reservations never throttle a node's idle cores.
+            cpu_shares=max(2, int(spec.cpu * 1024)) if spec.cpu else None,
             restart_policy={"Name": "no"},
             log_config=LogConfig(type="json-file",
                                  config={"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILES}),

@@ -272,6 +272,15 @@ async def list_nodes(request: web.Request) -> web.Response:
     return web.json_response({"nodes": request.app[CONTROLLER].list_nodes()})
 
 
+async def drain_node(request: web.Request) -> web.Response:
+    node = validate_node_name(request.match_info["node"])
+    body = await _json_body(request)
+    drain = body.get("drain", True)
+    if not isinstance(drain, bool):
+        raise BadRequest("drain must be true or false")
+    return web.json_response(await request.app[CONTROLLER].drain_node(node, drain))
+
+
 async def node_register(request: web.Request) -> web.Response:
     node = validate_node_name(request.match_info["node"])
     body = await _json_body(request)
@@ -322,6 +331,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/apps/{app}/events", list_events, name="list_events")
     r.add_get("/v1/nodes", list_nodes, name="list_nodes")
     r.add_put("/v1/nodes/{node}", node_register, name="node_register")
+    r.add_post("/v1/nodes/{node}/drain", drain_node, name="drain_node")
     r.add_post("/v1/nodes/{node}/heartbeat", node_heartbeat, name="node_heartbeat")
     r.add_get("/v1/nodes/{node}/assignments", node_assignments, name="node_assignments")
     gitserver.add_routes(app)

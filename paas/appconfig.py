@@ -16,6 +16,10 @@ Defaults (documented in README):
 | `[deploy] auto_promote` | `false` |
 | `[deploy] auto_revert` | `false` |
 | `[deploy] stop_timeout` | `10` s |
+| `[process.NAME] cpu` | `0.1` (cores reserved per instance) |
+| `[process.NAME] memory` | `128` (MB reserved per instance, and the container's limit) |
+| `[process.NAME] strategy` | `spread` for web, `binpack` for other process types |
+| `[process.NAME] constraints` | none: a table of node labels, e.g. `{ zone = "a" }` |
 """
 
 from __future__ import annotations
@@ -52,18 +56,64 @@ class Policy:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Resources:
+    cpu: float = 0.1
+    memory_mb: int = 128
+    strategy: str = "spread"
+    constraints: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class AppConfig:
     processes: dict[str, str | None] = field(default_factory=lambda: {"web": None})
     health: Health = field(default_factory=Health)
     policy: Policy = field(default_factory=Policy)
     test_command: str | None = None
     test_timeout: float = 120.0
+    resources: dict[str, Resources] = field(default_factory=dict)
 
     def health_dict(self) -> dict[str, Any]:
         return asdict(self.health)
 
     def policy_dict(self) -> dict[str, Any]:
-        return {**asdict(self.policy), "test_timeout": self.test_timeout}
+        return {**asdict(self.policy), "test_timeout": self.test_timeout,
+                "resources": {p: asdict(r) for p, r in self.resources.items()}}
+
+
+def resources_of(policy: dict[str, Any], process: str) -> Resources:
+    """A process type's reservations and placement rules from a release's policy."""
+    raw = (policy.get("resources") or {}).get(process)
+    if raw:
+        return Resources(**raw)
+    return Resources(strategy="spread" if process == "web" else "binpack")
+
+
+def _resources(doc: dict[str, Any], processes: dict[str, str | None]) -> dict[str, Resources]:
+    table = doc.get("process", {})
+    if not isinstance(table, dict):
+        raise BadAppConfig("paas.toml [process.NAME] sections must be tables")
+    out: dict[str, Resources] = {}
+    for name in processes:
+        t = table.get(name, {})
+        if not isinstance(t, dict):
+            raise BadAppConfig(f"paas.toml [process.{name}] must be a table")
+        where = f"process.{name}"
+        strategy = t.get("strategy", "spread" if name == "web" else "binpack")
+        if strategy not in ("spread", "binpack"):
+            raise BadAppConfig(f"paas.toml {where}.strategy must be 'spread' or 'binpack'")
+        constraints = t.get("constraints", {})
+        if not isinstance(constraints, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in constraints.items()):
+            raise BadAppConfig(f"paas.toml {where}.constraints must be a table of strings")
+        out[name] = Resources(cpu=_number(t, "cpu", 0.1, low=0.01, high=64, where=where),
+                              memory_mb=int(_number(t, "memory", 128, low=8, high=65536,
+                                                    where=where)),
+                              strategy=strategy, constraints=dict(constraints))
+    for name in table:
+        if name not in processes:
+            raise BadAppConfig(f"paas.toml [process.{name}] names no process type of the "
+                               "Procfile")
+    return out
 
 
 def parse_procfile(text: str) -> dict[str, str]:
@@ -130,4 +180,5 @@ def parse_app_config(*, procfile: str | None, toml_text: str | None) -> AppConfi
         stop_timeout=_number(d, "stop_timeout", 10, low=0, high=600, where="deploy"))
     return AppConfig(processes=processes, health=health, policy=policy,
                      test_command=command.strip() if command else None,
-                     test_timeout=_number(t, "timeout", 120, low=1, high=3600, where="test"))
+                     test_timeout=_number(t, "timeout", 120, low=1, high=3600, where="test"),
+                     resources=_resources(doc, processes))

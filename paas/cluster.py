@@ -76,8 +76,9 @@ class LocalCluster:
     agent_admin_port: int = 7071
     node_memory_mb: int = 4096
     node_cpu: float = 2.0
-    node_down_after: float = 10.0
+    node_down_after: float = 6.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    node_labels: dict[int, dict[str, str]] = field(default_factory=dict)
 
     # --- addresses --------------------------------------------------------------------------
     @property
@@ -189,7 +190,9 @@ class LocalCluster:
                 "--consul-url", f"http://{self.node_ip(n)}:8500",
                 "--cluster", self.cluster_id, "--cpu", str(self.node_cpu),
                 "--memory-mb", str(self.node_memory_mb),
-                "--admin-port", str(self.agent_admin_port)]
+                "--admin-port", str(self.agent_admin_port),
+                *[arg for k, v in sorted(self.node_labels.get(n, {}).items())
+                  for arg in ("--label", f"{k}={v}")]]
 
     def _router_argv(self) -> list[str]:
         return [sys.executable, "-m", "router.main", "--consul-url", self.consul_url,

@@ -31,6 +31,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 
 from paas import scheduler
+from paas.appconfig import resources_of
 from paas.consul import ConsulClient, ConsulUnavailable
 from paas.settings import ControllerSettings
 from paas.store import Store
@@ -38,8 +39,6 @@ from paas.testrunner import run_integration_test
 
 log = logging.getLogger("paas.deployer")
 
-DEFAULT_CPU = 0.1
-DEFAULT_MEMORY_MB = 128
 ROUTED_PROCESS = "web"
 
 
@@ -51,6 +50,14 @@ class DeployFailed(Exception):
         self.step = step
         self.reason = reason
         self.log_tail = log_tail
+
+
+def placement_request(app: str, process: str, count: int,
+                      policy: dict[str, Any]) -> scheduler.PlacementRequest:
+    res = resources_of(policy, process)
+    return scheduler.PlacementRequest(app=app, process=process, count=count, cpu=res.cpu,
+                                      memory_mb=res.memory_mb, constraints=res.constraints,
+                                      strategy=res.strategy)  # type: ignore[arg-type]
 
 
 def new_instance_id(app: str, release: int, process: str) -> str:
@@ -69,19 +76,27 @@ class Deployer:
     join_token: str
 
     # --- views ------------------------------------------------------------------------------
-    def cluster_view(self, *, retiring: set[str] | frozenset[str] = frozenset()
-                     ) -> list[scheduler.Node]:
+    def cluster_view(self, *, retiring: set[str] | frozenset[str] = frozenset(),
+                     avoid: str | None = None) -> list[scheduler.Node]:
         """The scheduler's view: nodes and what they hold. Instances in `retiring` count
-        against capacity but not towards spreading (they are about to go)."""
+        against capacity but not towards spreading (they are about to go); node `avoid`
+        takes nothing new (it is being drained)."""
         by_node: dict[str, list[scheduler.Instance]] = {}
+        policies: dict[tuple[str, int], dict[str, Any]] = {}
         for inst in self.store.list_instances():
+            key = (inst["app"], inst["release"])
+            if key not in policies:
+                rel = self.store.get_release(*key)
+                policies[key] = rel["policy"] if rel else {}
+            res = resources_of(policies[key], inst["process"])
             app = inst["app"] + ("~retiring" if inst["id"] in retiring else "")
             by_node.setdefault(inst["node"], []).append(scheduler.Instance(
-                app=app, process=inst["process"], cpu=DEFAULT_CPU,
-                memory_mb=DEFAULT_MEMORY_MB, instance_id=inst["id"]))
+                app=app, process=inst["process"], cpu=res.cpu,
+                memory_mb=res.memory_mb, instance_id=inst["id"]))
         return [scheduler.Node(name=n["name"], address=n["address"], cpu=n["cpu"],
                                memory_mb=n["memory_mb"], labels=n["labels"],
-                               ready=self.node_is_ready(n),
+                               ready=self.node_is_ready(n) and n["name"] != avoid
+                               and not n["draining"],
                                instances=tuple(by_node.get(n["name"], ())))
                 for n in self.store.list_nodes()]
 
@@ -122,10 +137,13 @@ class Deployer:
             for process in sorted(set(dep["replicas"]) | self._live_processes(app)):
                 replaced += await self._start_process(dep, release, process,
                                                       int(dep["replicas"].get(process, 0)))
+            # A drain cut short by a controller restart is finished too.
+            replaced += [i["id"] for i in self.store.list_instances(app)
+                         if i["desired"] == "draining" and i["id"] not in replaced]
             await self.drain(dep, replaced)
             self._step(dep, "finish")
             await self._stop_control(dep, release)
-            self.store.set_app_fields(app, scale=dep["replicas"])
+            self.store.set_app_fields(app, scale=dep["replicas"], live_release=version)
             took = f"took {time.monotonic() - started:.1f}s"
             self.store.update_deployment(dep_id, status="succeeded", step="done", reason=took)
             self.event(dep, "finish", f"v{version} is live; {took}")
@@ -167,11 +185,10 @@ class Deployer:
                 if i["role"] == "live" and i["desired"] == "running"}
 
     # --- control and test -------------------------------------------------------------------
-    def _place(self, app: str, process: str, count: int, retiring: set[str]) -> tuple[str, ...]:
+    def _place(self, app: str, process: str, count: int, retiring: set[str],
+               policy: dict[str, Any]) -> tuple[str, ...]:
         plan = scheduler.place(nodes=self.cluster_view(retiring=retiring),
-                               request=scheduler.PlacementRequest(
-                                   app=app, process=process, count=count, cpu=DEFAULT_CPU,
-                                   memory_mb=DEFAULT_MEMORY_MB))
+                               request=placement_request(app, process, count, policy))
         if plan.unplaced:
             raise DeployFailed("rollout", f"cannot place {plan.unplaced} {process} "
                                f"instance(s): {plan.reason}")
@@ -191,7 +208,7 @@ class Deployer:
     async def _control(self, dep: dict[str, Any], release: dict[str, Any]) -> str:
         self._step(dep, "control")
         try:
-            nodes = self._place(dep["app"], ROUTED_PROCESS, 1, set())
+            nodes = self._place(dep["app"], ROUTED_PROCESS, 1, set(), release["policy"])
         except DeployFailed as exc:
             raise DeployFailed("control", exc.reason) from None
         [control] = self._add(dep, ROUTED_PROCESS, "control", nodes)
@@ -257,14 +274,23 @@ class Deployer:
         old = [i["id"] for i in self.store.list_instances(app)
                if i["process"] == process and i["role"] == "live" and i["desired"] == "running"
                and i["deployment_id"] != dep["id"]]
-        keep = [i for i in old if self.store.get_instance(i)["release"] == version][:count]  # type: ignore[index]
+        avoid = dep["options"].get("avoid_node")
+        keep = [i for i in old if (row := self.store.get_instance(i)) is not None
+                and row["release"] == version and row["node"] != avoid][:count]
         replace = [i for i in old if i not in keep]
         policy = release["policy"]
         batch = max(1, int(policy.get("max_parallel", 1)))
-        needed = count - len(keep)
+        # Instances this deployment started before a controller restart count, once healthy.
+        mine = [i["id"] for i in self.store.list_instances(app)
+                if i["process"] == process and i["role"] == "live" and i["desired"] == "running"
+                and i["deployment_id"] == dep["id"]][:max(0, count - len(keep))]
+        if mine:
+            await self.wait_healthy(app, mine, process=process, policy=policy)
+        needed = count - len(keep) - len(mine)
         while needed > 0:
             size = min(batch, needed)
-            ids = self._add(dep, process, "live", self._place(app, process, size, set(replace)))
+            ids = self._add(dep, process, "live",
+                            self._place(app, process, size, set(replace), policy))
             await self.wait_healthy(app, ids, process=process, policy=policy)
             self.event(dep, "rollout", f"{', '.join(ids)} healthy")
             needed -= size

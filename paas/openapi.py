@@ -149,6 +149,13 @@ def openapi_document() -> dict[str, Any]:
                         "memory_mb": {"type": "integer"}, "labels": {"type": "object"},
                         "consul_url": {"type": "string"}}})),
             },
+            "/v1/nodes/{node}/drain": {
+                "post": _op("Drain a node (move its instances elsewhere under the rolling rules) "
+                            "or make it eligible again with {\"drain\": false}",
+                            params=["node"], errors=("400", "401", "404", "409"),
+                            body=_json({"type": "object",
+                                        "properties": {"drain": {"type": "boolean"}}})),
+            },
             "/v1/nodes/{node}/heartbeat": {
                 "post": _op("Report a node's instance states (join token)", params=["node"],
                             body=_json({"type": "object", "properties": {

@@ -24,6 +24,7 @@ from paas.tokens import load_tokens
 
 log = logging.getLogger("paas.server")
 ROUTE_RECONCILE_INTERVAL = 5.0
+RECONCILE_INTERVAL = 1.0
 
 
 async def _route_loop(ctl: Controller) -> None:
@@ -43,6 +44,16 @@ async def _route_loop(ctl: Controller) -> None:
         await asyncio.sleep(ROUTE_RECONCILE_INTERVAL)
 
 
+async def _reconcile_loop(ctl: Controller) -> None:
+    """Between deployments: replace instances lost with their node, place what is pending."""
+    while True:
+        await asyncio.sleep(RECONCILE_INTERVAL)
+        try:
+            ctl.reconcile_once()
+        except Exception:  # noqa: BLE001 - the loop must outlive a bug in one pass
+            log.exception("reconcile pass failed")
+
+
 def make_app(settings: ControllerSettings) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware],
                           client_max_size=settings.max_context_bytes + 1024)
@@ -57,11 +68,13 @@ def make_app(settings: ControllerSettings) -> web.Application:
         app[CONTROLLER] = ctl
         ctl.resume_deployments()
         routes = asyncio.create_task(_route_loop(ctl))
+        reconcile = asyncio.create_task(_reconcile_loop(ctl))
         yield
         routes.cancel()
+        reconcile.cancel()
         for task in list(ctl._tasks.values()):
             task.cancel()
-        await asyncio.gather(routes, *ctl._tasks.values(), return_exceptions=True)
+        await asyncio.gather(routes, reconcile, *ctl._tasks.values(), return_exceptions=True)
         await session.close()
         store.close()
 

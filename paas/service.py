@@ -19,10 +19,11 @@ import docker.errors
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from paas import buildcontext
+from paas import buildcontext, reconciler, scheduler
 from paas.appconfig import BadAppConfig, parse_app_config
 from paas.consul import ConsulClient, ConsulUnavailable
-from paas.deployer import Deployer
+from paas.appconfig import resources_of
+from paas.deployer import Deployer, new_instance_id, placement_request
 from paas.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, Unprocessable
 from paas.longpoll import AssignmentWaiters
 from paas.settings import ControllerSettings
@@ -343,14 +344,16 @@ class Controller:
                 self.metrics.deployments.labels(status=dep["status"]).inc()
 
     def resume_deployments(self) -> None:
-        """After a restart: a deployment that was running when the controller stopped is
-        failed with a reason; its new instances are stopped and the old ones left serving."""
+        """After a restart, carry on every deployment that was running: its steps are safe to
+        run again (a control instance of the interrupted attempt is replaced, instances it
+        already started count once healthy, an interrupted drain is finished)."""
         for dep in self.store.running_deployments():
-            ids = [i["id"] for i in self.store.list_instances(dep["app"])
-                   if i["deployment_id"] == dep["id"] and i["desired"] != "running"]
-            self.store.set_desired(ids, "stopped")
-            self.store.update_deployment(dep["id"], status="failed", step=dep["step"],
-                                         reason="the controller restarted during this step")
+            controls = [i["id"] for i in self.store.list_instances(dep["app"])
+                        if i["deployment_id"] == dep["id"] and i["role"] == "control"]
+            self.store.set_desired(controls, "stopped")
+            self.store.add_event(app=dep["app"], deployment_id=dep["id"], step=dep["step"],
+                                 message="controller restarted: resuming this deployment")
+            self._start(dep["id"])
 
     @staticmethod
     def _deployment_view(d: dict[str, Any]) -> dict[str, Any]:
@@ -471,6 +474,49 @@ class Controller:
             dep = self.store.get_deployment(dep_id)
         return self._deployment_view(dep)  # type: ignore[arg-type]
 
+    # --- reconcile between deployments ------------------------------------------------------
+    def reconcile_once(self) -> reconciler.Plan:
+        """Stop instances on lost nodes and place replacements so every app runs its scale;
+        what cannot be placed is recorded as pending with the scheduler's reason."""
+        ready = {n["name"] for n in self.store.list_nodes() if self.node_is_ready(n)}
+        deploying = {d["app"] for d in self.store.running_deployments()}
+        apps = self.store.list_apps()
+        plan = reconciler.reconcile(
+            apps=[reconciler.AppView(name=a["name"], live_release=a["live_release"],
+                                     scale=a["scale"], deploying=a["name"] in deploying)
+                  for a in apps],
+            instances=[reconciler.InstanceView(
+                id=i["id"], app=i["app"], release=i["release"], process=i["process"],
+                role=i["role"], node=i["node"], desired=i["desired"])
+                for i in self.store.list_instances()],
+            ready_nodes=ready)
+        if plan.lost:
+            self.store.set_desired(list(plan.lost), "stopped")
+            for inst in plan.lost:
+                log.warning("instance %s is lost with its node", inst)
+        pending: dict[str, dict[str, Any]] = {}
+        for p in plan.place:
+            release = self.store.get_release(p.app, p.release)
+            if release is None:
+                continue
+            splan = scheduler.place(nodes=self.deployer.cluster_view(),
+                                    request=placement_request(p.app, p.process, p.count,
+                                                              release["policy"]))
+            rows = [{"id": new_instance_id(p.app, p.release, p.process), "app": p.app,
+                     "release": p.release, "process": p.process, "role": "live", "node": node}
+                    for node in splan.placements]
+            if rows:
+                self.store.add_instances(rows)
+                self.store.add_event(app=p.app, deployment_id=None, step="reschedule",
+                                     message=f"placed {', '.join(r['id'] + ' on ' + r['node'] for r in rows)}")
+            if splan.unplaced:
+                pending.setdefault(p.app, {})[p.process] = {"count": splan.unplaced,
+                                                            "reason": splan.reason}
+        for a in apps:
+            if a["name"] not in deploying and a["pending"] != pending.get(a["name"], {}):
+                self.store.set_app_fields(a["name"], pending=pending.get(a["name"], {}))
+        return plan
+
     # --- instances and nodes ----------------------------------------------------------------
     def list_instances(self, app: str) -> list[dict[str, Any]]:
         self.require_app(app)
@@ -483,7 +529,15 @@ class Controller:
             out.append({"id": i["id"], "release": i["release"], "process": i["process"],
                         "role": i["role"], "node": i["node"], "desired": i["desired"],
                         "state": i["state"], "address": address,
-                        "container_id": i["container_id"], "restarts": i["restarts"]})
+                        "container_id": i["container_id"], "restarts": i["restarts"],
+                        "reason": None})
+        app_row = self.require_app(app)
+        for process, info in sorted(app_row["pending"].items()):
+            for _ in range(int(info["count"])):
+                out.append({"id": None, "release": app_row["live_release"], "process": process,
+                            "role": "live", "node": None, "desired": "running",
+                            "state": "pending", "address": None, "container_id": None,
+                            "restarts": 0, "reason": info["reason"]})
         return out
 
     def list_nodes(self) -> list[dict[str, Any]]:
@@ -494,11 +548,38 @@ class Controller:
         for n in self.store.list_nodes():
             nodes.append({"name": n["name"], "address": n["address"], "cpu": n["cpu"],
                           "memory_mb": n["memory_mb"], "labels": n["labels"],
-                          "status": "ready" if self.node_is_ready(n) else "down",
+                          "status": ("down" if not self.node_is_ready(n)
+                                     else "draining" if n["draining"] else "ready"),
                           "instances": counts.get(n["name"], 0),
                           "last_heartbeat": n["last_heartbeat"]})
         self.metrics.nodes_ready.set(sum(1 for n in nodes if n["status"] == "ready"))
         return nodes
+
+    async def drain_node(self, name: str, drain: bool) -> dict[str, Any]:
+        """Mark a node (in)eligible; draining moves its live instances elsewhere through a
+        deployment per app, under the rolling rules (replacements healthy first)."""
+        self._require_node(name)
+        self.store.set_node_draining(name, drain)
+        started: list[dict[str, Any]] = []
+        if drain:
+            apps = sorted({i["app"] for i in self.store.list_instances()
+                           if i["node"] == name and i["role"] == "live"})
+            for app in apps:
+                row = self.store.get_app(app)
+                if row is None or row["live_release"] is None:
+                    continue
+                try:
+                    dep = self.store.create_deployment(
+                        app=app, release=row["live_release"], replicas=row["scale"],
+                        kind="drain", options={"skip_checks": True, "avoid_node": name})
+                except DeploymentRunning as exc:
+                    raise Conflict(f"deployment {exc.dep_id} of {app!r} is running; drain "
+                                   "the node again when it is done",
+                                   deployment_id=exc.dep_id) from None
+                self._start(dep["id"])
+                started.append(self._deployment_view(dep))
+        node = next(n for n in self.list_nodes() if n["name"] == name)
+        return {"node": node, "deployments": started}
 
     def register_node(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         address = body.get("address")
@@ -552,13 +633,14 @@ class Controller:
         out = []
         for a in self.store.node_assignments(name):
             command = a["processes"].get(a["process"])
+            res = resources_of(a["policy"], a["process"])
             out.append({
                 "id": a["id"], "app": a["app"], "release": a["release"], "process": a["process"],
                 "role": a["role"], "desired": a["desired"], "image": a["image"],
                 "tags": ["stable"] if a["release"] == a["stable_release"] else [],
                 "command": ["/bin/sh", "-c", command] if command else None,
                 "env": a["config"], "port": CONTAINER_PORT,
-                "memory_mb": 128, "cpu": 0.1, "health": a["health"],
+                "memory_mb": res.memory_mb, "cpu": res.cpu, "health": a["health"],
                 "stop_timeout_s": a["policy"].get("stop_timeout", 10)})
         return {"index": new_index, "instances": out}
 

@@ -31,8 +31,8 @@ class ControllerSettings:
     """Docker engine for builds; empty means the environment's default (DOCKER_HOST or the socket)."""
     max_replicas: int = 50
     """The largest replica count one deployment may ask for."""
-    node_down_after: float = 10.0
-    """Seconds without a heartbeat before a node counts as down."""
+    node_down_after: float = 6.0
+    """Seconds without a heartbeat before a node counts as down (agents beat every 2 s)."""
     healthy_deadline: float = 60.0
     """Default seconds a new instance has to pass its health check."""
     drain_grace: float = 0.5

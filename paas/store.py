@@ -22,6 +22,8 @@ CREATE TABLE IF NOT EXISTS apps (
     scale TEXT NOT NULL DEFAULT '{}',
     next_release INTEGER NOT NULL DEFAULT 1,
     stable_release INTEGER,
+    live_release INTEGER,
+    pending TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS releases (
@@ -96,6 +98,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     labels TEXT NOT NULL,
     consul_url TEXT NOT NULL,
     agent_url TEXT NOT NULL DEFAULT '',
+    draining INTEGER NOT NULL DEFAULT 0,
     assign_index INTEGER NOT NULL DEFAULT 1,
     last_heartbeat REAL,
     registered_at REAL NOT NULL
@@ -103,7 +106,7 @@ CREATE TABLE IF NOT EXISTS nodes (
 """
 
 _JSON_COLUMNS = {"hostnames", "config", "scale", "processes", "health", "policy", "labels",
-                 "replicas", "options"}
+                 "replicas", "options", "pending"}
 
 
 def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
@@ -371,6 +374,10 @@ class Store:
                 (name, address, cpu, memory_mb, json.dumps(labels), consul_url, agent_url, now,
                  now))
         return self.get_node(name)  # type: ignore[return-value]
+
+    def set_node_draining(self, name: str, draining: bool) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE nodes SET draining = ? WHERE name = ?", (int(draining), name))
 
     def get_node(self, name: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM nodes WHERE name = ?", name)
