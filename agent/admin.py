@@ -2,21 +2,34 @@
 
 Metrics live in a registry per agent (not prometheus-client's global one), so several agents can
 run in one process in tests. `/healthz` answers 200 while the agent's loops run and shows each
-dependency's state; it answers 503 once a loop has died. `GET /v1/instances/{id}/logs?tail=N`
-returns the last N lines of an instance's container log (text/plain) to callers presenting the
-join token, so the controller can show a failing instance's log from any node.
+dependency's state; it answers 503 once a loop has died.
+
+`GET /v1/instances/{id}/logs` serves an instance's container log (stdout and stderr, text/plain) to
+callers presenting the join token, so the controller can show and stream logs from any node:
+
+- `tail=N`: the last N lines (default 100, at most 10000; 0 with `follow=1`: only new lines);
+- `since=T`: only lines printed at or after the unix time T (seconds, fractions allowed);
+- `timestamps=1`: each line starts with Docker's RFC 3339 timestamp and a space;
+- `follow=1`: then every new line as it is printed, chunked, until the container stops or the
+  caller disconnects (which closes Docker's stream: no reader thread outlives its caller).
+
+404 when this node has no container for the instance.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from typing import Any, Awaitable, Callable
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest
 
-from agent.driver import ContainerMissing, DriverError
+from agent.driver import ContainerLog, ContainerMissing, DriverError, LogFollower
 from paas.names import InvalidName, validate_instance_id
 
 
@@ -40,11 +53,56 @@ class AgentMetrics:
                                    ["dependency"], registry=r)
         self.restarts = Counter("paas_agent_container_restarts",
                                 "Containers restarted after they exited.", registry=r)
+        self.log_follows = Gauge("paas_agent_log_follows",
+                                 "Container logs being followed for a caller.", registry=r)
 
 
 HealthFn = Callable[[], tuple[bool, dict[str, Any]]]
 LogsFn = Callable[[str, int], Awaitable[str]]
+"""`logs(instance_id, tail)`: the text of the last lines, awaited. A `ContainerLog` (what the
+Docker driver returns) also serves `since`, `timestamps` and `follow`."""
 MAX_LOG_LINES = 10_000
+DEFAULT_LOG_LINES = 100
+FOLLOW_POLL_S = 0.5
+"""How often a follow with nothing to send checks whether its caller is still there."""
+STOPPING = web.AppKey("stopping", asyncio.Event)
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """The query of `GET /v1/instances/{id}/logs`."""
+
+    tail: int = DEFAULT_LOG_LINES
+    since: float | None = None
+    timestamps: bool = False
+    follow: bool = False
+
+    @classmethod
+    def parse(cls, query: Mapping[str, str]) -> LogQuery:
+        """Raises ValueError with one sentence naming the bad parameter."""
+        try:
+            tail = int(query.get("tail", str(DEFAULT_LOG_LINES)))
+        except ValueError:
+            raise ValueError("tail must be an integer") from None
+        since = None
+        if query.get("since"):
+            try:
+                since = float(query["since"])
+            except ValueError:
+                since = -1.0
+            if not math.isfinite(since) or since < 0:
+                raise ValueError("since must be a unix time in seconds")
+        return cls(tail=min(max(tail, 0), MAX_LOG_LINES), since=since or None,
+                   timestamps=_flag(query, "timestamps"), follow=_flag(query, "follow"))
+
+
+def _flag(query: Mapping[str, str], name: str) -> bool:
+    value = query.get(name, "").lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ValueError(f"{name} must be 1 or 0")
 
 
 def admin_app(*, metrics: AgentMetrics, health: HealthFn, logs: LogsFn | None = None,
@@ -63,32 +121,96 @@ def admin_app(*, metrics: AgentMetrics, health: HealthFn, logs: LogsFn | None = 
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
-    async def instance_logs(request: web.Request) -> web.Response:
+    async def instance_logs(request: web.Request) -> web.StreamResponse:
         if not token or not hmac.compare_digest(request.headers.get("Authorization", ""),
                                                 f"Bearer {token}"):
             return web.json_response({"error": "send Authorization: Bearer <join token>"},
                                      status=401)
         try:
             iid = validate_instance_id(request.match_info["instance"])
-            tail = min(max(int(request.query.get("tail", "100")), 1), MAX_LOG_LINES)
-        except (InvalidName, ValueError):
-            return web.json_response({"error": "bad instance id or tail"}, status=400)
-        assert logs is not None
+        except InvalidName:
+            return web.json_response({"error": "bad instance id"}, status=400)
         try:
-            text = await logs(iid, tail)
+            query = LogQuery.parse(request.query)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        assert logs is not None
+        source = logs(iid, query.tail)
+        if isinstance(source, ContainerLog):
+            if query.follow:
+                return await follow(request, iid, source.follow(since=query.since,
+                                                                timestamps=query.timestamps))
+            reading: Awaitable[str] = source.read(since=query.since,
+                                                  timestamps=query.timestamps)
+        elif query.follow or query.since or query.timestamps:
+            if inspect.iscoroutine(source):
+                source.close()
+            return web.json_response({"error": "this agent's log source can only tail"},
+                                     status=501)
+        else:
+            reading = source
+        try:
+            text = await reading
         except ContainerMissing:
-            return web.json_response({"error": f"no container for {iid} on this node"},
-                                     status=404)
+            return _no_container(iid)
         except DriverError as exc:
             return web.json_response({"error": str(exc)}, status=503)
         return web.Response(text=text, content_type="text/plain")
 
+    async def follow(request: web.Request, iid: str,
+                     follower: LogFollower) -> web.StreamResponse:
+        try:
+            await follower.open()
+        except ContainerMissing:
+            return _no_container(iid)
+        except DriverError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
+        metrics.log_follows.inc()
+        resp = web.StreamResponse(headers={"Cache-Control": "no-store"})
+        resp.content_type = "text/plain"
+        resp.charset = "utf-8"
+        resp.enable_chunked_encoding()
+        try:
+            await resp.prepare(request)
+            while not _caller_gone(request):
+                try:
+                    chunk = await follower.get(timeout=FOLLOW_POLL_S)
+                except TimeoutError:
+                    continue
+                if chunk is None:  # the container stopped
+                    break
+                await resp.write(chunk)
+            if request.transport is not None and not request.transport.is_closing():
+                await resp.write_eof()
+        except ConnectionError:
+            pass  # the caller went away mid-write
+        finally:
+            await follower.close()
+            metrics.log_follows.dec()
+        return resp
+
+    async def stopping(app: web.Application) -> None:
+        app[STOPPING].set()  # ends every follow, so that shutting down never waits on one
+
     app = web.Application()
+    app[STOPPING] = asyncio.Event()
+    app.on_shutdown.append(stopping)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
     if logs is not None:
         app.router.add_get("/v1/instances/{instance}/logs", instance_logs)
     return app
+
+
+def _no_container(iid: str) -> web.Response:
+    return web.json_response({"error": f"no container for {iid} on this node"}, status=404)
+
+
+def _caller_gone(request: web.Request) -> bool:
+    """True once the caller disconnected or the agent is shutting down: aiohttp does not cancel
+    a handler when its client goes away, so a follow waiting for lines must look."""
+    transport = request.transport
+    return transport is None or transport.is_closing() or request.app[STOPPING].is_set()
 
 
 async def serve_admin(app: web.Application, *, host: str, port: int) -> web.AppRunner:

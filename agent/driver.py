@@ -9,19 +9,26 @@ set below, named by what the caller should do.
 Containers run with restart policy `no` (the agent restarts them with its own backoff), the
 json-file log driver, and the instance's port published on the node address only, on a host port
 Docker picks.
+
+Logs are read through `ContainerLog`: awaited, it is the text of the last lines; followed, Docker's
+blocking stream is read in a thread of its own and handed to the event loop through a bounded
+queue, and leaving the follow closes Docker's response, which ends that thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import logging
 import threading
+import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, AsyncIterator, Callable, Generator, Mapping, TypeVar
 
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import LogConfig
+from docker.types import CancellableStream, LogConfig
 
 from agent.assignments import (
     LABEL_CLUSTER,
@@ -34,6 +41,7 @@ from agent.assignments import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("agent.driver")
 LOG_MAX_SIZE = "10m"
 LOG_MAX_FILES = "3"
 
@@ -121,9 +129,10 @@ class DockerDriver:
         """Remove the container (forcefully, with its anonymous volumes); no error if gone."""
         await self._call(self._remove_sync, container_name(self.cluster, instance_id))
 
-    async def logs(self, instance_id: str, *, tail: int = 100) -> str:
-        """The last `tail` lines of the container's stdout and stderr."""
-        return await self._call(self._logs_sync, container_name(self.cluster, instance_id), tail)
+    def logs(self, instance_id: str, *, tail: int = 100) -> ContainerLog:
+        """The container's stdout and stderr: `await driver.logs(id)` is the text of the last
+        `tail` lines; the returned `ContainerLog` also reads with `since` and follows."""
+        return ContainerLog(self, container_name(self.cluster, instance_id), tail=tail)
 
     def close(self) -> None:
         with self._lock:
@@ -234,12 +243,21 @@ class DockerDriver:
                 return
             raise
 
-    def _logs_sync(self, ref: str, tail: int) -> str:
+    def _logs_sync(self, ref: str, tail: int, since: float | None, timestamps: bool) -> str:
         try:
-            raw = self._client().logs(ref, stdout=True, stderr=True, tail=tail)
+            raw = self._client().logs(ref, stdout=True, stderr=True, tail=tail,
+                                      since=since or None, timestamps=timestamps)
         except docker.errors.NotFound:
             raise ContainerMissing(f"no container {ref}") from None
         return raw.decode("utf-8", errors="replace")
+
+    def _log_stream_sync(self, ref: str, tail: int, since: float | None,
+                         timestamps: bool) -> CancellableStream:
+        try:
+            return self._client().logs(ref, stdout=True, stderr=True, stream=True, follow=True,
+                                       tail=tail, since=since or None, timestamps=timestamps)
+        except docker.errors.NotFound:
+            raise ContainerMissing(f"no container {ref}") from None
 
     def _info(self, attrs: Mapping[str, Any]) -> ContainerInfo:
         config = attrs.get("Config") or {}
@@ -303,3 +321,138 @@ def _mapped(fn: Callable[..., T], *args: Any) -> T:
         raise DockerUnavailable(f"Docker engine unreachable: {exc}") from None
     except docker.errors.DockerException as exc:
         raise DockerFailure(str(exc)) from None
+
+
+class ContainerLog:
+    """One container's log, asked for like an aiohttp request: `await log` is the text of the
+    last `tail` lines; `read()` adds `since` and Docker's timestamps; `follow()` streams it."""
+
+    def __init__(self, driver: DockerDriver, ref: str, *, tail: int) -> None:
+        self.driver = driver
+        self.ref = ref
+        self.tail = tail
+
+    def __await__(self) -> Generator[Any, None, str]:
+        return self.read().__await__()
+
+    async def read(self, *, since: float | None = None, timestamps: bool = False) -> str:
+        """The last `tail` lines printed at or after the unix time `since` (None: all)."""
+        return await self.driver._call(self.driver._logs_sync, self.ref, self.tail, since,
+                                       timestamps)
+
+    def follow(self, *, since: float | None = None, timestamps: bool = False) -> LogFollower:
+        """The last `tail` lines (at or after `since`), then every line as it is printed, until
+        the container stops; use it as `async with ... as follower`."""
+        return LogFollower(self, since=since, timestamps=timestamps)
+
+
+_END = object()
+
+
+class LogFollower:
+    """A followed container log: `open()` starts Docker's stream (ContainerMissing if there is
+    no container) and a reader thread; `get()` returns its chunks; `close()` ends both.
+
+    The thread is a thread of its own rather than one of the shared executor's: a follow lasts as
+    long as its reader, and a few of them must not starve the driver's other calls. The queue is
+    bounded, so a slow reader slows the thread, not the agent's memory.
+    """
+
+    HAND_OVER_POLL_S = 0.2
+
+    def __init__(self, log: ContainerLog, *, since: float | None, timestamps: bool,
+                 queue_size: int = 256) -> None:
+        self.log = log
+        self.since = since
+        self.timestamps = timestamps
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=queue_size)
+        self._stopped = threading.Event()
+        self._stream: CancellableStream | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ended = False
+
+    async def open(self) -> None:
+        d = self.log.driver
+        self._stream = await d._call(d._log_stream_sync, self.log.ref, self.log.tail,
+                                     self.since, self.timestamps)
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._pump, name=f"paas-logs-{self.log.ref}",
+                                        daemon=True)
+        self._thread.start()
+
+    async def get(self, timeout: float | None = None) -> bytes | None:
+        """The next chunk (whole lines, as Docker framed them), or None once the stream ended
+        (the container stopped); TimeoutError if nothing came within `timeout` seconds."""
+        if self._ended:
+            return None
+        item = await asyncio.wait_for(self._queue.get(), timeout)
+        if item is _END:
+            self._ended = True
+            return None
+        return item
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        while (chunk := await self.get()) is not None:
+            yield chunk
+
+    async def close(self, *, join_timeout_s: float = 5.0) -> None:
+        """Close Docker's response, which wakes the thread's blocking read, and wait for the
+        thread to end (polled, so the event loop is never blocked)."""
+        self._stopped.set()
+        if self._stream is not None:
+            try:
+                self._stream.close()
+            except Exception as exc:  # noqa: BLE001 - closing must not fail the caller
+                log.warning("could not close the log stream of %s: %s", self.log.ref, exc)
+        deadline = time.monotonic() + join_timeout_s
+        while self._thread is not None and self._thread.is_alive() \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self._thread is not None and self._thread.is_alive():
+            log.warning("the log reader of %s did not end within %gs", self.log.ref,
+                        join_timeout_s)
+
+    async def __aenter__(self) -> LogFollower:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- the reader thread ----------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        assert self._stream is not None
+        try:
+            for chunk in self._stream:
+                if not self._hand_over(chunk):
+                    return
+        except Exception as exc:  # noqa: BLE001 - a broken stream simply ends the follow
+            if not self._stopped.is_set():
+                log.info("log stream of %s ended: %s", self.log.ref, exc)
+        finally:
+            if not self._stopped.is_set():
+                self._hand_over(_END)
+
+    def _hand_over(self, item: Any) -> bool:
+        """Put `item` on the queue from this thread, waiting while it is full; False once the
+        follow was closed (or the loop is gone)."""
+        assert self._loop is not None
+        try:
+            fut = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
+        except RuntimeError:  # the event loop is closed
+            return False
+        while True:
+            try:
+                fut.result(timeout=self.HAND_OVER_POLL_S)
+                return True
+            except concurrent.futures.TimeoutError:
+                if self._stopped.is_set():
+                    fut.cancel()
+                    return False
+            except concurrent.futures.CancelledError:
+                return False
