@@ -1,0 +1,247 @@
+"""The assemble step on the user's side: an app directory becomes a build context, the gzip
+tar the controller builds a release from.
+
+Three ways, chosen by where the directory is:
+
+- in a git working tree: the files git would commit (`git ls-files --cached --others
+  --exclude-standard`, so `.gitignore` is respected), as they are on disk;
+- in a git repository with `--from-head`: the committed tree of HEAD (`git archive`), the
+  uncommitted changes left out;
+- outside git: the whole directory (without `.git`), as `make_build_context` packs it.
+
+A directory may be a subfolder of a repository (a monorepo): only that subfolder is packed,
+at the context's root. The release records `git:<commit>` as its source only when the packed
+files are exactly the commit's: from HEAD, or from a clean working tree.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import stat
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from paas.buildcontext import BadBuildContext, make_build_context, validate_build_context
+from paas.cli_common import CliError
+
+GIT_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True, kw_only=True)
+class Assembled:
+    """A build context and what it was made from."""
+
+    data: bytes
+    directory: Path
+    mode: str  # "worktree", "head" or "directory"
+    files: int
+    commit: str | None = None
+    dirty: bool = False
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def source(self) -> str | None:
+        """`git:<commit>` when the context is exactly that commit's tree, else None (the
+        controller then records the upload's digest)."""
+        if self.commit and (self.mode == "head" or not self.dirty):
+            return f"git:{self.commit}"
+        return None
+
+    @property
+    def upload_source(self) -> str:
+        """What the controller records for this context when no source is sent."""
+        return "upload:sha256:" + hashlib.sha256(self.data).hexdigest()[:16]
+
+    def summary(self) -> dict[str, Any]:
+        return {"directory": str(self.directory), "mode": self.mode, "digest": self.digest,
+                "bytes": len(self.data), "files": self.files, "commit": self.commit,
+                "dirty": self.dirty, "source": self.source or self.upload_source}
+
+
+# --- git ----------------------------------------------------------------------------------
+def git(directory: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run git in `directory`; argv only, output captured, never a shell."""
+    try:
+        return subprocess.run(["git", "-C", str(directory), *args], capture_output=True,
+                              timeout=GIT_TIMEOUT_S, check=False)
+    except FileNotFoundError:
+        raise CliError("git is not installed", hint="install git, or assemble a directory "
+                                                    "that is not a git repository") from None
+    except subprocess.TimeoutExpired:
+        raise CliError(f"git {args[0]} did not finish within {GIT_TIMEOUT_S}s",
+                       hint="check the repository with 'git status'") from None
+
+
+def _git_out(directory: Path, *args: str) -> bytes:
+    result = git(directory, *args)
+    if result.returncode != 0:
+        detail = result.stderr.decode(errors="replace").strip().splitlines()
+        raise CliError(f"git {args[0]} failed in {directory}"
+                       + (f": {detail[-1]}" if detail else ""),
+                       hint="check the repository with 'git status'")
+    return result.stdout
+
+
+def in_git_repo(directory: Path) -> bool:
+    try:
+        result = subprocess.run(["git", "-C", str(directory), "rev-parse", "--is-inside-work-tree"],
+                                capture_output=True, timeout=GIT_TIMEOUT_S, check=False)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and result.stdout.strip() == b"true"
+
+
+def head_commit(directory: Path) -> str | None:
+    """HEAD's commit id, or None when nothing is committed yet."""
+    result = git(directory, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+    if result.returncode != 0:
+        return None
+    return result.stdout.decode().strip() or None
+
+
+def is_dirty(directory: Path) -> bool:
+    """Uncommitted changes or untracked (not ignored) files under `directory`."""
+    return bool(_git_out(directory, "status", "--porcelain", "-z", "--", ".").strip(b"\0"))
+
+
+def worktree_files(directory: Path) -> list[str]:
+    """The paths git would commit under `directory`, relative to it: tracked files still on
+    disk plus untracked ones that .gitignore does not exclude."""
+    out = _git_out(directory, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    names = sorted({n for n in out.decode("utf-8", "surrogateescape").split("\0") if n})
+    return [n for n in names if not n.endswith("/") and _packable(directory / n)]
+
+
+def _packable(path: Path) -> bool:
+    try:
+        mode = path.lstat().st_mode
+    except OSError:  # deleted but still in the index
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)  # a directory here is a submodule
+
+
+# --- packing ------------------------------------------------------------------------------
+def _normalised(info: tarfile.TarInfo, *, mtime: float | None = None) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if mtime is not None:
+        info.mtime = mtime
+    return info
+
+
+def pack_files(directory: Path, names: list[str]) -> bytes:
+    """A gzip tar of `names` (relative to `directory`), sorted, owned by root."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as archive:
+        for name in sorted(names):
+            path = directory / name
+            info = _normalised(archive.gettarinfo(str(path), arcname=name))
+            if info.isreg():
+                with open(path, "rb") as handle:
+                    archive.addfile(info, handle)
+            else:
+                archive.addfile(info)
+    return buffer.getvalue()
+
+
+def repack_tar(raw: bytes, *, mtime: float) -> bytes:
+    """Plain tar (from `git archive`) → gzip tar with every entry owned by root and dated
+    `mtime`, so the same commit always gives the same bytes."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as source, \
+            gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as archive:
+        for member in source:
+            handle = source.extractfile(member) if member.isreg() else None
+            member.pax_headers = {}
+            archive.addfile(_normalised(member, mtime=mtime), handle)
+    return buffer.getvalue()
+
+
+def count_files(data: bytes) -> int:
+    """Entries that are not directories."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        return sum(1 for m in archive if not m.isdir())
+
+
+# --- the three ways -----------------------------------------------------------------------
+def _from_head(directory: Path, commit: str) -> bytes:
+    # git archive limits itself to the current directory, so it runs at the top level and
+    # takes the subfolder's tree (`<commit>:<prefix>`), which puts it at the context's root.
+    prefix = _git_out(directory, "rev-parse", "--show-prefix").decode().strip()
+    top = Path(_git_out(directory, "rev-parse", "--show-toplevel").decode().strip())
+    raw = _git_out(top, "archive", "--format=tar", f"{commit}:{prefix}")
+    when = float(_git_out(directory, "show", "-s", "--format=%ct", commit).decode().strip())
+    return repack_tar(raw, mtime=when)
+
+
+def _check(data: bytes, directory: Path) -> None:
+    try:
+        summary = validate_build_context(context=data)
+    except BadBuildContext as exc:
+        raise CliError(f"{directory} cannot be built: {exc}".rstrip("."),
+                       hint="fix the files named, then assemble again") from None
+    if not summary.has_dockerfile and not summary.has_procfile:
+        raise CliError(f"{directory} has neither a Dockerfile nor a Procfile",
+                       hint="add one ('paas init' writes a Procfile), and commit it")
+
+
+def assemble(directory: Path, *, from_head: bool = False, check: bool = True) -> Assembled:
+    """Pack `directory` as described in the module docstring."""
+    if not directory.is_dir():
+        raise CliError(f"{directory} is not a directory",
+                       hint="name the app's directory, e.g. 'paas assemble examples/hello'")
+    if not in_git_repo(directory):
+        if from_head:
+            raise CliError(f"{directory} is not in a git repository, so it has no HEAD",
+                           hint="drop --from-head to pack the directory as it is")
+        data = make_build_context(directory=directory)
+        assembled = Assembled(data=data, directory=directory, mode="directory",
+                              files=count_files(data))
+    else:
+        assembled = _assemble_git(directory, from_head=from_head)
+    if check:
+        _check(assembled.data, directory)
+    return assembled
+
+
+def _assemble_git(directory: Path, *, from_head: bool) -> Assembled:
+    commit = head_commit(directory)
+    if commit is None:
+        raise CliError(f"nothing is committed in the git repository of {directory} yet",
+                       hint="commit the app first: git add -A && git commit -m 'first'")
+    dirty = is_dirty(directory)
+    if from_head:
+        data = _from_head(directory, commit)
+        mode = "head"
+    else:
+        names = worktree_files(directory)
+        if not names:
+            raise CliError(f"git lists no files under {directory}",
+                           hint="add the app's files, or check .gitignore")
+        data = pack_files(directory, names)
+        mode = "worktree"
+    return Assembled(data=data, directory=directory, mode=mode, files=count_files(data),
+                     commit=commit, dirty=dirty)
+
+
+def write_context(assembled: Assembled, output: Path) -> None:
+    """Write the context to `output` (atomically; the directory must exist)."""
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(assembled.data)
+        os.replace(tmp, output)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CliError(f"cannot write {output}: {exc.strerror or exc}",
+                       hint="name a file in a directory you can write to") from None
