@@ -269,7 +269,7 @@ def reject(out: Out, exc: HookError) -> int:
         out.detail(f"tail of {exc.log_name}:")
         for line in lines:
             out.detail(f"| {line}")
-    out.warn("push rejected: the release that was live keeps serving")
+    out.warn("push rejected: whatever was live before keeps serving")
     return EXIT_REJECT
 
 
