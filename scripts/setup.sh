@@ -3,7 +3,8 @@
 # Idempotent and quick when everything is already there. Used by `make demo`, `make test`,
 # CI (.ci/run) and the Vagrant provisioner, so one script keeps every machine alike.
 #
-#   - Debian packages: docker.io, haproxy, busybox-static, git, wrk and hey (load generators)
+#   - Debian packages: docker.io, haproxy, busybox-static, git, wrk and hey (load generators),
+#     vagrant (to validate the Vagrantfile), docker-registry (images on many hosts)
 #   - Consul 1.8 from Debian bullseye (not in bookworm): downloaded through an extra apt
 #     sources list that reuses the mirror already in this machine's apt sources, then
 #     unpacked into .local/bin/ (a consul already on PATH wins)
@@ -18,7 +19,8 @@ log() { printf 'setup: %s\n' "$*"; }
 
 need_pkgs=()
 for pair in docker.io:/usr/sbin/dockerd haproxy:/usr/sbin/haproxy busybox-static:/bin/busybox \
-            git:/usr/bin/git wrk:/usr/bin/wrk hey:/usr/bin/hey; do
+            git:/usr/bin/git wrk:/usr/bin/wrk hey:/usr/bin/hey vagrant:/usr/bin/vagrant \
+            docker-registry:/usr/bin/docker-registry; do
   pkg=${pair%%:*}; file=${pair#*:}
   if [ "$pkg" = busybox-static ]; then
     dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=("$pkg")
