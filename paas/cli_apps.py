@@ -173,7 +173,7 @@ def render_events(events: list[dict[str, Any]], deployments: dict[int, dict[str,
 
     out = io.StringIO()
     current: object = object()
-    printer = EventPrinter(stream=out)
+    printer = EventPrinter(stream=out, describe=False)
     for event in events:
         dep_id = event["deployment_id"]
         if dep_id != current:
@@ -182,7 +182,8 @@ def render_events(events: list[dict[str, Any]], deployments: dict[int, dict[str,
             if out.tell():
                 print(file=out)
             print(deployment_header(dep) if dep else "app events", file=out)
-            printer = EventPrinter(stream=out, origin=dep["created_at"] if dep else None)
+            printer = EventPrinter(stream=out, origin=dep["created_at"] if dep else None,
+                                   describe=False)
         printer(event)
     return out.getvalue().rstrip() or "(no events)"
 

@@ -141,16 +141,18 @@ _DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?
 def parse_duration(text: str) -> float:
     """`90`, `90s`, `5m`, `1h30m`, `2d` → seconds."""
     text = text.strip().lower()
-    try:
-        return float(text)
-    except ValueError:
-        pass
     match = _DURATION_RE.fullmatch(text)
-    if not text or not match or not any(match.groups()):
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+        if text and match and any(match.groups()):
+            days, hours, minutes, seconds = (float(g or 0) for g in match.groups())
+            value = days * 86400 + hours * 3600 + minutes * 60 + seconds
+    if not value > 0 or value == float("inf"):
         raise CliError(f"{text!r} is not a duration", hint="use e.g. 30s, 5m, 1h30m or 2d",
                        code=EXIT_USAGE)
-    days, hours, minutes, seconds = (float(g or 0) for g in match.groups())
-    return days * 86400 + hours * 3600 + minutes * 60 + seconds
+    return value
 
 
 def client(args: argparse.Namespace) -> Client:

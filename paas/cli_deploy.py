@@ -20,7 +20,7 @@ from paas.cli_common import (EXIT_BUILD, EXIT_OK, EXIT_PUBLISH, EXIT_USAGE, CliE
                              add_app_argument, app_name, client, emit, human_size, note,
                              parse_version, remote_flags, output_flags, the_app, warn)
 from paas.cli_follow import EventPrinter, failure, follow, phase_header
-from paas.cli_source import Assembled, assemble, write_context
+from paas.cli_source import Assembled, assemble, same_tree, write_context
 from paas.client import Client, ClientError
 
 BUILD_TIMEOUT_S = 1800.0
@@ -70,8 +70,13 @@ def reusable(api: Client, app: str, assembled: Assembled) -> dict[str, Any] | No
     if not releases:
         return None
     latest = max(releases, key=lambda r: r["version"])
-    sources = {assembled.source, assembled.upload_source} - {None}
-    return latest if latest["source"] in sources else None
+    if latest["source"] in {assembled.source, assembled.upload_source}:
+        return latest
+    built_from = str(latest["source"]).removeprefix("git:")
+    if assembled.source and latest["source"].startswith("git:") \
+            and same_tree(assembled.directory, built_from, str(assembled.commit)):
+        return latest
+    return None
 
 
 def upload(api: Client, app: str, assembled: Assembled) -> dict[str, Any]:
@@ -141,13 +146,11 @@ def publish(api: Client, app: str, version: int, args: argparse.Namespace) -> di
     return result
 
 
-def route(api: Client, app: str, view: dict[str, Any], hostnames: list[str] | None,
-          args: argparse.Namespace) -> dict[str, Any]:
+def route(api: Client, app: str, view: dict[str, Any], hostnames: list[str] | None
+          ) -> dict[str, Any]:
     """PUT the app's host names (the current ones when none are given) and so its route."""
     body = {"hostnames": hostnames if hostnames is not None else view["hostnames"]}
-    view = api.put(f"/v1/apps/{app}/domains", body)["app"]
-    note(args, phase_header("route", " ".join(view["urls"])))
-    return view
+    return api.put(f"/v1/apps/{app}/domains", body)["app"]
 
 
 def start_deployment(api: Client, app: str, version: int,
@@ -215,7 +218,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_publish_deploy(args: argparse.Namespace) -> int:
     app = app_name(args.app)
     api = client(args)
-    view = route(api, app, get_app(api, app, create=True, args=args), args.hostname, args)
+    view = route(api, app, get_app(api, app, create=True, args=args), args.hostname)
     emit(args, view, lambda: "\n".join(view["urls"]))
     return EXIT_OK
 
@@ -232,7 +235,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         version = release["version"]
     publish(api, app, version, args)
     if args.hostname is not None:
-        view = route(api, app, view, args.hostname, args)
+        view = route(api, app, view, args.hostname)
+        note(args, phase_header("route", " ".join(view["urls"])))
     dep = start_deployment(api, app, version, args.replicas)
     note(args, phase_header("deploy", f"deployment {dep['id']}: v{version}, "
                             + ", ".join(f"{n} {p}" for p, n in sorted(dep["replicas"].items()))))

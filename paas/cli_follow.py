@@ -33,9 +33,11 @@ def phase_header(step: str, detail: str = "") -> str:
 class EventPrinter:
     """Prints events under phase headers; remembers the test output lines it showed."""
 
-    def __init__(self, *, stream: TextIO | None = None, origin: float | None = None) -> None:
+    def __init__(self, *, stream: TextIO | None = None, origin: float | None = None,
+                 describe: bool = True) -> None:
         self.stream = stream
         self.origin = origin
+        self.describe = describe
         self.step: str | None = None
         self.shown_lines: set[str] = set()
 
@@ -43,7 +45,7 @@ class EventPrinter:
         out = self.stream or sys.stderr
         if event["step"] != self.step:
             self.step = event["step"]
-            print(phase_header(self.step), file=out)
+            print(phase_header(self.step) if self.describe else f"==> {self.step}", file=out)
         origin = self.origin if self.origin is not None else event["at"]
         message = event["message"]
         if message.startswith("| "):

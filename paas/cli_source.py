@@ -108,6 +108,19 @@ def head_commit(directory: Path) -> str | None:
     return result.stdout.decode().strip() or None
 
 
+def same_tree(directory: Path, commit_a: str, commit_b: str) -> bool:
+    """Whether `directory` (a repository's subfolder, or its top) has the same content in
+    both commits: a monorepo's other folders may change without this app changing."""
+    prefix = _git_out(directory, "rev-parse", "--show-prefix").decode().strip()
+    trees = []
+    for commit in (commit_a, commit_b):
+        result = git(directory, "rev-parse", "--verify", "--quiet", f"{commit}:{prefix}")
+        if result.returncode != 0:  # unknown here (not fetched), or the folder did not exist
+            return False
+        trees.append(result.stdout.strip())
+    return trees[0] == trees[1]
+
+
 def is_dirty(directory: Path) -> bool:
     """Uncommitted changes or untracked (not ignored) files under `directory`."""
     return bool(_git_out(directory, "status", "--porcelain", "-z", "--", ".").strip(b"\0"))

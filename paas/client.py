@@ -205,7 +205,7 @@ class Client:
             body = {}
         message = body.get("error") or f"the controller answered HTTP {exc.code}"
         if exc.code == 401:
-            message = f"the controller at {self.target.url} refused the token ({message})"
+            message = f"the controller at {self.target.url} refused the token"
         hint = {401: "check --token / PAAS_TOKEN, or run 'paas login URL --token T' again",
                 403: "use an admin token, not the join token",
                 413: "make the app smaller, or add what the build does not need to .gitignore",
