@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import time
 import urllib.parse
 from typing import Any
 
 from paas.cli_common import (EXIT_OK, EXIT_USAGE, CliError, add_app_argument, age, app_name,
-                             client, emit, mask, parse_duration, remote_flags, the_app)
+                             client, emit, mask, parse_duration, remote_flags, table, the_app)
 from paas.cli_deploy import wait
 from paas.cli_follow import EventPrinter
 from paas.client import Client, ClientError
@@ -32,8 +31,6 @@ def cmd_apps_list(args: argparse.Namespace) -> int:
 
 
 def table_apps(apps: list[dict[str, Any]]) -> str:
-    from paas.cli_common import table
-
     return table([{"name": a["name"],
                    "release": f"v{a['latest_release']}" if a["latest_release"] else "-",
                    "stable": f"v{a['stable_release']}" if a.get("stable_release") else "-",
@@ -126,8 +123,6 @@ def config_outcome(app: str, result: dict[str, Any], no_wait: bool) -> str:
 
 # --- inspection ---------------------------------------------------------------------------
 def cmd_ps(args: argparse.Namespace) -> int:
-    from paas.cli_common import table
-
     app = the_app(args)
     rows = client(args).get(f"/v1/apps/{app}/instances")["instances"]
     emit(args, rows, lambda: table(
@@ -139,8 +134,6 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    from paas.cli_common import table
-
     rows = client(args).get("/v1/nodes")["nodes"]
     emit(args, rows, lambda: table(rows, ["name", "address", "status", "cpu", "memory_mb",
                                           "instances"]))
@@ -148,8 +141,6 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_releases(args: argparse.Namespace) -> int:
-    from paas.cli_common import table
-
     app = the_app(args)
     rows = client(args).get(f"/v1/apps/{app}/releases")["releases"]
     now = time.time()

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from paas.cli_common import (EXIT_BUILD, EXIT_OK, EXIT_PUBLISH, EXIT_USAGE, CliError,
-                             add_app_argument, app_name, client, emit, human_size, note,
-                             parse_version, remote_flags, output_flags, the_app, warn)
+from paas.cli_common import (EXIT_BUILD, EXIT_INTERRUPTED, EXIT_OK, EXIT_PUBLISH, EXIT_USAGE,
+                             CliError, add_app_argument, app_name, client, emit, human_size,
+                             note, output_flags, parse_version, remote_flags, the_app, warn)
 from paas.cli_follow import EventPrinter, failure, follow, phase_header
 from paas.cli_source import Assembled, assemble, same_tree, write_context
 from paas.client import Client, ClientError
@@ -165,7 +165,12 @@ def wait(api: Client, app: str, dep: dict[str, Any], args: argparse.Namespace
          ) -> dict[str, Any]:
     """Follow the deployment live; raise its phase's error when it fails."""
     printer = EventPrinter(origin=dep["created_at"])
-    dep = follow(api, app, dep, printer=printer)
+    try:
+        dep = follow(api, app, dep, printer=printer)
+    except KeyboardInterrupt:
+        raise CliError(f"stopped following deployment {dep['id']} of {app}; it goes on",
+                       hint=f"follow it again with 'paas events {app} --deployment "
+                            f"{dep['id']}'", code=EXIT_INTERRUPTED) from None
     if dep["status"] != "succeeded":
         raise failure(app, dep, printer=printer)
     return dep

@@ -26,9 +26,13 @@ def git(repo: Path, *args: str) -> str:
 
 
 def names(data: bytes) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-        return {m.name: archive.extractfile(m).read() if m.isreg() else b""  # type: ignore[union-attr]
-                for m in archive if not m.isdir()}
+        for member in archive:
+            handle = archive.extractfile(member) if member.isreg() else None
+            if not member.isdir():
+                out[member.name] = handle.read() if handle else b""
+    return out
 
 
 def app(root: Path) -> Path:
