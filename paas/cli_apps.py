@@ -8,6 +8,7 @@ the API returned (config values stay masked unless `--reveal`).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import subprocess
 import time
@@ -104,7 +105,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     result = api.patch(f"/v1/apps/{app}/config", body)
     dep = result.get("deployment")
     if dep and not args.no_wait:
-        result["deployment"] = dep = wait(api, app, dep, args)
+        result["deployment"] = dep = wait(api, app, dep)
     result["config"] = shown(result["config"], args.reveal)
     emit(args, result, lambda: config_outcome(app, result, args.no_wait))
     return EXIT_OK
@@ -160,8 +161,6 @@ def deployment_header(dep: dict[str, Any]) -> str:
 
 def render_events(events: list[dict[str, Any]], deployments: dict[int, dict[str, Any]]) -> str:
     """Events grouped by deployment, each under its header, phase by phase."""
-    import io
-
     out = io.StringIO()
     current: object = object()
     printer = EventPrinter(stream=out, describe=False)

@@ -12,7 +12,7 @@ import argparse
 import json
 import re
 import sys
-from typing import Any, Callable, TextIO
+from typing import Any, Callable
 
 from paas.client import Client, resolve_target
 from paas.names import InvalidName, validate_app_name
@@ -66,9 +66,9 @@ def emit(args: argparse.Namespace, data: Any, human: Callable[[], str]) -> None:
     print(json.dumps(data, indent=2) if args.json else human(), flush=True)
 
 
-def note(args: argparse.Namespace, text: str, *, stream: TextIO | None = None) -> None:
+def note(text: str) -> None:
     """A progress line: on stderr, so that stdout stays the result (and JSON with --json)."""
-    print(text, file=stream or sys.stderr, flush=True)
+    print(text, file=sys.stderr, flush=True)
 
 
 def warn(text: str, hint: str = "") -> None:

@@ -27,17 +27,15 @@ BUILD_TIMEOUT_S = 1800.0
 
 
 # --- the steps, shared by the verbs -------------------------------------------------------
-def get_app(api: Client, app: str, *, create: bool = False,
-            args: argparse.Namespace | None = None) -> dict[str, Any]:
-    """The app; with `create`, made first when it does not exist."""
+def get_app(api: Client, app: str, *, create: bool = False) -> dict[str, Any]:
+    """The app; with `create`, made first (and said so) when it does not exist."""
     try:
         return api.get(f"/v1/apps/{app}")["app"]
     except ClientError as exc:
         if exc.status != 404 or exc.no_such_route or not create:
             raise
     view = api.post("/v1/apps", {"name": app})["app"]
-    if args is not None:
-        note(args, phase_header("app", f"created {app}: {' '.join(view['urls'])}"))
+    note(phase_header("app", f"created {app}: {' '.join(view['urls'])}"))
     return view
 
 
@@ -108,18 +106,18 @@ def package(api: Client, app: str, args: argparse.Namespace) -> tuple[dict[str, 
     """Assemble and build (or reuse the latest release of the same source). Returns the
     release and whether it was reused."""
     assembled = assemble_for(args)
-    note(args, phase_header("assemble", describe(assembled)))
+    note(phase_header("assemble", describe(assembled)))
     if not args.rebuild:
         release = reusable(api, app, assembled)
         if release is not None:
-            note(args, phase_header("package", f"{release['name']} was built from "
-                                               f"{release['source']}; reusing it "
-                                               "(--rebuild builds again)"))
+            note(phase_header("package", f"{release['name']} was built from "
+                                         f"{release['source']}; reusing it "
+                                         "(--rebuild builds again)"))
             return release, True
     started = time.monotonic()
     release = upload(api, app, assembled)
-    note(args, phase_header("package", f"built {release['image']} (release {release['name']}) "
-                                       f"in {time.monotonic() - started:.1f}s"))
+    note(phase_header("package", f"built {release['image']} (release {release['name']}) "
+                                 f"in {time.monotonic() - started:.1f}s"))
     return release, False
 
 
@@ -130,7 +128,7 @@ def latest_version(view: dict[str, Any], app: str) -> int:
     return int(view["latest_release"])
 
 
-def publish(api: Client, app: str, version: int, args: argparse.Namespace) -> dict[str, Any]:
+def publish(api: Client, app: str, version: int) -> dict[str, Any]:
     """Make the release's image available to every node; a failure exits 8."""
     try:
         result = api.post(f"/v1/apps/{app}/releases/{version}/publish")
@@ -142,7 +140,7 @@ def publish(api: Client, app: str, version: int, args: argparse.Namespace) -> di
     done = result["published"]
     nodes = ", ".join(done["nodes"]) or "no node yet"
     where = f" via {done['registry']}" if done.get("registry") else ""
-    note(args, phase_header("publish", f"{done['image']} available to {nodes}{where}"))
+    note(phase_header("publish", f"{done['image']} available to {nodes}{where}"))
     return result
 
 
@@ -161,8 +159,7 @@ def start_deployment(api: Client, app: str, version: int,
     return api.post(f"/v1/apps/{app}/deployments", body)["deployment"]
 
 
-def wait(api: Client, app: str, dep: dict[str, Any], args: argparse.Namespace
-         ) -> dict[str, Any]:
+def wait(api: Client, app: str, dep: dict[str, Any]) -> dict[str, Any]:
     """Follow the deployment live; raise its phase's error when it fails."""
     printer = EventPrinter(origin=dep["created_at"])
     try:
@@ -180,13 +177,14 @@ def placement(api: Client, app: str, version: int) -> str:
     """`2 web on node-0, node-1` for the release's live instances."""
     rows = [i for i in api.get(f"/v1/apps/{app}/instances")["instances"]
             if i["release"] == version and i["role"] == "live" and i["desired"] == "running"]
-    if not rows:
-        return "no instances"
+    placed = [r for r in rows if r.get("node")]
     parts = []
-    for process in sorted({r["process"] for r in rows}):
-        mine = [r for r in rows if r["process"] == process]
+    for process in sorted({r["process"] for r in placed}):
+        mine = [r for r in placed if r["process"] == process]
         parts.append(f"{len(mine)} {process} on {', '.join(sorted({r['node'] for r in mine}))}")
-    return "; ".join(parts)
+    if len(placed) < len(rows):
+        parts.append(f"{len(rows) - len(placed)} pending")
+    return "; ".join(parts) or "no instances"
 
 
 # --- verbs --------------------------------------------------------------------------------
@@ -215,7 +213,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     api = client(args)
     view = get_app(api, app)
     version = parse_version(args.version) if args.version else latest_version(view, app)
-    result = publish(api, app, version, args)
+    result = publish(api, app, version)
     emit(args, result, lambda: f"published {app} v{version}: {result['published']['image']}")
     return EXIT_OK
 
@@ -223,7 +221,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_publish_deploy(args: argparse.Namespace) -> int:
     app = app_name(args.app)
     api = client(args)
-    view = route(api, app, get_app(api, app, create=True, args=args), args.hostname)
+    view = route(api, app, get_app(api, app, create=True), args.hostname)
     emit(args, view, lambda: "\n".join(view["urls"]))
     return EXIT_OK
 
@@ -232,26 +230,26 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     app = app_name(args.app)
     api = client(args)
     started = time.monotonic()
-    view = get_app(api, app, create=True, args=args)
+    view = get_app(api, app, create=True)
     if args.version:
         version, reused = parse_version(args.version), True
     else:
         release, reused = package(api, app, args)
         version = release["version"]
-    publish(api, app, version, args)
+    publish(api, app, version)
     if args.hostname is not None:
         view = route(api, app, view, args.hostname)
-        note(args, phase_header("route", " ".join(view["urls"])))
+        note(phase_header("route", " ".join(view["urls"])))
     dep = start_deployment(api, app, version, args.replicas)
-    note(args, phase_header("deploy", f"deployment {dep['id']}: v{version}, "
-                            + ", ".join(f"{n} {p}" for p, n in sorted(dep["replicas"].items()))))
+    note(phase_header("deploy", f"deployment {dep['id']}: v{version}, "
+                      + ", ".join(f"{n} {p}" for p, n in sorted(dep["replicas"].items()))))
     result = {"app": app, "release": version, "built": not reused, "urls": view["urls"]}
     if args.no_wait:
         emit(args, {**result, "deployment": dep},
              lambda: f"deployment {dep['id']} of {app} v{version} started; follow it with "
                      f"'paas events {app} --deployment {dep['id']}'")
         return EXIT_OK
-    dep = wait(api, app, dep, args)
+    dep = wait(api, app, dep)
     where = placement(api, app, version)
     took = time.monotonic() - started
     emit(args, {**result, "deployment": dep},
@@ -263,7 +261,7 @@ def finish(args: argparse.Namespace, api: Client, app: str, dep: dict[str, Any],
            verb: str) -> int:
     """Follow a deployment (unless --no-wait) and print the one-line outcome."""
     if not args.no_wait:
-        dep = wait(api, app, dep, args)
+        dep = wait(api, app, dep)
     state = "started" if dep["status"] == "running" else dep["status"]
     emit(args, dep, lambda: f"{verb} {app} to v{dep['release']}: deployment {dep['id']} "
                             f"{state}" + (f" ({dep['reason']})" if dep["reason"] else ""))
@@ -285,7 +283,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         body["release"] = parse_version(args.version)
     api = client(args)
     dep = api.post(f"/v1/apps/{app}/rollback", body)["deployment"]
-    note(args, phase_header("rollback", f"deployment {dep['id']}: back to v{dep['release']}"))
+    note(phase_header("rollback", f"deployment {dep['id']}: back to v{dep['release']}"))
     return finish(args, api, app, dep, "rolled back")
 
 
@@ -311,8 +309,8 @@ def cmd_scale(args: argparse.Namespace) -> int:
     counts = parse_counts(words)
     api = client(args)
     dep = api.post(f"/v1/apps/{app}/scale", {"replicas": counts})["deployment"]
-    note(args, phase_header("scale", f"deployment {dep['id']}: "
-                            + ", ".join(f"{p}={n}" for p, n in sorted(counts.items()))))
+    note(phase_header("scale", f"deployment {dep['id']}: "
+                      + ", ".join(f"{p}={n}" for p, n in sorted(counts.items()))))
     return finish(args, api, app, dep, "scaled")
 
 

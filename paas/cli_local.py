@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 
 from paas.cli_common import EXIT_OK, EXIT_USAGE, CliError, app_name, emit, note, output_flags
-from paas.cli_follow import EventPrinter, failure, follow
+from paas.cli_deploy import wait
 from paas.client import (Client, Target, cluster_root, forget_login, normalise_url, paas_home,
                          save_login)
 from paas.names import InvalidName, validate_app_name
@@ -49,16 +49,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         "controller_url": cluster.controller_url, "router_url": cluster.router_url}))
     result: dict[str, Any] = {"controller_url": cluster.controller_url,
                               "router_url": cluster.router_url, "nodes": cluster.nodes}
-    note(args, f"cluster up in {time.monotonic() - started:.1f}s: controller "
-               f"{cluster.controller_url}, router {cluster.router_url}, {cluster.nodes} nodes")
-    if args.demo:
-        result["demo"] = demo(cluster, args)
-    emit(args, result, lambda: demo_text(cluster, result.get("demo")) if args.demo
-         else f"controller {cluster.controller_url}, router {cluster.router_url}")
+    line = (f"cluster up in {time.monotonic() - started:.1f}s: controller "
+            f"{cluster.controller_url}, router {cluster.router_url}, {cluster.nodes} nodes")
+    if not args.demo:
+        emit(args, result, lambda: line)
+        return EXIT_OK
+    note(line)
+    result["demo"] = demo(cluster)
+    emit(args, result, lambda: demo_text(cluster, result["demo"]))
     return EXIT_OK
 
 
-def demo(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
+def demo(cluster: Any) -> dict[str, Any]:
     """Build and deploy examples/hello with 2 replicas, unless that is already what runs."""
     from paas.buildcontext import make_build_context
 
@@ -73,17 +75,14 @@ def demo(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
         release = api.request("POST", f"/v1/apps/{DEMO_APP}/releases?source={source}",
                               data=context, content_type="application/gzip",
                               timeout=600)["release"]
-        note(args, f"built {release['image']}")
+        note(f"built {release['image']}")
     instances = api.get(f"/v1/apps/{DEMO_APP}/instances")["instances"]
     serving = [i for i in instances if i["release"] == release["version"]
                and i["state"] == "running" and i["desired"] == "running"]
     if len(serving) != DEMO_REPLICAS:
         dep = api.post(f"/v1/apps/{DEMO_APP}/deployments",
                        {"release": release["version"], "replicas": DEMO_REPLICAS})["deployment"]
-        printer = EventPrinter(origin=dep["created_at"])
-        dep = follow(api, DEMO_APP, dep, printer=printer)
-        if dep["status"] != "succeeded":
-            raise failure(DEMO_APP, dep, printer=printer)
+        wait(api, DEMO_APP, dep)
     return {"app": DEMO_APP, "release": release["version"],
             "url": f"http://{DEMO_APP}.{cluster.domain}:{cluster.http_port}/"}
 
