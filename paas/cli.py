@@ -72,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `paas logs -f | head`: the reader is gone, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - a bug still gets one sentence, not a traceback
+        if os.environ.get("PAAS_DEBUG"):
+            raise
+        return report(CliError(f"unexpected error: {type(exc).__name__}: {exc}",
+                               hint="this is a bug in paas; PAAS_DEBUG=1 shows the traceback"),
+                      as_json=bool(getattr(args, "json", False)))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -223,3 +223,18 @@ def test_with_json_an_error_is_json_on_stdout_too(capsys):
     assert json.loads(out) == {"error": "boom", "hint": "do this", "exit_code": EXIT_TEST,
                                "deployment": {}}
     assert err.startswith("paas: boom")
+
+
+def test_an_unexpected_error_is_one_sentence_too(monkeypatch, capsys):
+    def broken(args):
+        raise KeyError("latest_release")
+
+    monkeypatch.delenv("PAAS_DEBUG", raising=False)
+    monkeypatch.setattr(cli.cli_apps, "cmd_nodes", broken)
+    code = cli.main(["nodes"])
+    err = capsys.readouterr().err
+    assert code == EXIT_ERROR
+    assert err.startswith("paas: unexpected error: KeyError") and "Traceback" not in err
+    monkeypatch.setenv("PAAS_DEBUG", "1")
+    with pytest.raises(KeyError):
+        cli.main(["nodes"])
