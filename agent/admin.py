@@ -129,7 +129,8 @@ def admin_app(*, metrics: AgentMetrics, health: HealthFn, logs: LogsFn | None = 
         try:
             iid = validate_instance_id(request.match_info["instance"])
         except InvalidName:
-            return web.json_response({"error": "bad instance id"}, status=400)
+            return web.json_response({"error": "the instance id is not well-formed"},
+                                     status=400)
         try:
             query = LogQuery.parse(request.query)
         except ValueError as exc:

@@ -30,6 +30,7 @@ import heapq
 import math
 import re
 import time
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, AsyncIterator, Mapping
@@ -193,10 +194,11 @@ async def snapshot(ctl: Controller, instances: list[dict[str, Any]], q: LogQuery
         stamped: list[tuple[float, str, str]] = []
         at = 0.0
         try:
-            async for ts, text in agent_lines(ctl, instance, follow=False, since=q.since,
-                                              tail=q.tail):
-                at = ts if ts is not None else at  # an unstamped line sorts with the one before
-                stamped.append((at, instance["id"], text))
+            async with aclosing(agent_lines(ctl, instance, follow=False, since=q.since,
+                                            tail=q.tail)) as lines:
+                async for ts, text in lines:
+                    at = ts if ts is not None else at  # unstamped: sorts with the one before
+                    stamped.append((at, instance["id"], text))
         except LogsUnavailable as exc:
             return [_unavailable(instance["id"], exc)], stamped
         return [], stamped
@@ -221,13 +223,14 @@ async def follow_instance(ctl: Controller, instance_id: str, out: asyncio.Queue[
             return
         opened = time.time()
         try:
-            async for ts, text in agent_lines(
-                    ctl, instance, follow=True,
-                    since=since if last is None else last + 1e-6,
-                    tail=tail if last is None else MAX_TAIL):
-                last = ts if ts is not None else last
-                announced = False
-                await out.put(f"{instance_id} | {text}")
+            # aclosing: a cancelled follow closes its agent connection now, not at collection.
+            async with aclosing(agent_lines(ctl, instance, follow=True,
+                                            since=since if last is None else last + 1e-6,
+                                            tail=tail if last is None else MAX_TAIL)) as lines:
+                async for ts, text in lines:
+                    last = ts if ts is not None else last
+                    announced = False
+                    await out.put(f"{instance_id} | {text}")
             if last is None:
                 since, tail = max(since or 0.0, opened), MAX_TAIL
         except NoContainer:
