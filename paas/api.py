@@ -141,7 +141,9 @@ async def show_app(request: web.Request) -> web.Response:
 
 
 async def delete_app(request: web.Request) -> web.Response:
-    await request.app[CONTROLLER].delete_app(_app_name(request))
+    name = _app_name(request)
+    await request.app[CONTROLLER].delete_app(name)
+    gitserver.remove_repo(request.app[CONTROLLER], name)
     return web.json_response({"deleted": request.match_info["app"]})
 
 

@@ -165,7 +165,13 @@ class LocalCluster:
 
     # --- argv of each daemon ----------------------------------------------------------------
     def _consul_server_argv(self) -> list[str]:
-        return [find_consul(), "agent", "-dev", "-node", f"{self.cluster_id}-server",
+        # A real (one-node) server with a data dir, not -dev: a restarted server keeps its
+        # catalog and KV, as in production.
+        data = self.root / "consul-server"
+        data.mkdir(parents=True, exist_ok=True)
+        return [find_consul(), "agent", "-server", "-bootstrap-expect", "1", "-ui=false",
+                "-hcl", "performance { raft_multiplier = 1 }",
+                "-data-dir", str(data), "-node", f"{self.cluster_id}-server",
                 "-bind", self.server_ip, "-client", self.server_ip, "-log-level", "warn"]
 
     def _consul_client_argv(self, n: int) -> list[str]:

@@ -131,6 +131,14 @@ def openapi_document() -> dict[str, Any]:
                                          "additionalProperties": {"type": "string"}},
                                  "unset": {"type": "array", "items": {"type": "string"}}}})),
             },
+            "/v1/apps/{app}/git": {
+                "get": _op("The app's git push URL and deploy branch (null: main or master)",
+                           params=app),
+                "put": _op("Set the deploy branch; {\"branch\": null} goes back to main or "
+                           "master", params=app, body=_json({
+                               "type": "object", "required": ["branch"],
+                               "properties": {"branch": {"type": "string", "nullable": True}}})),
+            },
             "/v1/apps/{app}/logs": {
                 "get": _op("The app's logs as text lines '<instance> | <line>', from the agents; "
                            "?follow=1 keeps streaming", params=app,

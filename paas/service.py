@@ -153,6 +153,9 @@ class Controller:
                 await self.consul.put_route(name, app["hostnames"])
         for name in routes.keys() - apps.keys():
             await self.consul.delete_route(name)
+        for name, app in apps.items():
+            if app["stable_release"]:
+                await self.consul.put_kv(f"paas/apps/{name}/stable", str(app["stable_release"]))
 
     def set_domains(self, name: str, extra: Any) -> dict[str, Any]:
         """Set the app's hostnames: `<app>.<domain>` plus `extra` (publish-deploy)."""

@@ -200,3 +200,30 @@ def test_draining_a_node_moves_its_instances_without_a_failed_request(c3):
     assert nodes["node-1"] == "draining"
     c3.api.post("/v1/nodes/node-1/drain", {"drain": False})
     c3.api.delete("/v1/apps/mover")
+
+
+def test_consul_server_stopped_for_30s_routes_keep_serving_and_all_comes_back(c3):
+    c3.api.post("/v1/apps", {"name": "steady"})
+    assert deploy_new(c3, "steady", 3)["status"] == "succeeded"
+    wait_until(lambda: served(c3, "steady") == 3, what="3 routed")
+    ids = {i["id"] for i in instances(c3, "steady")}
+    with Hammer(c3, "steady") as hammer:
+        c3.cluster.stop_process("consul-server")
+        time.sleep(30)
+        during = dict(hammer.statuses)
+        c3.cluster.start_process("consul-server")
+        wait_until(lambda: c3.cluster._consul_leader(c3.cluster.consul_url), timeout=30,
+                   what="consul leader again")
+        wait_until(lambda: {s["Service"]["ID"] for s in c3.consul("/v1/health/service/steady")
+                            if all(c["Status"] == "passing" for c in s["Checks"])} == ids,
+                   timeout=30, what="every instance registered and passing again")
+    assert sum(during.values()) > 100 and set(during) == {200}, during
+    assert set(hammer.statuses) == {200}, hammer.statuses
+    assert served(c3, "steady") == 3
+    # The platform works again: a scale goes through the whole flow.
+    dep = c3.api.post("/v1/apps/steady/scale", {"replicas": {"web": 4}})["deployment"]
+    final = wait_until(lambda: (d := c3.api.get(f"/v1/apps/steady/deployments/{dep['id']}")
+                                ["deployment"])["status"] != "running" and d, timeout=60)
+    assert final["status"] == "succeeded", final
+    wait_until(lambda: served(c3, "steady") == 4, what="4 routed")
+    c3.api.delete("/v1/apps/steady")

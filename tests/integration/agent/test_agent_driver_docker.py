@@ -41,7 +41,7 @@ async def test_start_publishes_on_the_node_address_only(driver: DockerDriver, ru
         {"HostIp": NODE_ADDR, "HostPort": str(info.host_port)}]
     host = attrs["HostConfig"]
     assert (host["RestartPolicy"]["Name"], host["LogConfig"]["Type"], host["Memory"],
-            host["NanoCpus"], host["Init"]) == ("no", "json-file", 64 * 2**20, 500_000_000, True)
+            host["CpuShares"], host["Init"]) == ("no", "json-file", 64 * 2**20, 512, True)
     env = dict(e.split("=", 1) for e in attrs["Config"]["Env"])
     assert {k: env[k] for k in ("PORT", "PAAS_APP", "PAAS_INSTANCE_ID", "PAAS_ROLE",
                                 "GREETING")} == {
