@@ -12,16 +12,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def validate(directory: Path) -> subprocess.CompletedProcess[str]:
+def validate(directory: Path, scratch: Path) -> subprocess.CompletedProcess[str]:
+    """`vagrant validate` with its home and machine folder in `scratch`, not the repository."""
     return subprocess.run(["vagrant", "validate", "--ignore-provider"], cwd=directory,
                           capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(directory),
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(scratch),
+                               "VAGRANT_DOTFILE_PATH": str(scratch / ".vagrant"),
                                "VAGRANT_DEFAULT_PROVIDER": "virtualbox"})
 
 
 @pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant is installed by setup")
 def test_vagrantfile_validates_and_provisions_with_the_setup_script(tmp_path):
-    result = validate(REPO)
+    result = validate(REPO, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "validated successfully" in result.stdout
     text = (REPO / "Vagrantfile").read_text()
@@ -33,6 +35,6 @@ def test_vagrantfile_validates_and_provisions_with_the_setup_script(tmp_path):
     broken.mkdir()
     (broken / "Vagrantfile").write_text(text.replace('c.vm.hostname = "controller"',
                                                      'c.vm.hostnam = "controller"'))
-    result = validate(broken)
+    result = validate(broken, tmp_path)
     assert result.returncode != 0
     assert "hostnam" in result.stdout + result.stderr
