@@ -11,6 +11,7 @@ import argparse
 import io
 import json
 import subprocess
+import sys
 import time
 import urllib.parse
 from typing import Any
@@ -135,7 +136,26 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    rows = client(args).get("/v1/nodes")["nodes"]
+    api = client(args)
+    if args.action in ("drain", "undrain"):
+        if not args.node:
+            raise CliError(f"'paas nodes {args.action}' needs the node's name", code=EXIT_USAGE)
+        result = api.post(f"/v1/nodes/{args.node}/drain", {"drain": args.action == "drain"})
+        deployments = result["deployments"]
+        if not args.json:
+            moved = ", ".join(f"{d['app']} (deployment {d['id']})" for d in deployments)
+            print(f"node {args.node} is {result['node']['status']}"
+                  + (f"; moving {moved}" if moved else ""), file=sys.stderr)
+        if not args.no_wait:
+            deployments = [wait(api, d["app"], d) for d in deployments]
+        emit(args, {**result, "deployments": deployments},
+             lambda: f"node {args.node}: {result['node']['status']}, "
+                     f"{len(deployments)} app(s) moved")
+        return EXIT_OK
+    if args.action not in (None, "list"):
+        raise CliError(f"unknown action {args.action!r}: use list, drain or undrain",
+                       code=EXIT_USAGE)
+    rows = api.get("/v1/nodes")["nodes"]
     emit(args, rows, lambda: table(rows, ["name", "address", "status", "cpu", "memory_mb",
                                           "instances"]))
     return EXIT_OK
@@ -331,7 +351,12 @@ def add_parsers(sub: Any) -> None:
                        help="list an app's instances: node, state, address")
     add_app_argument(p)
     p.set_defaults(func=cmd_ps)
-    p = sub.add_parser("nodes", parents=[remote], help="list the nodes and whether they are ready")
+    p = sub.add_parser("nodes", parents=[remote],
+                       help="list the nodes; drain one (its instances move elsewhere) or undrain")
+    p.add_argument("action", nargs="?", choices=["list", "drain", "undrain"],
+                   help="list (default), drain NODE or undrain NODE")
+    p.add_argument("node", nargs="?", metavar="NODE", help="the node to drain or undrain")
+    p.add_argument("--no-wait", action="store_true", help="do not follow the moves")
     p.set_defaults(func=cmd_nodes)
 
     p = sub.add_parser("events", parents=[remote],
