@@ -55,7 +55,7 @@ class DockerUnavailable(DriverError):
 
 
 class ImageMissing(DriverError):
-    """The instance's image is not on this engine: publish it first (the agent never pulls)."""
+    """The instance's image is not on this engine and cannot be pulled: publish it first."""
 
 
 class ContainerMissing(DriverError):
@@ -193,7 +193,18 @@ class DockerDriver:
         try:
             created = api.create_container(**self.create_args(spec))
         except docker.errors.ImageNotFound:
-            raise ImageMissing(f"image {spec.image} is not on this node's Docker engine") from None
+            if not from_registry(spec.image):
+                raise ImageMissing(f"image {spec.image} is not on this node's Docker engine "
+                                   "and names no registry to pull it from") from None
+            repo, _, tag = spec.image.rpartition(":")
+            if "/" in tag:
+                repo, tag = spec.image, "latest"
+            try:
+                api.pull(repo, tag=tag)
+            except docker.errors.APIError as exc:
+                raise ImageMissing(f"image {spec.image} could not be pulled: "
+                                   f"{exc.explanation or exc}") from None
+            created = api.create_container(**self.create_args(spec))
         except docker.errors.APIError as exc:
             if exc.status_code == 409:
                 raise ContainerConflict(f"container {name} exists already") from None
@@ -299,6 +310,12 @@ class DockerDriver:
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(_mapped, fn, *args)
+
+
+def from_registry(image: str) -> bool:
+    """Whether an image reference names a registry host (`127.0.0.1:5000/paas/app:v3`)."""
+    first, sep, _ = image.partition("/")
+    return bool(sep) and ("." in first or ":" in first or first == "localhost")
 
 
 def _mapped(fn: Callable[..., T], *args: Any) -> T:

@@ -79,6 +79,8 @@ class LocalCluster:
     node_down_after: float = 6.0
     extra_env: dict[str, str] = field(default_factory=dict)
     node_labels: dict[int, dict[str, str]] = field(default_factory=dict)
+    registry: bool = False
+    """Run a private registry (Debian's docker-registry) that `publish` pushes to."""
 
     # --- addresses --------------------------------------------------------------------------
     @property
@@ -153,8 +155,12 @@ class LocalCluster:
         self._save_pids(pids)
         return proc.pid
 
+    @property
+    def registry_address(self) -> str:
+        return f"{self.server_ip}:5000" if self.registry else ""
+
     def process_names(self) -> list[str]:
-        names = ["consul-server", "controller"]
+        names = ["consul-server", *(["registry"] if self.registry else []), "controller"]
         for n in range(1, self.nodes + 1):
             names += [f"consul-{self.node_name(n)}", f"agent-{self.node_name(n)}"]
         return names + ["router"]
@@ -186,8 +192,19 @@ class LocalCluster:
                 "--host", self.server_ip, "--port", str(self.controller_port),
                 "--consul-url", self.consul_url, "--router-url", self.router_admin_url,
                 "--domain", self.domain, "--cluster", self.cluster_id,
-                "--image-repo", self.image_repo,
+                "--image-repo", self.image_repo, "--registry", self.registry_address,
                 "--node-down-after", str(self.node_down_after)]
+
+    def _registry_argv(self) -> list[str]:
+        config = self.root / "registry.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "storage:\n"
+            f"  filesystem:\n    rootdirectory: {self.root / 'registry-data'}\n"
+            "  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.registry_address}\n")
+        return [shutil.which("docker-registry") or "/usr/bin/docker-registry", "serve",
+                str(config)]
 
     def _agent_argv(self, n: int) -> list[str]:
         return [sys.executable, "-m", "agent.main", "--node", self.node_name(n),
@@ -228,6 +245,9 @@ class LocalCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         self._spawn("consul-server", self._consul_server_argv())
         self._wait("consul server", lambda: self._consul_leader(self.consul_url))
+        if self.registry:
+            self._spawn("registry", self._registry_argv())
+            self._wait("registry", lambda: _http_ok(f"http://{self.registry_address}/v2/"))
         self._spawn("controller", self._controller_argv())
         self._wait("controller", lambda: _http_ok(self.controller_url + "/healthz"))
         for n in range(1, self.nodes + 1):
@@ -276,6 +296,8 @@ class LocalCluster:
             self._spawn(name, self._controller_argv())
         elif name == "router":
             self._spawn(name, self._router_argv())
+        elif name == "registry" and self.registry:
+            self._spawn(name, self._registry_argv())
         elif name.startswith("agent-node-"):
             self._spawn(name, self._agent_argv(int(name.rsplit("-", 1)[1])))
         elif name.startswith("consul-node-"):
@@ -305,13 +327,14 @@ def remove_cluster_containers(cluster_id: str) -> int:
 
 
 def remove_cluster_images(repo: str) -> int:
-    """Remove every image tagged in `repo` (e.g. a test cluster's `paas-<id>`)."""
+    """Remove every image tagged in `repo` (e.g. a test cluster's `paas-<id>`), also under a
+    registry host (`127.0.0.1:5000/paas-<id>/...`)."""
     docker = shutil.which("docker")
     if docker is None:
         return 0
     listing = subprocess.run([docker, "images", "--format", "{{.Repository}}:{{.Tag}}"],
                              capture_output=True, text=True, check=False).stdout.split()
-    tags = [t for t in listing if t.startswith(repo + "/")]
+    tags = [t for t in listing if t.startswith(repo + "/") or f"/{repo}/" in t]
     if tags:
         subprocess.run([docker, "rmi", "-f", *tags], capture_output=True, check=False)
     return len(tags)

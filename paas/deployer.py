@@ -33,6 +33,7 @@ import aiohttp
 from paas import scheduler
 from paas.appconfig import resources_of
 from paas.consul import ConsulClient, ConsulUnavailable
+from paas.errors import ApiError
 from paas.settings import ControllerSettings
 from paas.store import Store
 from paas.testrunner import run_integration_test
@@ -73,6 +74,7 @@ class Deployer:
     node_is_ready: Callable[[dict[str, Any]], bool]
     docker: Callable[[], Any]
     promote: Callable[[str, int], Awaitable[None]]
+    publish: Callable[[str, int], Awaitable[dict[str, Any]]]
     join_token: str
 
     # --- views ------------------------------------------------------------------------------
@@ -118,6 +120,14 @@ class Deployer:
         try:
             if release is None:
                 raise DeployFailed("pending", f"release v{version} of {app} does not exist")
+            if self.settings.registry and not release["pushed_image"]:
+                self._step(dep, "publish")
+                try:
+                    done = await self.publish(app, version)
+                except ApiError as exc:
+                    raise DeployFailed("publish", exc.message) from None
+                release = self.store.get_release(app, version)
+                self.event(dep, "publish", f"pushed {done['published']['image']}")
             live_releases = {i["release"] for i in self.store.list_instances(app)
                              if i["role"] == "live" and i["desired"] == "running"}
             checks = not dep["options"].get("skip_checks") and version not in live_releases

@@ -69,6 +69,7 @@ class Controller:
         self.deployer = Deployer(store=self.store, consul=self.consul, settings=self.settings,
                                  session=self.session, node_is_ready=self.node_is_ready,
                                  docker=lambda: self.docker, promote=self.promote,
+                                 publish=self.publish_release,
                                  join_token=self.tokens.join)
         # After a controller restart every node gets a fresh grace period.
         now = time.monotonic()
@@ -248,6 +249,7 @@ class Controller:
     def _release_view(r: dict[str, Any]) -> dict[str, Any]:
         return {"app": r["app"], "version": r["version"], "name": f"v{r['version']}",
                 "image": r["image"], "image_id": r["image_id"], "source": r["source"],
+                "pushed_image": r["pushed_image"],
                 "config": r["config"], "processes": r["processes"],
                 "test_command": r["test_command"], "health": r["health"], "policy": r["policy"],
                 "created_at": r["created_at"], "created_by": r["created_by"]}
@@ -268,8 +270,9 @@ class Controller:
         return out
 
     async def publish_release(self, app: str, version: int) -> dict[str, Any]:
-        """Make the release's image available to every node. Nodes here share one Docker
-        engine, so this checks the image is on it; a registry push is the multi-host path."""
+        """Make the release's image available to every node: push it to the private registry
+        when one is configured (agents pull what they lack); otherwise the nodes share this
+        Docker engine and the image only has to be on it."""
         release = self.show_release(app, version)
         try:
             img = await asyncio.to_thread(self.docker.images.get, release["image"])
@@ -279,9 +282,26 @@ class Controller:
         if img.id != release["image_id"]:
             raise Conflict(f"the tag {release['image']} now names another image; "
                            "build the app again")
+        ref = None
+        if self.settings.registry:
+            repo = f"{self.settings.registry}/{self.settings.image_repo}/{app}"
+            ref = f"{repo}:v{version}"
+            await asyncio.to_thread(img.tag, repo, f"v{version}")
+            error = await asyncio.to_thread(self._push, repo, f"v{version}")
+            if error:
+                raise Unavailable(f"pushing {ref} to the registry failed: {error}")
+            self.store.set_pushed_image(app, version, ref)
         nodes = [n["name"] for n in self.store.list_nodes()]
-        return {"release": release, "published": {"image": release["image"], "nodes": nodes,
-                                                  "registry": None}}
+        return {"release": self.show_release(app, version),
+                "published": {"image": ref or release["image"], "nodes": nodes,
+                              "registry": self.settings.registry or None}}
+
+    def _push(self, repo: str, tag: str) -> str:
+        """Push an image; returns the registry's error message, or '' when it worked."""
+        for chunk in self.docker.images.push(repo, tag=tag, stream=True, decode=True):
+            if "error" in chunk:
+                return str(chunk["error"])
+        return ""
 
     def show_release(self, app: str, version: int) -> dict[str, Any]:
         self.require_app(app)
@@ -639,7 +659,8 @@ class Controller:
             res = resources_of(a["policy"], a["process"])
             out.append({
                 "id": a["id"], "app": a["app"], "release": a["release"], "process": a["process"],
-                "role": a["role"], "desired": a["desired"], "image": a["image"],
+                "role": a["role"], "desired": a["desired"],
+                "image": a["pushed_image"] or a["image"],
                 "tags": ["stable"] if a["release"] == a["stable_release"] else [],
                 "command": ["/bin/sh", "-c", command] if command else None,
                 "env": a["config"], "port": CONTAINER_PORT,

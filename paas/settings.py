@@ -41,6 +41,9 @@ class ControllerSettings:
     """Largest accepted build context upload."""
     cluster: str = "local"
     """Cluster id (labels on containers and Consul services)."""
+    registry: str = ""
+    """host:port of the private registry `publish` pushes releases to (agents pull from it);
+    empty when every node shares the controller's Docker engine."""
     image_repo: str = "paas"
     """Release images are tagged `<image_repo>/<app>:v<N>`."""
 

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS releases (
     version INTEGER NOT NULL,
     image TEXT NOT NULL,
     image_id TEXT NOT NULL,
+    pushed_image TEXT,
     source TEXT NOT NULL,
     config TEXT NOT NULL,
     processes TEXT NOT NULL,
@@ -217,6 +218,11 @@ class Store:
             db.execute("UPDATE apps SET next_release = ? WHERE name = ?", (version + 1, app))
         return self.get_release(app, version)  # type: ignore[return-value]
 
+    def set_pushed_image(self, app: str, version: int, ref: str) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE releases SET pushed_image = ? WHERE app = ? AND version = ?",
+                       (ref, app, version))
+
     def get_release(self, app: str, version: int) -> dict[str, Any] | None:
         return self._one("SELECT * FROM releases WHERE app = ? AND version = ?", app, version)
 
@@ -334,7 +340,8 @@ class Store:
     def node_assignments(self, node: str) -> list[dict[str, Any]]:
         """The instances a node should run (desired running or draining), with their release."""
         return self._all(
-            "SELECT i.id, i.app, i.release, i.process, i.role, i.desired, r.image, r.config,"
+            "SELECT i.id, i.app, i.release, i.process, i.role, i.desired, r.image, r.pushed_image,"
+            " r.config,"
             " r.processes, r.health, r.policy, a.stable_release FROM instances i"
             " JOIN releases r ON r.app = i.app AND r.version = i.release"
             " JOIN apps a ON a.name = i.app"

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 def c3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     cluster = LocalCluster(root=tmp_path_factory.mktemp("cluster3"), prefix="127.0.4", nodes=3,
                            cluster_id="e3" + secrets.token_hex(3),
-                           node_labels={1: {"zone": "a"}, 2: {"zone": "b"}, 3: {"zone": "b"}})
+                           node_labels={1: {"zone": "a"}, 2: {"zone": "b"}, 3: {"zone": "b"}},
+                           registry=True)
     try:
         cluster.up()
         e = E2E(cluster)
@@ -227,3 +228,26 @@ def test_consul_server_stopped_for_30s_routes_keep_serving_and_all_comes_back(c3
     assert final["status"] == "succeeded", final
     wait_until(lambda: served(c3, "steady") == 4, what="4 routed")
     c3.api.delete("/v1/apps/steady")
+
+
+def test_publish_pushes_to_the_registry_and_agents_pull_what_they_lack(c3):
+    import json
+    import urllib.request
+
+    c3.api.post("/v1/apps", {"name": "pulled"})
+    release = c3.build("pulled", REPO / "examples" / "hello")
+    published = c3.api.post(f"/v1/apps/pulled/releases/{release['version']}/publish")
+    ref = published["published"]["image"]
+    assert ref == f"{c3.cluster.registry_address}/{c3.cluster.image_repo}/pulled:v1"
+    with urllib.request.urlopen(f"http://{c3.cluster.registry_address}/v2/_catalog",
+                                timeout=5) as r:  # noqa: S310 - loopback
+        assert f"{c3.cluster.image_repo}/pulled" in json.loads(r.read())["repositories"]
+    # No node has the registry's copy: the agents must pull it.
+    subprocess.run(["docker", "rmi", ref], capture_output=True, check=True)
+    dep = c3.deploy("pulled", release["version"], 2)
+    assert dep["status"] == "succeeded", dep
+    images = subprocess.run(["docker", "inspect", "--format", "{{.Config.Image}}",
+                             *c3.containers(app="pulled")],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert images and set(images) == {ref}
+    c3.api.delete("/v1/apps/pulled")
