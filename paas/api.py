@@ -12,11 +12,11 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from paas.errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized
+from paas.errors import ApiError, BadRequest, Forbidden, Unauthorized
 from paas.names import InvalidName, validate_app_name, validate_node_name
 from paas import gitserver, logstream
 from paas.openapi import openapi_document
-from paas.service import CONTROLLER, Controller
+from paas.service import CONTROLLER
 
 log = logging.getLogger("paas.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -3,9 +3,7 @@ rollback, concurrent requests and process types, on real Docker, Consul and HAPr
 
 from __future__ import annotations
 
-import json
 import threading
-import urllib.error
 
 import pytest
 

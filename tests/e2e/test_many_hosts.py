@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from paas.cluster import LocalCluster, remove_cluster_containers, remove_cluster_images
+from paas.cluster import LocalCluster, remove_cluster_images
 from tests.e2e.conftest import E2E, REPO, Hammer, app_dir, wait_until
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,161 @@
+"""Releases: building an app's image from an uploaded build context (or adopting an image
+already on the hosts) into release vN, listing them, and publishing their images to the nodes.
+
+A mixin of `paas.service.Controller`; numbers are allocated under a per-app lock, so they
+count 1, 2, 3... with no gap and no reuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+import docker
+import docker.errors
+
+from paas import buildcontext
+from paas.appconfig import BadAppConfig, parse_app_config
+from paas.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, Unprocessable
+
+
+class ReleaseOps:
+    """Release operations; expects `settings`, `store`, `docker`, `metrics`, `require_app`."""
+
+    settings: Any
+    store: Any
+    metrics: Any
+    docker: Any
+    _release_locks: dict[str, asyncio.Lock]
+    require_app: Any
+
+    def _lock(self, app: str) -> asyncio.Lock:
+        return self._release_locks.setdefault(app, asyncio.Lock())
+
+    async def release_from_context(self, app: str, data: bytes, *, source: str,
+                                   token: str) -> dict[str, Any]:
+        if len(data) > self.settings.max_context_bytes:
+            raise PayloadTooLarge("the build context is larger than the limit")
+        try:
+            summary = buildcontext.validate_build_context(context=data)
+        except buildcontext.BadBuildContext as exc:
+            raise BadRequest(str(exc)) from None
+        try:
+            config = parse_app_config(procfile=summary.procfile, toml_text=summary.paas_toml)
+        except BadAppConfig as exc:
+            raise BadRequest(str(exc)) from None
+        if not summary.has_dockerfile and not summary.procfile:
+            raise BadRequest("the build context has neither a Dockerfile nor a Procfile")
+        source = source or "upload:sha256:" + hashlib.sha256(data).hexdigest()[:16]
+        from paas import builder  # docker-py's build path is only needed here
+
+        async with self._lock(app):
+            self.require_app(app)
+            version = self.store.get_app(app)["next_release"]  # type: ignore[index]
+            tag = f"{self.settings.image_repo}/{app}:v{version}"
+            try:
+                result = await asyncio.to_thread(builder.build_image, context=data, tag=tag,
+                                                 docker_client=self.docker)
+            except builder.BuildFailed as exc:
+                self.metrics.builds_failed.inc()
+                raise Unprocessable(exc.message, log_tail="\n".join(exc.log_tail)) from None
+            except buildcontext.BadBuildContext as exc:
+                raise BadRequest(str(exc)) from None
+            except builder.BuilderUnavailable as exc:
+                raise Unavailable(f"the Docker engine is not reachable: {exc}") from None
+            except docker.errors.DockerException as exc:
+                raise Unavailable(f"the Docker engine failed during the build: {exc}") from None
+            return self._add_release(app, version, tag, result.image_id, source, config, token)
+
+    async def release_from_image(self, app: str, image: str, *, token: str) -> dict[str, Any]:
+        async with self._lock(app):
+            self.require_app(app)
+            version = self.store.get_app(app)["next_release"]  # type: ignore[index]
+            tag = f"{self.settings.image_repo}/{app}:v{version}"
+            try:
+                img = await asyncio.to_thread(self.docker.images.get, image)
+                await asyncio.to_thread(img.tag, f"{self.settings.image_repo}/{app}", f"v{version}")
+            except docker.errors.ImageNotFound:
+                raise Unprocessable(f"no image {image!r} on the hosts; build or load it first") \
+                    from None
+            except docker.errors.APIError as exc:
+                raise Unprocessable(f"the image {image!r} cannot be used: {exc.explanation}") \
+                    from None
+            config = parse_app_config(procfile=None, toml_text=None)
+            return self._add_release(app, version, tag, img.id, f"image:{image}", config, token)
+
+    def _add_release(self, app: str, version: int, tag: str, image_id: str, source: str,
+                     config: Any, token: str) -> dict[str, Any]:
+        app_row = self.require_app(app)
+        release = self.store.add_release(
+            app=app, version=version, image=tag, image_id=image_id, source=source,
+            config=app_row["config"], processes=config.processes,
+            test_command=config.test_command, health=config.health_dict(),
+            policy=config.policy_dict(), created_by=token)
+        self.metrics.releases.inc()
+        return self._release_view(release)
+
+    @staticmethod
+    def _release_view(r: dict[str, Any]) -> dict[str, Any]:
+        return {"app": r["app"], "version": r["version"], "name": f"v{r['version']}",
+                "image": r["image"], "image_id": r["image_id"], "source": r["source"],
+                "pushed_image": r["pushed_image"],
+                "config": r["config"], "processes": r["processes"],
+                "test_command": r["test_command"], "health": r["health"], "policy": r["policy"],
+                "created_at": r["created_at"], "created_by": r["created_by"]}
+
+    def list_releases(self, app: str) -> list[dict[str, Any]]:
+        app_row = self.require_app(app)
+        deps = self.store.list_deployments(app)
+        live = {i["release"] for i in self.store.list_instances(app)
+                if i["role"] == "live" and i["desired"] == "running"}
+        out = []
+        for r in self.store.list_releases(app):
+            view = self._release_view(r)
+            mine = [d for d in deps if d["release"] == r["version"]]
+            view["status"] = ("live" if r["version"] in live
+                              else mine[-1]["status"] if mine else "built")
+            view["stable"] = r["version"] == app_row["stable_release"]
+            out.append(view)
+        return out
+
+    async def publish_release(self, app: str, version: int) -> dict[str, Any]:
+        """Make the release's image available to every node: push it to the private registry
+        when one is configured (agents pull what they lack); otherwise the nodes share this
+        Docker engine and the image only has to be on it."""
+        release = self.show_release(app, version)
+        try:
+            img = await asyncio.to_thread(self.docker.images.get, release["image"])
+        except docker.errors.ImageNotFound:
+            raise Unprocessable(f"the image {release['image']} of v{version} is gone from the "
+                                "engine; build the app again") from None
+        if img.id != release["image_id"]:
+            raise Conflict(f"the tag {release['image']} now names another image; "
+                           "build the app again")
+        ref = None
+        if self.settings.registry:
+            repo = f"{self.settings.registry}/{self.settings.image_repo}/{app}"
+            ref = f"{repo}:v{version}"
+            await asyncio.to_thread(img.tag, repo, f"v{version}")
+            error = await asyncio.to_thread(self._push, repo, f"v{version}")
+            if error:
+                raise Unavailable(f"pushing {ref} to the registry failed: {error}")
+            self.store.set_pushed_image(app, version, ref)
+        nodes = [n["name"] for n in self.store.list_nodes()]
+        return {"release": self.show_release(app, version),
+                "published": {"image": ref or release["image"], "nodes": nodes,
+                              "registry": self.settings.registry or None}}
+
+    def _push(self, repo: str, tag: str) -> str:
+        """Push an image; returns the registry's error message, or '' when it worked."""
+        for chunk in self.docker.images.push(repo, tag=tag, stream=True, decode=True):
+            if "error" in chunk:
+                return str(chunk["error"])
+        return ""
+
+    def show_release(self, app: str, version: int) -> dict[str, Any]:
+        self.require_app(app)
+        release = self.store.get_release(app, version)
+        if release is None:
+            raise NotFound(f"release v{version} of {app!r} does not exist")
+        return self._release_view(release)
