@@ -208,3 +208,29 @@ def test_auto_revert_after_a_failed_rollout_keeps_the_stable_release_serving(e2e
                what="the failed release's containers removed")
     assert live_releases(e2e, "revert") == {v1["version"]}
     e2e.api.delete("/v1/apps/revert")
+
+
+def test_a_crashed_container_leaves_routing_is_restarted_and_reported(e2e):
+    import subprocess
+    import time
+
+    create(e2e, "crash")
+    release = e2e.build("crash", REPO / "examples" / "hello")
+    assert e2e.deploy("crash", release["version"], 2)["status"] == "succeeded"
+    wait_until(lambda: len(e2e.routes()["apps"].get("crash", {}).get("servers", [])) == 2,
+               what="2 routed")
+    victim = e2e.api.get("/v1/apps/crash/instances")["instances"][0]
+    [container] = e2e.containers(instance=victim["id"])
+    subprocess.run(["docker", "kill", container], capture_output=True, check=True)
+    t0 = time.monotonic()
+    wait_until(lambda: victim["address"] not in e2e.routes()["apps"]["crash"]["servers"],
+               timeout=10, interval=0.02, what="the crashed instance out of routing")
+    print(f"out of routing {time.monotonic() - t0:.2f}s after the crash")
+    after = wait_until(lambda: next((i for i in e2e.api.get("/v1/apps/crash/instances")
+                                     ["instances"] if i["id"] == victim["id"]
+                                     and i["restarts"] >= 1 and i["state"] == "running"), None),
+                       timeout=30, what="the agent restarting it and reporting the restart")
+    assert e2e.containers(instance=victim["id"]) == [container], "restarted in place"
+    wait_until(lambda: after["address"] in e2e.routes()["apps"]["crash"]["servers"],
+               timeout=15, what="routed again")
+    e2e.api.delete("/v1/apps/crash")
