@@ -254,3 +254,27 @@ async def test_basic_auth_password_is_a_token(api, settings):
     assert (await api.get("/v1/apps", headers={"Authorization": f"Basic {good}"})).status == 200
     await error_of(await api.get("/v1/apps", headers={"Authorization": f"Basic {bad}"}), 401)
     await error_of(await api.get("/v1/apps", headers={"Authorization": "Basic %%%"}), 401)
+
+
+async def test_what_cannot_be_placed_stays_pending_with_the_reason(api, admin, join):
+    from paas.service import CONTROLLER
+
+    ctl = api.server.app[CONTROLLER]
+    await api.put("/v1/nodes/small", json={"address": "127.0.0.2", "cpu": 1,
+                                           "memory_mb": 300}, headers=join)
+    await api.post("/v1/apps", json={"name": "big"}, headers=admin)
+    ctl.store.add_release(app="big", version=1, image="paas/big:v1", image_id="sha256:x",
+                          source="test", config={}, processes={"web": None}, test_command=None,
+                          health={"path": "/health"}, policy={}, created_by="admin")
+    ctl.store.set_app_fields("big", scale={"web": 3}, live_release=1)
+    plan = ctl.reconcile_once()
+    assert [(p.process, p.count) for p in plan.place] == [("web", 3)]
+    rows = (await (await api.get("/v1/apps/big/instances", headers=admin)).json())["instances"]
+    placed = [r for r in rows if r["node"] == "small"]
+    pending = [r for r in rows if r["state"] == "pending" and r["node"] is None]
+    assert len(placed) == 2 and len(pending) == 1  # 2 x 128 MB fit in 300 MB
+    assert pending[0]["reason"] == "insufficient memory on 1 node"
+    # Running the reconcile again places nothing more and keeps the reason.
+    assert [(p.process, p.count) for p in ctl.reconcile_once().place] == [("web", 1)]
+    rows = (await (await api.get("/v1/apps/big/instances", headers=admin)).json())["instances"]
+    assert len([r for r in rows if r["node"] == "small"]) == 2
