@@ -132,7 +132,7 @@ def _agent_up(c3: E2E, n: int) -> bool:
 
 
 def test_controller_killed_during_deploys_resumes_every_deployment(c3):
-    runs = int(os.environ.get("PAAS_FAULT_DEPLOYS", "6"))
+    runs = int(os.environ.get("PAAS_FAULT_DEPLOYS", "20"))
     api = c3.api
     api.post("/v1/apps", {"name": "crashy"})
     base = c3.build("crashy", REPO / "examples" / "hello")
