@@ -44,6 +44,10 @@ class E2E:
     def deploy(self, app: str, release: int, replicas: Any, timeout: float = 90) -> dict:
         dep = self.api.post(f"/v1/apps/{app}/deployments",
                             {"release": release, "replicas": replicas})["deployment"]
+        return self.finish(app, dep, timeout)
+
+    def finish(self, app: str, dep: dict, timeout: float = 90) -> dict:
+        """The deployment once it has ended (or as it is after `timeout`)."""
         deadline = time.monotonic() + timeout
         while dep["status"] == "running" and time.monotonic() < deadline:
             dep = self.api.get(f"/v1/apps/{app}/deployments/{dep['id']}?wait=5")["deployment"]

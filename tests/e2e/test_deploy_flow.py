@@ -81,9 +81,7 @@ def test_good_release_replaces_every_replica_then_promote_and_rollback(e2e, tmp_
                              json_body={"set": {"GREETING": "second"}})
         v2 = result["release"]
         assert v2["version"] == v1["version"] + 1 and v2["image_id"] == v1["image_id"]
-        dep = result["deployment"]
-        while dep["status"] == "running":
-            dep = api.get(f"/v1/apps/roll/deployments/{dep['id']}?wait=5")["deployment"]
+        dep = e2e.finish("roll", result["deployment"])
     assert dep["status"] == "succeeded", dep
     assert set(hammer.statuses) == {200}, hammer.statuses
 
@@ -110,8 +108,7 @@ def test_good_release_replaces_every_replica_then_promote_and_rollback(e2e, tmp_
     with Hammer(e2e, "roll") as hammer:
         dep = api.post("/v1/apps/roll/rollback", {})["deployment"]
         assert dep["release"] == v1["version"]
-        while dep["status"] == "running":
-            dep = api.get(f"/v1/apps/roll/deployments/{dep['id']}?wait=5")["deployment"]
+        dep = e2e.finish("roll", dep)
     assert dep["status"] == "succeeded", dep
     assert set(hammer.statuses) == {200}, hammer.statuses
     wait_until(lambda: live_releases(e2e, "roll") == {v1["version"]}, what="v1 live again")
@@ -147,8 +144,7 @@ def test_concurrent_requests_keep_release_numbers_and_refuse_a_second_deploy(e2e
     assert exc.value.status == 409
     assert exc.value.body["deployment_id"] == first["deployment"]["id"]
     dep = first["deployment"]
-    while dep["status"] == "running":
-        dep = e2e.api.get(f"/v1/apps/race/deployments/{dep['id']}?wait=5")["deployment"]
+    dep = e2e.finish("race", dep)
     assert dep["status"] == "succeeded"
     e2e.api.delete("/v1/apps/race")
 
@@ -171,8 +167,7 @@ def test_worker_process_type_runs_at_its_own_count_without_a_route(e2e, tmp_path
     # Scaling the workers alone keeps the web instance.
     web_before = [i["id"] for i in instances if i["process"] == "web"]
     dep = e2e.api.post("/v1/apps/procs/scale", {"replicas": {"worker": 1}})["deployment"]
-    while dep["status"] == "running":
-        dep = e2e.api.get(f"/v1/apps/procs/deployments/{dep['id']}?wait=5")["deployment"]
+    dep = e2e.finish("procs", dep)
     assert dep["status"] == "succeeded", dep
     wait_until(lambda: len(e2e.containers(app="procs", process="worker")) == 1,
                what="one worker left")

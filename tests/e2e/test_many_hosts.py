@@ -191,8 +191,7 @@ def test_draining_a_node_moves_its_instances_without_a_failed_request(c3):
     with Hammer(c3, "mover") as hammer:
         result = c3.api.post("/v1/nodes/node-1/drain", {"drain": True})
         [dep] = result["deployments"]
-        final = wait_until(lambda: (d := c3.api.get(f"/v1/apps/mover/deployments/{dep['id']}")
-                                    ["deployment"])["status"] != "running" and d, timeout=60)
+        final = c3.finish("mover", dep, timeout=60)
         assert final["status"] == "succeeded", final
     assert sum(hammer.statuses.values()) > 20 and set(hammer.statuses) == {200}, hammer.statuses
     assert "node-1" not in {i["node"] for i in instances(c3, "mover")}
@@ -223,8 +222,7 @@ def test_consul_server_stopped_for_30s_routes_keep_serving_and_all_comes_back(c3
     assert served(c3, "steady") == 3
     # The platform works again: a scale goes through the whole flow.
     dep = c3.api.post("/v1/apps/steady/scale", {"replicas": {"web": 4}})["deployment"]
-    final = wait_until(lambda: (d := c3.api.get(f"/v1/apps/steady/deployments/{dep['id']}")
-                                ["deployment"])["status"] != "running" and d, timeout=60)
+    final = c3.finish("steady", dep, timeout=60)
     assert final["status"] == "succeeded", final
     wait_until(lambda: served(c3, "steady") == 4, what="4 routed")
     c3.api.delete("/v1/apps/steady")
