@@ -120,46 +120,12 @@ class Deployer:
         try:
             if release is None:
                 raise DeployFailed("pending", f"release v{version} of {app} does not exist")
-            if self.settings.registry and not release["pushed_image"]:
-                self._step(dep, "publish")
-                try:
-                    done = await self.publish(app, version)
-                except ApiError as exc:
-                    raise DeployFailed("publish", exc.message) from None
-                release = self.store.get_release(app, version)
-                self.event(dep, "publish", f"pushed {done['published']['image']}")
-            live_releases = {i["release"] for i in self.store.list_instances(app)
-                             if i["role"] == "live" and i["desired"] == "running"}
-            checks = not dep["options"].get("skip_checks") and version not in live_releases
-            if checks and dep["replicas"].get(ROUTED_PROCESS, 0) > 0:
-                control = await self._control(dep, release)
-                await self._test(dep, release, control)
-                # Its job is done: it stops while the rollout runs; finish checks it is gone.
-                self.store.set_desired([control], "stopped")
-            elif checks:
-                self.event(dep, "control", "no web process to prove: control and test skipped")
-            else:
-                self.event(dep, "control", "release already live or checks turned off: "
-                                           "control and test skipped")
+            release = await self._publish(dep, release)
+            await self._prove(dep, release)
             self._step(dep, "rollout")
             rollout_began = True
-            replaced: list[str] = []
-            for process in sorted(set(dep["replicas"]) | self._live_processes(app)):
-                replaced += await self._start_process(dep, release, process,
-                                                      int(dep["replicas"].get(process, 0)))
-            # A drain cut short by a controller restart is finished too.
-            replaced += [i["id"] for i in self.store.list_instances(app)
-                         if i["desired"] == "draining" and i["id"] not in replaced]
-            await self.drain(dep, replaced)
-            self._step(dep, "finish")
-            await self._stop_control(dep, release)
-            self.store.set_app_fields(app, scale=dep["replicas"], live_release=version)
-            took = f"took {time.monotonic() - started:.1f}s"
-            self.store.update_deployment(dep_id, status="succeeded", step="done", reason=took)
-            self.event(dep, "finish", f"v{version} is live; {took}")
-            if dep["kind"] == "rollback" or release["policy"].get("auto_promote"):
-                await self.promote(app, version)
-                self.event(dep, "finish", f"v{version} promoted to stable")
+            await self._rollout(dep, release)
+            await self._finish(dep, release, started)
         except DeployFailed as exc:
             self._fail(dep, exc)
             if rollout_began and release is not None and release["policy"].get("auto_revert"):
@@ -169,6 +135,60 @@ class Deployer:
                 self.store.update_deployment(dep_id, status="failed", step="cancelled",
                                              reason="the app was deleted")
             raise
+
+    async def _publish(self, dep: dict[str, Any], release: dict[str, Any]) -> dict[str, Any]:
+        """With a registry, push the release's image first (once); returns the release."""
+        if not self.settings.registry or release["pushed_image"]:
+            return release
+        self._step(dep, "publish")
+        try:
+            done = await self.publish(dep["app"], dep["release"])
+        except ApiError as exc:
+            raise DeployFailed("publish", exc.message) from None
+        self.event(dep, "publish", f"pushed {done['published']['image']}")
+        return self.store.get_release(dep["app"], dep["release"])  # type: ignore[return-value]
+
+    async def _prove(self, dep: dict[str, Any], release: dict[str, Any]) -> None:
+        """The control and test steps, unless the release is already live (a scale, a
+        resumed rollout) or the deployment turned them off."""
+        live_releases = {i["release"] for i in self.store.list_instances(dep["app"])
+                         if i["role"] == "live" and i["desired"] == "running"}
+        checks = not dep["options"].get("skip_checks") and dep["release"] not in live_releases
+        if checks and dep["replicas"].get(ROUTED_PROCESS, 0) > 0:
+            control = await self._control(dep, release)
+            await self._test(dep, release, control)
+            # Its job is done: it stops while the rollout runs; finish checks it is gone.
+            self.store.set_desired([control], "stopped")
+        elif checks:
+            self.event(dep, "control", "no web process to prove: control and test skipped")
+        else:
+            self.event(dep, "control", "release already live or checks turned off: "
+                                       "control and test skipped")
+
+    async def _rollout(self, dep: dict[str, Any], release: dict[str, Any]) -> None:
+        """Start every process type's new instances, then drain what they replace."""
+        app = dep["app"]
+        replaced: list[str] = []
+        for process in sorted(set(dep["replicas"]) | self._live_processes(app)):
+            replaced += await self._start_process(dep, release, process,
+                                                  int(dep["replicas"].get(process, 0)))
+        # A drain cut short by a controller restart is finished too.
+        replaced += [i["id"] for i in self.store.list_instances(app)
+                     if i["desired"] == "draining" and i["id"] not in replaced]
+        await self.drain(dep, replaced)
+
+    async def _finish(self, dep: dict[str, Any], release: dict[str, Any],
+                      started: float) -> None:
+        app, version = dep["app"], dep["release"]
+        self._step(dep, "finish")
+        await self._stop_control(dep, release)
+        self.store.set_app_fields(app, scale=dep["replicas"], live_release=version)
+        took = f"took {time.monotonic() - started:.1f}s"
+        self.store.update_deployment(dep["id"], status="succeeded", step="done", reason=took)
+        self.event(dep, "finish", f"v{version} is live; {took}")
+        if dep["kind"] == "rollback" or release["policy"].get("auto_promote"):
+            await self.promote(app, version)
+            self.event(dep, "finish", f"v{version} promoted to stable")
 
     def _fail(self, dep: dict[str, Any], exc: DeployFailed) -> None:
         ids = [i["id"] for i in self.store.list_instances(dep["app"])
