@@ -3,8 +3,8 @@ mapped to JSON in one middleware. The work itself is in `paas.service.Controller
 
 from __future__ import annotations
 
-import base64
 import hmac
+import math
 import json
 import logging
 from typing import Any, Awaitable, Callable
@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from paas.errors import ApiError, BadRequest, Forbidden, Unauthorized
 from paas.names import InvalidName, validate_app_name, validate_node_name
 from paas import gitserver, logstream
+from paas.auth import credentials
 from paas.openapi import openapi_document
 from paas.service import CONTROLLER
 
@@ -56,7 +57,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if request.path in PUBLIC:
         return await handler(request)
     ctl = request.app[CONTROLLER]
-    token = _token(request.headers.get("Authorization", ""))
+    _, token = credentials(request.headers.get("Authorization", ""))
     if not token:
         raise Unauthorized("this route needs a token: send 'Authorization: Bearer <token>'")
     is_admin = hmac.compare_digest(token, ctl.tokens.admin)
@@ -68,22 +69,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise Forbidden("the join token is for node agents; use an admin token")
     request[TOKEN_KIND] = "admin" if is_admin else "join"
     return await handler(request)
-
-
-def _token(header: str) -> str:
-    """The token of a `Bearer <token>` header, or the password of a `Basic` one (git sends
-    its credentials that way: any user name, the token as password)."""
-    scheme, _, value = header.partition(" ")
-    value = value.strip()
-    if scheme.lower() == "bearer":
-        return value
-    if scheme.lower() == "basic":
-        try:
-            decoded = base64.b64decode(value, validate=True).decode()
-        except (ValueError, UnicodeDecodeError):
-            return ""
-        return decoded.partition(":")[2]
-    return ""
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -100,6 +85,17 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 def _app_name(request: web.Request) -> str:
     return validate_app_name(request.match_info["app"])
+
+
+def _seconds(request: web.Request, name: str, upper: float) -> float:
+    """A query parameter in seconds (default 0), clamped to [0, upper]."""
+    try:
+        value = float(request.query.get(name, "0") or 0)
+    except ValueError:
+        raise BadRequest(f"{name} must be a number of seconds") from None
+    if not math.isfinite(value):
+        raise BadRequest(f"{name} must be a number of seconds")
+    return min(max(value, 0.0), upper)
 
 
 def _int(value: Any, what: str) -> int:
@@ -207,7 +203,7 @@ async def list_deployments(request: web.Request) -> web.Response:
 async def show_deployment(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
     dep_id = _int(request.match_info["id"], "deployment id")
-    wait = min(max(float(request.query.get("wait", "0") or 0), 0.0), 60.0)
+    wait = _seconds(request, "wait", 60.0)
     dep = await ctl.show_deployment(_app_name(request), dep_id, wait=wait)
     return web.json_response({"deployment": dep})
 
@@ -300,9 +296,9 @@ async def node_assignments(request: web.Request) -> web.Response:
     node = validate_node_name(request.match_info["node"])
     try:
         index = int(request.query.get("index", "0"))
-        wait = min(max(float(request.query.get("wait", "0")), 0.0), 300.0)
     except ValueError:
-        raise BadRequest("index and wait must be numbers") from None
+        raise BadRequest("index must be an integer") from None
+    wait = _seconds(request, "wait", 300.0)
     return web.json_response(await request.app[CONTROLLER].assignments(node, index, wait))
 
 

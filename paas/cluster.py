@@ -77,7 +77,6 @@ class LocalCluster:
     node_memory_mb: int = 4096
     node_cpu: float = 2.0
     node_down_after: float = 6.0
-    extra_env: dict[str, str] = field(default_factory=dict)
     node_labels: dict[int, dict[str, str]] = field(default_factory=dict)
     registry: bool = False
     """Run a private registry (Debian's docker-registry) that `publish` pushes to."""
@@ -146,7 +145,7 @@ class LocalCluster:
             return pids[name]
         log_dir = self.root / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(log_dir / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,

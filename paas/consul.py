@@ -3,6 +3,7 @@ instances. Plain aiohttp against Consul's HTTP API; every failure becomes `Consu
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -48,8 +49,6 @@ class ConsulClient:
 
     async def list_routes(self) -> dict[str, dict[str, Any]]:
         """Route keys in KV: app -> decoded value (bad values are skipped)."""
-        import base64
-
         rows = await self._request("GET", f"/v1/kv/{ROUTES_PREFIX}", params={"recurse": "1"})
         routes: dict[str, dict[str, Any]] = {}
         for row in rows or []:

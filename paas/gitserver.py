@@ -17,8 +17,6 @@ Also here: `GET/PUT /v1/apps/{app}/git`, the push URL and the deploy branch (`pa
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hmac
 import logging
@@ -36,6 +34,7 @@ from aiohttp import web
 
 import paas
 from paas import githook
+from paas.auth import credentials
 from paas.errors import BadRequest, Forbidden, Unauthorized, Unavailable
 from paas.names import validate_app_name
 from paas.service import CONTROLLER, Controller
@@ -162,26 +161,10 @@ def remove_repo(ctl: Controller, app: str) -> None:
 
 
 # --- auth ---------------------------------------------------------------------------------
-def _basic_credentials(header: str) -> tuple[str, str]:
-    """(user, password) of a `Basic` header, or ("", "")."""
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        return "", ""
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode()
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return "", ""
-    user, _, password = decoded.partition(":")
-    return user, password
-
-
 def authenticate(request: web.Request) -> tuple[str, str]:
     """The pusher's (user, token): git sends the token as an HTTP Basic password. Only an
     admin token may read or push; the 401 carries the challenge git needs to send it."""
-    header = request.headers.get("Authorization", "")
-    user, token = _basic_credentials(header)
-    if not token and header.lower().startswith("bearer "):
-        token = header[7:].strip()
+    user, token = credentials(request.headers.get("Authorization", ""))
     ctl = request.app[CONTROLLER]
     if not token:
         raise Unauthorized("git needs the token as the password: "

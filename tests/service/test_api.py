@@ -278,3 +278,13 @@ async def test_what_cannot_be_placed_stays_pending_with_the_reason(api, admin, j
     assert [(p.process, p.count) for p in ctl.reconcile_once().place] == [("web", 1)]
     rows = (await (await api.get("/v1/apps/big/instances", headers=admin)).json())["instances"]
     assert len([r for r in rows if r["node"] == "small"]) == 2
+
+
+@pytest.mark.parametrize("wait", ["abc", "nan", "inf-"])
+async def test_bad_wait_parameters_are_one_clear_error(api, admin, join, wait):
+    await api.put("/v1/nodes/node-1", json={"address": "127.0.0.2"}, headers=join)
+    await error_of(await api.get(f"/v1/nodes/node-1/assignments?wait={wait}", headers=join),
+                   400)
+    await api.post("/v1/apps", json={"name": "waits"}, headers=admin)
+    await error_of(await api.get(f"/v1/apps/waits/deployments/1?wait={wait}", headers=admin),
+                   400)
