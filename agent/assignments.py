@@ -23,7 +23,7 @@ ROLES = ("live", "control")
 DESIRED_STATES = ("running", "draining")
 
 # Container labels (docs/architecture.md, "Container labels").
-LABEL_CLUSTER = "paas.cluster"
+LABEL_CLUSTER = "paas.localcluster"
 LABEL_NODE = "paas.node"
 LABEL_APP = "paas.app"
 LABEL_RELEASE = "paas.release"

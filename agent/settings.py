@@ -47,7 +47,7 @@ class AgentSettings:
     consul_url: str = ""
     """The local Consul agent; empty means `http://<address>:8500`."""
     cluster: str = "local"
-    """Cluster id: the `paas.cluster` label, so several clusters can share one Docker engine."""
+    """Cluster id: the `paas.localcluster` label, so several clusters can share one Docker engine."""
     cpu: float = 1.0
     """Declared CPU capacity (cores) reported to the controller's scheduler."""
     memory_mb: int = 1024

@@ -1,6 +1,6 @@
 """Rendering of HAProxy's configuration from a layout (pure: text in, text out).
 
-`templates/haproxy.cfg.j2` is rendered with Jinja2 with autoescaping off (this is not HTML), so
+`paas/templates/haproxy.cfg.j2` is rendered with Jinja2 with autoescaping off (this is not HTML), so
 every value that goes in is validated here first: app names by `paas.names`, hostnames against
 a strict DNS pattern, servers as IPv4 + port, the listen address as IPv4 + port, and the socket
 path as a plain path. Backends are named `app_<name>`, slots `s1..sN`; an empty slot is a
@@ -14,8 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
-
+from paas import templating
 from paas.names import validate_app_name
 from router.plan import Backend, Layout
 from router.routes import InvalidRoute, Server, validate_hostname
@@ -38,16 +37,11 @@ class RenderOptions:
     maxconn: int
 
 
-def render_config(layout: Layout, options: RenderOptions, *, templates_dir: Path) -> str:
-    """Render the full HAProxy configuration for `layout`; raise InvalidRoute on a bad value."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir)),
-        autoescape=False,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
+def render_config(layout: Layout, options: RenderOptions, *,
+                  templates_dir: Path | None = None) -> str:
+    """Render the full HAProxy configuration for `layout`; raise InvalidRoute on a bad value.
+    The template is the packaged one unless `templates_dir` names another folder."""
+    env = templating.environment(directory=templates_dir, trim_blocks=True, lstrip_blocks=True)
     template = env.get_template(TEMPLATE_NAME)
     return template.render(
         listen=_listen(options),

@@ -22,11 +22,6 @@ ENV_PREFIX = "PAAS_ROUTER_"
 MAX_SOCKET_PATH = 96
 
 
-def _repo_templates_dir() -> Path:
-    """The repository's `templates/` folder, next to the `router/` package."""
-    return Path(__file__).resolve().parent.parent / "templates"
-
-
 @dataclass(frozen=True)
 class RouterSettings:
     """Everything the router needs to know to run; see `from_args` for flags and env vars."""
@@ -53,8 +48,8 @@ class RouterSettings:
     haproxy_bin: str = "haproxy"
     """HAProxy binary: a path, or a name looked up on PATH and then in /usr/sbin."""
 
-    templates_dir: Path = field(default_factory=_repo_templates_dir)
-    """Folder holding haproxy.cfg.j2 (the repository's templates/ by default)."""
+    templates_dir: Path | None = None
+    """Folder holding haproxy.cfg.j2 (None: the one packaged in paas/templates/)."""
 
     initial_slots: int = 8
     """Server slots a new backend gets; doubled when its instances outgrow them (a reload)."""
@@ -171,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{ENV_PREFIX}CONSUL_URL. Flags win over env vars.",
     )
     for f in dataclasses.fields(RouterSettings):
-        default = f.default if f.default is not dataclasses.MISSING else "the repo's templates/"
+        default = f.default if f.default is not None else "the packaged one"
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,

@@ -13,9 +13,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from paas.buildcontext import make_build_context
-from paas.client import Client, Target
-from paas.cluster import LocalCluster, remove_cluster_images
+from paas.build.context import make_build_context
+from paas.cli.client import Client, Target
+from paas.localcluster import LocalCluster, remove_cluster_images
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,7 +54,7 @@ class E2E:
         return dep
 
     def containers(self, **labels: str) -> list[str]:
-        argv = ["docker", "ps", "-q", "--filter", f"label=paas.cluster={self.cluster.cluster_id}"]
+        argv = ["docker", "ps", "-q", "--filter", f"label=paas.localcluster={self.cluster.cluster_id}"]
         for k, v in labels.items():
             argv += ["--filter", f"label=paas.{k}={v}"]
         return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()

@@ -19,9 +19,9 @@ from typing import Iterator
 
 import pytest
 
-from paas import cli
-from paas.cli_common import EXIT_BUILD, EXIT_TEST
-from paas.client import ClientError
+from paas.cli import main as cli
+from paas.cli.common import EXIT_BUILD, EXIT_TEST
+from paas.cli.client import ClientError
 from tests.e2e.conftest import REPO, app_dir, wait_until
 
 pytestmark = pytest.mark.slow

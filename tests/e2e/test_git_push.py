@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from paas.client import ClientError
+from paas.cli.client import ClientError
 from tests.e2e.conftest import REPO, Hammer, wait_until
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from paas.cluster import LocalCluster, remove_cluster_images
+from paas.localcluster import LocalCluster, remove_cluster_images
 from tests.e2e.conftest import E2E, REPO, Hammer, app_dir, wait_until
 
 pytestmark = pytest.mark.slow
@@ -177,7 +177,7 @@ def _orphans(c3: E2E, app: str) -> tuple[int, int]:
     known = {i["id"] for i in instances(c3, app) if i["id"]}
     containers = subprocess.run(
         ["docker", "ps", "-a", "--format", '{{.Label "paas.instance"}}',
-         "--filter", f"label=paas.cluster={c3.cluster.cluster_id}",
+         "--filter", f"label=paas.localcluster={c3.cluster.cluster_id}",
          "--filter", f"label=paas.app={app}"],
         capture_output=True, text=True, check=True).stdout.split()
     services = [s["Service"]["ID"] for s in c3.consul(f"/v1/health/service/{app}")]

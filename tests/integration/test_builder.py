@@ -19,8 +19,8 @@ import docker
 import docker.errors
 import pytest
 
-from paas.buildcontext import BadBuildContext, make_build_context
-from paas.builder import (
+from paas.build.context import BadBuildContext, make_build_context
+from paas.build.builder import (
     BadImageTag,
     BuildFailed,
     BuilderUnavailable,

@@ -9,8 +9,8 @@ from typing import AsyncIterator, Callable
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from paas.server import make_app
-from paas.settings import ControllerSettings
+from paas.controller.server import make_app
+from paas.controller.settings import ControllerSettings
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from paas.openapi import openapi_document
+from paas.controller.openapi import openapi_document
 
 
 def tar_gz(entries: dict[str, bytes], *, symlinks: dict[str, str] | None = None) -> bytes:
@@ -125,7 +125,7 @@ async def test_deploy_without_release_or_with_bad_replicas(api, admin):
 
 
 async def test_replica_bounds(api, admin, settings):
-    from paas.service import CONTROLLER
+    from paas.controller.service import CONTROLLER
 
     await api.post("/v1/apps", json={"name": "web"}, headers=admin)
     ctl = api.server.app[CONTROLLER]
@@ -161,7 +161,7 @@ async def test_state_survives_a_restart(start_api, settings):
 async def test_long_poll_returns_when_assignments_change(api, admin, join):
     import asyncio
 
-    from paas.service import CONTROLLER
+    from paas.controller.service import CONTROLLER
 
     await api.put("/v1/nodes/node-1", json={"address": "127.0.0.2"}, headers=join)
     first = await (await api.get("/v1/nodes/node-1/assignments?index=0", headers=join)).json()
@@ -202,14 +202,14 @@ async def test_heartbeat_validation(api, join):
 
 
 def test_openapi_describes_every_route():
-    from paas.server import make_app
-    from paas.settings import ControllerSettings
+    from paas.controller.server import make_app
+    from paas.controller.settings import ControllerSettings
 
     app = make_app(ControllerSettings())
     registered = {(r.method.lower(), r.resource.canonical) for r in app.router.routes()
                   if r.method != "HEAD" and not r.resource.canonical.startswith("/git/")}
     documented = {(m, p) for p, ops in openapi_document()["paths"].items() for m in ops}
-    # The logs route is documented before its handler lands (paas/logstream.py).
+    # The logs route is documented before its handler lands (paas/controller/logstream.py).
     assert registered == documented - {("get", "/v1/apps/{app}/logs")} or registered == documented
     json.dumps(openapi_document())
 
@@ -257,7 +257,7 @@ async def test_basic_auth_password_is_a_token(api, settings):
 
 
 async def test_what_cannot_be_placed_stays_pending_with_the_reason(api, admin, join):
-    from paas.service import CONTROLLER
+    from paas.controller.service import CONTROLLER
 
     ctl = api.server.app[CONTROLLER]
     await api.put("/v1/nodes/small", json={"address": "127.0.0.2", "cpu": 1,

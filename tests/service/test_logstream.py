@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from paas.logstream import LogQuery, split_stamp
-from paas.service import CONTROLLER
+from paas.controller.logstream import LogQuery, split_stamp
+from paas.controller.service import CONTROLLER
 
 
 def stamp(t: float) -> str:

@@ -77,7 +77,7 @@ def test_names_labels_env_and_tags() -> None:
     a = parse_assignments(CONTRACT_EXAMPLE).instances[0]
     assert container_name("c1", a.id) == "paas-c1-hello-v1-web-1a2b3c"
     assert container_labels(a, cluster="c1", node="n1") == {
-        "paas.cluster": "c1", "paas.node": "n1", "paas.app": "hello", "paas.release": "1",
+        "paas.localcluster": "c1", "paas.node": "n1", "paas.app": "hello", "paas.release": "1",
         "paas.process": "web", "paas.instance": "hello-v1-web-1a2b3c", "paas.role": "live"}
     env = container_env(Assignment(**{**a.__dict__, "env": {"PORT": "1", "GREETING": "hi"}}))
     assert env == {"GREETING": "hi", "PORT": "5000", "PAAS_APP": "hello", "PAAS_RELEASE": "1",

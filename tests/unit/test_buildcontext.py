@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from paas.buildcontext import (
+from paas.build.context import (
     BadBuildContext,
     ContextLimits,
     make_build_context,

@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from paas import cli
-from paas.client import ClientError, Target, load_login, resolve_target, save_login
+from paas.cli import main as cli
+from paas.cli.client import ClientError, Target, load_login, resolve_target, save_login
 
 TOKEN = "good-token"
 

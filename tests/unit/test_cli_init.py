@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from paas import cli
-from paas.appconfig import parse_app_config
+from paas.cli import main as cli
+from paas.build.appconfig import parse_app_config
 
 TARGETS = ("assemble", "package", "publish", "publish-deploy", "deploy", "promote")
 

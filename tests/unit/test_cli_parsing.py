@@ -8,14 +8,14 @@ import json
 
 import pytest
 
-from paas import cli
-from paas.cli_apps import log_record, logs_path, split_config_words
-from paas.cli_common import (EXIT_BUILD, EXIT_CONTROL, EXIT_ERROR, EXIT_FINISH, EXIT_PUBLISH,
+from paas.cli import main as cli
+from paas.cli.apps import log_record, logs_path, split_config_words
+from paas.cli.common import (EXIT_BUILD, EXIT_CONTROL, EXIT_ERROR, EXIT_FINISH, EXIT_PUBLISH,
                              EXIT_ROLLOUT, EXIT_TEST, EXIT_USAGE, CliError, exit_code_for_step,
                              mask, parse_duration, parse_version, the_app)
-from paas.cli_deploy import parse_counts
-from paas.cli_follow import EventPrinter, failure, follow
-from paas.client import ClientError
+from paas.cli.deploy import parse_counts
+from paas.cli.follow import EventPrinter, failure, follow
+from paas.cli.client import ClientError
 
 
 def parse(*argv: str) -> argparse.Namespace:

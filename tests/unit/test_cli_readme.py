@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from paas import cli, cli_common
+from paas.cli import common as cli_common
+from paas.cli import main as cli
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 FLAG_RE = re.compile(r"(?<![\w-])(--?[a-z][a-z-]*)")

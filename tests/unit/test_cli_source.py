@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from paas import cli
-from paas.cli_common import CliError
-from paas.cli_source import assemble, same_tree
+from paas.cli import main as cli
+from paas.cli.common import CliError
+from paas.cli.source import assemble, same_tree
 
 GIT_ID = ["-c", "user.name=test", "-c", "user.email=test@example.invalid",
           "-c", "commit.gpgsign=false"]

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from paas import githook
-from paas.client import Client, ClientError, Target
-from paas.githook import (
+from paas.git import hook as githook
+from paas.cli.client import Client, ClientError, Target
+from paas.git.hook import (
     HookError,
     Out,
     Pusher,

@@ -1,10 +1,10 @@
-"""The controller's reconcile between deployments (paas/reconciler.py): table-driven."""
+"""The controller's reconcile between deployments (paas/controller/reconciler.py): table-driven."""
 
 from __future__ import annotations
 
 import pytest
 
-from paas.reconciler import AppView, InstanceView, Placement, reconcile
+from paas.controller.reconciler import AppView, InstanceView, Placement, reconcile
 
 
 def inst(i: str, node: str, *, app: str = "web", process: str = "web", desired: str = "running",

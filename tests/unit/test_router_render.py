@@ -20,7 +20,7 @@ from router.routes import AppRoute, InvalidRoute, RouteSpec, Server, build_table
 from router.runtime_api import RuntimeApiError, check_set_server_reply, parse_show_proc
 from router.settings import RouterSettings, build_parser
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "paas" / "templates"
 OPTIONS = RenderOptions(listen_host="127.0.5.1", listen_port=18080,
                         admin_socket=Path("/tmp/paas-router-test/admin.sock"), maxconn=4000)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from paas.scheduler import (
+from paas.controller.scheduler import (
     BadPlacementRequest,
     Instance,
     Node,

@@ -1,7 +1,7 @@
 """Fixtures for the agent's integration tests: real Docker, a real Consul dev agent, run labels.
 
 Addresses: Consul listens on 127.0.6.1, the node under test is 127.0.6.2 (containers publish
-there). Everything made here carries the per-run cluster id (`paas.cluster` label, `paas_cluster`
+there). Everything made here carries the per-run cluster id (`paas.localcluster` label, `paas_cluster`
 service meta) and is removed at the end: exactly those containers, and the Consul process by PID.
 """
 
@@ -38,7 +38,7 @@ def docker_client(run_id: str) -> Iterator[docker.DockerClient]:
     except docker.errors.ImageNotFound:
         subprocess.run([str(REPO / "stacks/busybox/build.sh")], check=True)
     yield client
-    for c in client.containers.list(all=True, filters={"label": f"paas.cluster={run_id}"}):
+    for c in client.containers.list(all=True, filters={"label": f"paas.localcluster={run_id}"}):
         c.remove(force=True)
     client.close()
 

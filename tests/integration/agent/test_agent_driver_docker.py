@@ -75,7 +75,7 @@ async def test_start_publishes_on_the_node_address_only(driver: DockerDriver, ru
     assert stopped.state == "exited" and stopped.exit_code is not None
     await driver.remove(a.id)
     assert await driver.recover() == []
-    assert docker_client.containers.list(all=True, filters={"label": f"paas.cluster={run_id}"}) \
+    assert docker_client.containers.list(all=True, filters={"label": f"paas.localcluster={run_id}"}) \
         == []
     with pytest.raises(ContainerMissing):
         await driver.inspect(a.id)

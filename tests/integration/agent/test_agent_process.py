@@ -164,7 +164,7 @@ def web_instance(*, desired: str = "running", stop_timeout_s: float = 2) -> dict
 
 def containers(client: docker.DockerClient, run_id: str, instance_id: str):
     return client.containers.list(all=True, filters={
-        "label": [f"paas.cluster={run_id}", f"paas.instance={instance_id}"]})
+        "label": [f"paas.localcluster={run_id}", f"paas.instance={instance_id}"]})
 
 
 async def test_runs_adopts_drains_and_removes(controller, agent: AgentProcess, consul_url: str,

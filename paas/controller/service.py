@@ -1,6 +1,6 @@
-"""The controller's operations, between the HTTP edge (`paas.api`) and the store, Consul,
+"""The controller's operations, between the HTTP edge (`paas.controller.api`) and the store, Consul,
 Docker and the deployer: apps, deployments, promote, rollback, scale and config here;
-releases in `paas.releases`, nodes and instances in `paas.nodes`. Every method checks what it
+releases in `paas.controller.releases`, nodes and instances in `paas.controller.nodes`. Every method checks what it
 is given, changes state in one transaction, and raises `paas.errors` types that the API maps
 to statuses."""
 
@@ -20,16 +20,16 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from paas.consul import ConsulClient, ConsulUnavailable
-from paas.deployer import Deployer
+from paas.controller.deployer import Deployer
 from paas.errors import BadRequest, Conflict, NotFound, Unavailable
-from paas.longpoll import AssignmentWaiters
-from paas.nodes import NodeOps
-from paas.releases import ReleaseOps
-from paas.settings import ControllerSettings
-from paas.store import DeploymentRunning, Store
-from paas.tokens import Tokens
+from paas.controller.longpoll import AssignmentWaiters
+from paas.controller.nodes import NodeOps
+from paas.controller.releases import ReleaseOps
+from paas.controller.settings import ControllerSettings
+from paas.controller.store import DeploymentRunning, Store
+from paas.controller.tokens import Tokens
 
-log = logging.getLogger("paas.service")
+log = logging.getLogger("paas.controller.service")
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
                        r"(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")

@@ -1,5 +1,5 @@
 """The controller's HTTP API under `/v1`: request parsing and validation at the edge, errors
-mapped to JSON in one middleware. The work itself is in `paas.service.Controller`."""
+mapped to JSON in one middleware. The work itself is in `paas.controller.service.Controller`."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from paas.errors import ApiError, BadRequest, Forbidden, Unauthorized
 from paas.names import InvalidName, validate_app_name, validate_node_name
-from paas import gitserver, logstream
-from paas.auth import credentials
-from paas.openapi import openapi_document
-from paas.service import CONTROLLER
+from paas.controller import logstream
+from paas.git import server as gitserver
+from paas.controller.auth import credentials
+from paas.controller.openapi import openapi_document
+from paas.controller.service import CONTROLLER
 
-log = logging.getLogger("paas.api")
+log = logging.getLogger("paas.controller.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PUBLIC = {"/healthz", "/metrics"}

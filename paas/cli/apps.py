@@ -16,11 +16,11 @@ import time
 import urllib.parse
 from typing import Any
 
-from paas.cli_common import (EXIT_OK, EXIT_USAGE, CliError, add_app_argument, age, app_name,
+from paas.cli.common import (EXIT_OK, EXIT_USAGE, CliError, add_app_argument, age, app_name,
                              client, emit, mask, parse_duration, remote_flags, table, the_app)
-from paas.cli_deploy import wait
-from paas.cli_follow import EventPrinter
-from paas.client import Client, ClientError
+from paas.cli.deploy import wait
+from paas.cli.follow import EventPrinter
+from paas.cli.client import Client, ClientError
 
 CONFIG_ACTIONS = ("get", "set", "unset")
 

@@ -14,15 +14,15 @@ from typing import AsyncIterator, Sequence
 import aiohttp
 from aiohttp import web
 
-from paas.api import add_routes, auth_middleware, error_middleware
+from paas.controller.api import add_routes, auth_middleware, error_middleware
 from paas.consul import ConsulUnavailable
-from paas.longpoll import AssignmentWaiters
-from paas.service import CONTROLLER, Controller
-from paas.settings import ControllerSettings
-from paas.store import Store
-from paas.tokens import load_tokens
+from paas.controller.longpoll import AssignmentWaiters
+from paas.controller.service import CONTROLLER, Controller
+from paas.controller.settings import ControllerSettings
+from paas.controller.store import Store
+from paas.controller.tokens import load_tokens
 
-log = logging.getLogger("paas.server")
+log = logging.getLogger("paas.controller.server")
 ROUTE_RECONCILE_INTERVAL = 5.0
 RECONCILE_INTERVAL = 1.0
 

@@ -30,15 +30,15 @@ from typing import Any, Awaitable, Callable
 
 import aiohttp
 
-from paas import scheduler
-from paas.appconfig import resources_of
+from paas.controller import scheduler
+from paas.build.appconfig import resources_of
 from paas.consul import ConsulClient, ConsulUnavailable
 from paas.errors import ApiError
-from paas.settings import ControllerSettings
-from paas.store import Store
-from paas.testrunner import run_integration_test
+from paas.controller.settings import ControllerSettings
+from paas.controller.store import Store
+from paas.build.testrunner import run_integration_test
 
-log = logging.getLogger("paas.deployer")
+log = logging.getLogger("paas.controller.deployer")
 
 ROUTED_PROCESS = "web"
 
@@ -271,7 +271,7 @@ class Deployer:
             command=command, target_url=target,
             env={**release["config"], "PAAS_APP": dep["app"],
                  "PAAS_RELEASE": str(dep["release"])},
-            labels={"paas.cluster": self.settings.cluster, "paas.app": dep["app"],
+            labels={"paas.localcluster": self.settings.cluster, "paas.app": dep["app"],
                     "paas.release": str(dep["release"])},
             timeout_s=timeout)
         self.store.update_deployment(dep["id"], test_output=outcome.output)

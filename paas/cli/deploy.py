@@ -4,7 +4,7 @@ live), `promote`, and the verbs that make deployments of existing releases: `rol
 `scale`.
 
 Progress goes to stderr, the result to stdout (JSON with `--json`). A failed phase exits with
-its own code (see `paas.cli_common`): 3 build, 4 control, 5 test, 6 rollout, 7 finish,
+its own code (see `paas.cli.common`): 3 build, 4 control, 5 test, 6 rollout, 7 finish,
 8 publish.
 """
 
@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from paas.cli_common import (EXIT_BUILD, EXIT_INTERRUPTED, EXIT_OK, EXIT_PUBLISH, EXIT_USAGE,
+from paas.cli.common import (EXIT_BUILD, EXIT_INTERRUPTED, EXIT_OK, EXIT_PUBLISH, EXIT_USAGE,
                              CliError, add_app_argument, app_name, client, emit, human_size,
                              note, output_flags, parse_version, remote_flags, the_app, warn)
-from paas.cli_follow import EventPrinter, failure, follow, phase_header
-from paas.cli_source import Assembled, assemble, same_tree, write_context
-from paas.client import Client, ClientError
+from paas.cli.follow import EventPrinter, failure, follow, phase_header
+from paas.cli.source import Assembled, assemble, same_tree, write_context
+from paas.cli.client import Client, ClientError
 
 BUILD_TIMEOUT_S = 1800.0
 

@@ -1,7 +1,7 @@
 """Nodes and instances: agents register, heartbeat and long-poll their assignments; nodes
 are listed and drained; between deployments the reconcile replaces what a lost node ran.
 
-A mixin of `paas.service.Controller`.
+A mixin of `paas.controller.service.Controller`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import logging
 import time
 from typing import Any
 
-from paas import reconciler, scheduler
-from paas.appconfig import resources_of
-from paas.deployer import new_instance_id, placement_request
+from paas.controller import reconciler, scheduler
+from paas.build.appconfig import resources_of
+from paas.controller.deployer import new_instance_id, placement_request
 from paas.errors import BadRequest, Conflict, NotFound
-from paas.store import DeploymentRunning
+from paas.controller.store import DeploymentRunning
 
-log = logging.getLogger("paas.nodes")
+log = logging.getLogger("paas.controller.nodes")
 
 INSTANCE_STATES = {"pending", "starting", "running", "exited", "missing", "stopping"}
 CONTAINER_PORT = 5000

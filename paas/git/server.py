@@ -4,7 +4,7 @@ git's own `git http-backend` does the protocol, run as a CGI with an argv list: 
 body streams into it and its output streams back as it comes, so the `pre-receive` hook's
 lines reach the pusher live as `remote:` lines. Each app's bare repository is
 `<data_dir>/git/<app>.git`, made on first access for an existing app; its hook only execs
-`python -m paas.githook` (`paas/githook.py`), which builds and deploys the pushed commit
+`python -m paas.git.hook` (`paas/git/hook.py`), which builds and deploys the pushed commit
 through the API with the pusher's own token, and whose exit code accepts or rejects the push.
 
 A repository records the creation time of the app it belongs to (`paas.appcreated` in its
@@ -33,13 +33,13 @@ from typing import Any
 from aiohttp import web
 
 import paas
-from paas import githook
-from paas.auth import credentials
+from paas.git import hook as githook
+from paas.controller.auth import credentials
 from paas.errors import BadRequest, Forbidden, Unauthorized, Unavailable
 from paas.names import validate_app_name
-from paas.service import CONTROLLER, Controller
+from paas.controller.service import CONTROLLER, Controller
 
-log = logging.getLogger("paas.gitserver")
+log = logging.getLogger("paas.git.server")
 
 CHALLENGE = 'Basic realm="paas"'
 SERVICES = frozenset({"git-upload-pack", "git-receive-pack"})
@@ -97,8 +97,8 @@ def repo_path(ctl: Controller, app: str) -> Path:
 def hook_script() -> str:
     """The pre-receive hook: it only execs the deploy hook with this controller's Python."""
     return ("#!/bin/sh\n"
-            "# Installed by the paas controller (paas/gitserver.py): a push deploys.\n"
-            f"exec {shlex.quote(sys.executable)} -m paas.githook\n")
+            "# Installed by the paas controller (paas/git/server.py): a push deploys.\n"
+            f"exec {shlex.quote(sys.executable)} -m paas.git.hook\n")
 
 
 def _install_hook(repo: Path) -> None:

@@ -1,7 +1,7 @@
 """Releases: building an app's image from an uploaded build context (or adopting an image
 already on the hosts) into release vN, listing them, and publishing their images to the nodes.
 
-A mixin of `paas.service.Controller`; numbers are allocated under a per-app lock, so they
+A mixin of `paas.controller.service.Controller`; numbers are allocated under a per-app lock, so they
 count 1, 2, 3... with no gap and no reuse.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 import docker
 import docker.errors
 
-from paas import buildcontext
-from paas.appconfig import BadAppConfig, parse_app_config
+from paas.build import context as buildcontext
+from paas.build.appconfig import BadAppConfig, parse_app_config
 from paas.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, Unprocessable
 
 
@@ -47,7 +47,7 @@ class ReleaseOps:
         if not summary.has_dockerfile and not summary.procfile:
             raise BadRequest("the build context has neither a Dockerfile nor a Procfile")
         source = source or "upload:sha256:" + hashlib.sha256(data).hexdigest()[:16]
-        from paas import builder  # docker-py's build path is only needed here
+        from paas.build import builder  # docker-py's build path is only needed here
 
         async with self._lock(app):
             self.require_app(app)

@@ -4,7 +4,7 @@ The verbs live by domain: `cli_deploy` (assemble, package, publish, publish-depl
 promote, rollback, scale), `cli_apps` (apps, config, releases, ps, nodes, events, logs,
 git-remote), `cli_local` (up, down, login, logout, init). This module builds the parser and
 runs a verb: every failure is one sentence plus a hint on stderr and an exit code (listed in
-README.md and in `paas.cli_common`), never a traceback; with `--json`, stdout is JSON only.
+README.md and in `paas.cli.common`), never a traceback; with `--json`, stdout is JSON only.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import os
 import sys
 from typing import Sequence
 
-from paas import cli_apps, cli_deploy, cli_local
-from paas.cli_common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError, remote_flags
-from paas.client import ClientError
+from paas.cli import apps as cli_apps, deploy as cli_deploy, local as cli_local
+from paas.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError, remote_flags
+from paas.cli.client import ClientError
 
 EPILOG = """\
 The controller: --url/--token, else PAAS_URL/PAAS_TOKEN, else 'paas login', else the local

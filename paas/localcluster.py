@@ -187,7 +187,7 @@ class LocalCluster:
                 "-retry-join", self.server_ip, "-log-level", "warn"]
 
     def _controller_argv(self) -> list[str]:
-        return [sys.executable, "-m", "paas.server", "--data-dir", str(self.data_dir),
+        return [sys.executable, "-m", "paas.controller.server", "--data-dir", str(self.data_dir),
                 "--host", self.server_ip, "--port", str(self.controller_port),
                 "--consul-url", self.consul_url, "--router-url", self.router_admin_url,
                 "--domain", self.domain, "--cluster", self.cluster_id,
@@ -318,7 +318,7 @@ def remove_cluster_containers(cluster_id: str) -> int:
     docker = shutil.which("docker")
     if docker is None:
         return 0
-    out = subprocess.run([docker, "ps", "-aq", "--filter", f"label=paas.cluster={cluster_id}"],
+    out = subprocess.run([docker, "ps", "-aq", "--filter", f"label=paas.localcluster={cluster_id}"],
                          capture_output=True, text=True, check=False).stdout.split()
     if out:
         subprocess.run([docker, "rm", "-f", *out], capture_output=True, check=False)

@@ -1,8 +1,8 @@
-"""The `pre-receive` hook of an app's repository (`python -m paas.githook`): a push to the
+"""The `pre-receive` hook of an app's repository (`python -m paas.git.hook`): a push to the
 deploy branch builds and deploys the pushed commit, and the hook's exit code accepts (0) or
 rejects (1) the whole push.
 
-`paas.gitserver` runs `git http-backend` with the environment this hook reads: `PAAS_GIT_URL`
+`paas.git.server` runs `git http-backend` with the environment this hook reads: `PAAS_GIT_URL`
 (the controller), `PAAS_GIT_TOKEN` (the pusher's token) and `PAAS_GIT_APP`. git adds the push
 options (`GIT_PUSH_OPTION_COUNT`, `GIT_PUSH_OPTION_<i>`) and the quarantine of the pushed
 objects, which `git archive` reads. Every line printed reaches the pusher at once as a
@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence, TextIO
 
-from paas.client import Client, ClientError, Target
+from paas.cli.client import Client, ClientError, Target
 
 ENV_URL = "PAAS_GIT_URL"
 ENV_TOKEN = "PAAS_GIT_TOKEN"

@@ -40,7 +40,7 @@ from aiohttp import web
 
 from paas.errors import BadRequest, NotFound
 from paas.names import InvalidName, validate_app_name, validate_instance_id
-from paas.service import CONTROLLER, Controller
+from paas.controller.service import CONTROLLER, Controller
 
 DEFAULT_TAIL = 100
 MAX_TAIL = 10_000

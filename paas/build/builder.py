@@ -1,7 +1,7 @@
 """The package step of a deploy: build an app's image `paas/<app>:v<N>` from its build context.
 
 `build_image` validates the context (see `buildcontext`), generates a Dockerfile for the busybox
-stack from `templates/Dockerfile.busybox.j2` when the app brings only a Procfile, and drives the
+stack from `paas/templates/Dockerfile.busybox.j2` when the app brings only a Procfile, and drives the
 Docker engine's classic builder through docker-py's low-level `APIClient.build`, streaming each
 log line to the caller. It is synchronous; the controller runs it in a thread
 (`asyncio.to_thread`).
@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import docker.errors
-import jinja2
 import requests.exceptions
 import urllib3.exceptions
 
-from paas.buildcontext import BadBuildContext, validate_build_context
+from paas import templating
+from paas.build.context import BadBuildContext, validate_build_context
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 STACK_TEMPLATES = {"busybox": "Dockerfile.busybox.j2"}
 DEFAULT_STACK = "busybox"
 MAX_LOG_LINES = 5000  # kept in BuildResult.log_lines; older lines are still streamed to on_log
@@ -98,12 +97,7 @@ def render_dockerfile(*, procfile: str, stack: str = DEFAULT_STACK) -> str:
     if template_name is None:
         raise BadBuildContext(f"unknown stack {stack[:40]!r}; use one of: "
                               f"{', '.join(sorted(STACK_TEMPLATES))}.")
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,  # a Dockerfile, not HTML; the one value is JSON-encoded below
-        keep_trailing_newline=True,
-    )
+    env = templating.environment()  # the one value it renders is JSON-encoded below
     # Exec form with a JSON array: the command reaches the shell as one argument, verbatim.
     cmd_json = json.dumps(["/bin/sh", "-c", command])
     return env.get_template(template_name).render(cmd_json=cmd_json)

@@ -1,6 +1,6 @@
 """The verbs that act on this machine: `up` and `down` (the local cluster), `login` and
 `logout` (the saved controller), and `init` (an app repository's Makefile, Procfile and
-paas.toml from `templates/init/`)."""
+paas.toml from `paas/templates/init/`)."""
 
 from __future__ import annotations
 
@@ -14,29 +14,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jinja2
 
-from paas.cli_common import EXIT_OK, EXIT_USAGE, CliError, app_name, emit, note, output_flags
-from paas.cli_deploy import wait
-from paas.client import (Client, Target, cluster_root, forget_login, normalise_url, paas_home,
+from paas import templating
+from paas.cli.common import EXIT_OK, EXIT_USAGE, CliError, app_name, emit, note, output_flags
+from paas.cli.deploy import wait
+from paas.cli.client import (Client, Target, cluster_root, forget_login, normalise_url, paas_home,
                          save_login)
 from paas.names import InvalidName, validate_app_name
 
-REPO = Path(__file__).resolve().parent.parent
-INIT_TEMPLATES = REPO / "templates" / "init"
+REPO = Path(__file__).resolve().parents[2]
 DEMO_APP = "hello"
 DEMO_REPLICAS = 2
 
 
 # --- local cluster ------------------------------------------------------------------------
 def local_cluster() -> Any:
-    from paas.cluster import LocalCluster
+    from paas.localcluster import LocalCluster
 
     return LocalCluster(root=cluster_root())
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from paas.cluster import ClusterError
+    from paas.localcluster import ClusterError
 
     cluster = local_cluster()
     started = time.monotonic()
@@ -62,7 +61,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def demo(cluster: Any) -> dict[str, Any]:
     """Build and deploy examples/hello with 2 replicas, unless that is already what runs."""
-    from paas.buildcontext import make_build_context
+    from paas.build.context import make_build_context
 
     api = Client(Target(cluster.controller_url, cluster.admin_token()))
     if DEMO_APP not in {a["name"] for a in api.get("/v1/apps")["apps"]}:
@@ -151,9 +150,7 @@ def default_app_name(directory: Path) -> str:
 
 
 def render_init(name: str, *, app: str) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(INIT_TEMPLATES)),
-                             autoescape=False, keep_trailing_newline=True,
-                             undefined=jinja2.StrictUndefined)
+    env = templating.environment("init")
     return env.get_template(name).render(app=app)
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from paas.cli_common import CliError, exit_code_for_step
-from paas.client import Client
+from paas.cli.common import CliError, exit_code_for_step
+from paas.cli.client import Client
 
 PHASES = {
     "pending": "waiting to start",

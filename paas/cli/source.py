@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from paas.buildcontext import BadBuildContext, make_build_context, validate_build_context
-from paas.cli_common import CliError
+from paas.build.context import BadBuildContext, make_build_context, validate_build_context
+from paas.cli.common import CliError
 
 GIT_TIMEOUT_S = 60
 

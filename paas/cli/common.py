@@ -14,7 +14,7 @@ import re
 import sys
 from typing import Any, Callable
 
-from paas.client import Client, resolve_target
+from paas.cli.client import Client, resolve_target
 from paas.names import InvalidName, validate_app_name
 
 # Exit codes (listed in README): a CI pipeline can tell which phase failed.
