@@ -16,9 +16,10 @@ from paas.errors import ApiError, BadRequest, Forbidden, Unauthorized
 from paas.names import InvalidName, validate_app_name, validate_node_name
 from paas.controller import logstream
 from paas.git import server as gitserver
-from paas.controller.auth import credentials
+from paas.auth import credentials
 from paas.controller.openapi import openapi_document
 from paas.controller.service import CONTROLLER
+from paas.controller.views import require_app
 
 log = logging.getLogger("paas.controller.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -125,64 +126,64 @@ async def openapi(request: web.Request) -> web.Response:
 async def create_app(request: web.Request) -> web.Response:
     body = await _json_body(request)
     name = validate_app_name(body.get("name"))
-    return web.json_response({"app": await request.app[CONTROLLER].create_app(name)},
+    return web.json_response({"app": await request.app[CONTROLLER].apps.create(name)},
                              status=201)
 
 
 async def list_apps(request: web.Request) -> web.Response:
-    return web.json_response({"apps": request.app[CONTROLLER].list_apps()})
+    return web.json_response({"apps": request.app[CONTROLLER].apps.listing()})
 
 
 async def show_app(request: web.Request) -> web.Response:
-    return web.json_response({"app": request.app[CONTROLLER].show_app(_app_name(request))})
+    return web.json_response({"app": request.app[CONTROLLER].apps.show(_app_name(request))})
 
 
 async def delete_app(request: web.Request) -> web.Response:
     name = _app_name(request)
-    await request.app[CONTROLLER].delete_app(name)
-    gitserver.remove_repo(request.app[CONTROLLER], name)
+    await request.app[CONTROLLER].apps.delete(name)
+    gitserver.remove_repo(request.app[gitserver.GIT_HOST], name)
     return web.json_response({"deleted": request.match_info["app"]})
 
 
 async def create_release(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
     app = _app_name(request)
-    ctl.require_app(app)
+    require_app(ctl.store, app)
     if request.content_type == "application/json":
         body = await _json_body(request)
         image = body.get("image")
         if not isinstance(image, str) or not image:
             raise BadRequest("send a build context (application/gzip) or JSON {\"image\": ...}")
-        release = await ctl.release_from_image(app, image, token=request[TOKEN_KIND])
+        release = await ctl.releases.release_from_image(app, image, token=request[TOKEN_KIND])
     else:
         data = await request.read()
         source = request.query.get("source", "")
-        release = await ctl.release_from_context(app, data, source=source,
+        release = await ctl.releases.release_from_context(app, data, source=source,
                                                  token=request[TOKEN_KIND])
     return web.json_response({"release": release}, status=201)
 
 
 async def list_releases(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
-    return web.json_response({"releases": ctl.list_releases(_app_name(request))})
+    return web.json_response({"releases": ctl.releases.listing(_app_name(request))})
 
 
 async def show_release(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
     version = _int(request.match_info["version"], "release")
-    return web.json_response({"release": ctl.show_release(_app_name(request), version)})
+    return web.json_response({"release": ctl.releases.show(_app_name(request), version)})
 
 
 async def publish_release(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
     version = _int(request.match_info["version"], "release")
-    return web.json_response(await ctl.publish_release(_app_name(request), version))
+    return web.json_response(await ctl.releases.publish(_app_name(request), version))
 
 
 async def set_domains(request: web.Request) -> web.Response:
     body = await _json_body(request)
-    app = request.app[CONTROLLER].set_domains(_app_name(request), body.get("hostnames", []))
-    await request.app[CONTROLLER].sync_route(app["name"])
+    app = request.app[CONTROLLER].apps.set_domains(_app_name(request), body.get("hostnames", []))
+    await request.app[CONTROLLER].apps.sync_route(app["name"])
     return web.json_response({"app": app})
 
 
@@ -191,21 +192,21 @@ async def create_deployment(request: web.Request) -> web.Response:
     app = _app_name(request)
     body = await _json_body(request)
     release = body.get("release")
-    dep = await ctl.deploy(app, release=None if release is None else _int(release, "release"),
+    dep = await ctl.deployments.deploy(app, release=None if release is None else _int(release, "release"),
                            replicas=body.get("replicas"))
     return web.json_response({"deployment": dep}, status=202)
 
 
 async def list_deployments(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
-    return web.json_response({"deployments": ctl.list_deployments(_app_name(request))})
+    return web.json_response({"deployments": ctl.deployments.listing(_app_name(request))})
 
 
 async def show_deployment(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
     dep_id = _int(request.match_info["id"], "deployment id")
     wait = _seconds(request, "wait", 60.0)
-    dep = await ctl.show_deployment(_app_name(request), dep_id, wait=wait)
+    dep = await ctl.deployments.show(_app_name(request), dep_id, wait=wait)
     return web.json_response({"deployment": dep})
 
 
@@ -213,7 +214,7 @@ async def promote(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
     body = await _json_body(request)
     release = body.get("release")
-    rel = await ctl.promote_release(_app_name(request),
+    rel = await ctl.releases.promote(_app_name(request),
                                     None if release is None else _int(release, "release"))
     return web.json_response({"release": rel})
 
@@ -225,7 +226,7 @@ async def rollback(request: web.Request) -> web.Response:
     skip = body.get("skip_checks", False)
     if not isinstance(skip, bool):
         raise BadRequest("skip_checks must be true or false")
-    dep = await ctl.rollback(_app_name(request),
+    dep = await ctl.deployments.rollback(_app_name(request),
                              release=None if release is None else _int(release, "release"),
                              skip_checks=skip)
     return web.json_response({"deployment": dep}, status=202)
@@ -234,18 +235,18 @@ async def rollback(request: web.Request) -> web.Response:
 async def scale(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
     body = await _json_body(request)
-    dep = await ctl.scale(_app_name(request), body.get("replicas"))
+    dep = await ctl.deployments.scale(_app_name(request), body.get("replicas"))
     return web.json_response({"deployment": dep}, status=202)
 
 
 async def get_config(request: web.Request) -> web.Response:
-    return web.json_response({"config": request.app[CONTROLLER].get_config(_app_name(request))})
+    return web.json_response({"config": request.app[CONTROLLER].apps.get_config(_app_name(request))})
 
 
 async def set_config(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
     body = await _json_body(request)
-    result = await ctl.set_config(_app_name(request), set_=body.get("set"),
+    result = await ctl.apps.set_config(_app_name(request), set_=body.get("set"),
                                   unset=body.get("unset"))
     return web.json_response(result)
 
@@ -258,17 +259,17 @@ async def list_events(request: web.Request) -> web.Response:
         dep_id = int(dep) if dep else None
     except ValueError:
         raise BadRequest("after and deployment must be integers") from None
-    return web.json_response({"events": ctl.list_events(_app_name(request), after=after,
+    return web.json_response({"events": ctl.deployments.events(_app_name(request), after=after,
                                                         deployment_id=dep_id)})
 
 
 async def list_instances(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
-    return web.json_response({"instances": ctl.list_instances(_app_name(request))})
+    return web.json_response({"instances": ctl.nodes.list_instances(_app_name(request))})
 
 
 async def list_nodes(request: web.Request) -> web.Response:
-    return web.json_response({"nodes": request.app[CONTROLLER].list_nodes()})
+    return web.json_response({"nodes": request.app[CONTROLLER].nodes.listing()})
 
 
 async def drain_node(request: web.Request) -> web.Response:
@@ -277,19 +278,19 @@ async def drain_node(request: web.Request) -> web.Response:
     drain = body.get("drain", True)
     if not isinstance(drain, bool):
         raise BadRequest("drain must be true or false")
-    return web.json_response(await request.app[CONTROLLER].drain_node(node, drain))
+    return web.json_response(await request.app[CONTROLLER].nodes.drain(node, drain))
 
 
 async def node_register(request: web.Request) -> web.Response:
     node = validate_node_name(request.match_info["node"])
     body = await _json_body(request)
-    return web.json_response({"node": request.app[CONTROLLER].register_node(node, body)})
+    return web.json_response({"node": request.app[CONTROLLER].nodes.register(node, body)})
 
 
 async def node_heartbeat(request: web.Request) -> web.Response:
     node = validate_node_name(request.match_info["node"])
     body = await _json_body(request)
-    request.app[CONTROLLER].heartbeat(node, body)
+    request.app[CONTROLLER].nodes.heartbeat(node, body)
     return web.json_response({"ok": True})
 
 
@@ -300,7 +301,7 @@ async def node_assignments(request: web.Request) -> web.Response:
     except ValueError:
         raise BadRequest("index must be an integer") from None
     wait = _seconds(request, "wait", 300.0)
-    return web.json_response(await request.app[CONTROLLER].assignments(node, index, wait))
+    return web.json_response(await request.app[CONTROLLER].nodes.assignments(node, index, wait))
 
 
 def add_routes(app: web.Application) -> None:

@@ -17,26 +17,26 @@ The deployer persists every step and event before acting; it only changes desire
 deployment made, leaves the old release serving, and records the step, the reason and the
 failing log's tail. Control and test run only when the release is not already live (a pure
 scale keeps the running instances).
+
+Everything outside the store comes in as a collaborator (`paas.controller.probes`: health,
+router, logs, tests, clock; and the node readiness, promote and publish callables), so the
+state machine runs against fakes in virtual time (tests/unit/test_deployer.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-import aiohttp
-
+from paas.consul import ConsulUnavailable
 from paas.controller import scheduler
-from paas.build.appconfig import resources_of
-from paas.consul import ConsulClient, ConsulUnavailable
-from paas.errors import ApiError
+from paas.controller.placement import NodeReady, cluster_view, new_instance_id, placement_request
+from paas.controller.probes import Clock, HealthSource, InstanceLogs, RouterProbe, TestRunner
 from paas.controller.settings import ControllerSettings
 from paas.controller.store import Store
-from paas.build.testrunner import run_integration_test
+from paas.errors import ApiError
 
 log = logging.getLogger("paas.controller.deployer")
 
@@ -53,54 +53,20 @@ class DeployFailed(Exception):
         self.log_tail = log_tail
 
 
-def placement_request(app: str, process: str, count: int,
-                      policy: dict[str, Any]) -> scheduler.PlacementRequest:
-    res = resources_of(policy, process)
-    return scheduler.PlacementRequest(app=app, process=process, count=count, cpu=res.cpu,
-                                      memory_mb=res.memory_mb, constraints=res.constraints,
-                                      strategy=res.strategy)  # type: ignore[arg-type]
-
-
-def new_instance_id(app: str, release: int, process: str) -> str:
-    return f"{app}-v{release}-{process}-{secrets.token_hex(3)}"
-
-
-@dataclass
+@dataclass(kw_only=True)
 class Deployer:
     store: Store
-    consul: ConsulClient
     settings: ControllerSettings
-    session: aiohttp.ClientSession
-    node_is_ready: Callable[[dict[str, Any]], bool]
-    docker: Callable[[], Any]
+    health: HealthSource
+    router: RouterProbe
+    logs: InstanceLogs
+    tests: TestRunner
+    clock: Clock
+    node_is_ready: NodeReady
     promote: Callable[[str, int], Awaitable[None]]
+    """Mark a release stable (after a rollback, or with `auto_promote`)."""
     publish: Callable[[str, int], Awaitable[dict[str, Any]]]
-    join_token: str
-
-    # --- views ------------------------------------------------------------------------------
-    def cluster_view(self, *, retiring: set[str] | frozenset[str] = frozenset(),
-                     avoid: str | None = None) -> list[scheduler.Node]:
-        """The scheduler's view: nodes and what they hold. Instances in `retiring` count
-        against capacity but not towards spreading (they are about to go); node `avoid`
-        takes nothing new (it is being drained)."""
-        by_node: dict[str, list[scheduler.Instance]] = {}
-        policies: dict[tuple[str, int], dict[str, Any]] = {}
-        for inst in self.store.list_instances():
-            key = (inst["app"], inst["release"])
-            if key not in policies:
-                rel = self.store.get_release(*key)
-                policies[key] = rel["policy"] if rel else {}
-            res = resources_of(policies[key], inst["process"])
-            app = inst["app"] + ("~retiring" if inst["id"] in retiring else "")
-            by_node.setdefault(inst["node"], []).append(scheduler.Instance(
-                app=app, process=inst["process"], cpu=res.cpu,
-                memory_mb=res.memory_mb, instance_id=inst["id"]))
-        return [scheduler.Node(name=n["name"], address=n["address"], cpu=n["cpu"],
-                               memory_mb=n["memory_mb"], labels=n["labels"],
-                               ready=self.node_is_ready(n) and n["name"] != avoid
-                               and not n["draining"],
-                               instances=tuple(by_node.get(n["name"], ())))
-                for n in self.store.list_nodes()]
+    """Push a release's image to the registry (only called when one is configured)."""
 
     def event(self, dep: dict[str, Any], step: str, message: str) -> None:
         log.info("deployment %s of %s: %s: %s", dep["id"], dep["app"], step, message)
@@ -115,7 +81,7 @@ class Deployer:
         assert dep is not None
         app, version = dep["app"], dep["release"]
         release = self.store.get_release(app, version)
-        started = time.monotonic()
+        started = self.clock.now()
         rollout_began = False
         try:
             if release is None:
@@ -183,7 +149,7 @@ class Deployer:
         self._step(dep, "finish")
         await self._stop_control(dep, release)
         self.store.set_app_fields(app, scale=dep["replicas"], live_release=version)
-        took = f"took {time.monotonic() - started:.1f}s"
+        took = f"took {self.clock.now() - started:.1f}s"
         self.store.update_deployment(dep["id"], status="succeeded", step="done", reason=took)
         self.event(dep, "finish", f"v{version} is live; {took}")
         if dep["kind"] == "rollback" or release["policy"].get("auto_promote"):
@@ -217,7 +183,8 @@ class Deployer:
     # --- control and test -------------------------------------------------------------------
     def _place(self, app: str, process: str, count: int, retiring: set[str],
                policy: dict[str, Any]) -> tuple[str, ...]:
-        plan = scheduler.place(nodes=self.cluster_view(retiring=retiring),
+        plan = scheduler.place(nodes=cluster_view(self.store, is_ready=self.node_is_ready,
+                                                  retiring=retiring),
                                request=placement_request(app, process, count, policy))
         if plan.unplaced:
             raise DeployFailed("rollout", f"cannot place {plan.unplaced} {process} "
@@ -243,14 +210,14 @@ class Deployer:
             raise DeployFailed("control", exc.reason) from None
         [control] = self._add(dep, ROUTED_PROCESS, "control", nodes)
         policy = release["policy"]
-        t0 = time.monotonic()
+        t0 = self.clock.now()
         try:
             await self.wait_healthy(dep["app"], [control], process=ROUTED_PROCESS,
                                     policy={**policy, "min_healthy_time": 0})
         except DeployFailed as exc:
-            raise DeployFailed("control", exc.reason, await self.instance_logs(control)) from None
+            raise DeployFailed("control", exc.reason, await self.logs.tail(control)) from None
         self.event(dep, "control", f"control instance {control} healthy after "
-                                   f"{time.monotonic() - t0:.1f}s")
+                                   f"{self.clock.now() - t0:.1f}s")
         return control
 
     async def _test(self, dep: dict[str, Any], release: dict[str, Any], control: str) -> None:
@@ -266,9 +233,8 @@ class Deployer:
         target = f"http://{next(iter(address))}"
         self.event(dep, "test", f"running '{command}' against {target}")
         timeout = float(release["policy"].get("test_timeout", 120))
-        outcome = await asyncio.to_thread(
-            run_integration_test, docker_client=self.docker(), image=release["image"],
-            command=command, target_url=target,
+        outcome = await self.tests.run(
+            image=release["image"], command=command, target_url=target,
             env={**release["config"], "PAAS_APP": dep["app"],
                  "PAAS_RELEASE": str(dep["release"])},
             labels={"paas.localcluster": self.settings.cluster, "paas.app": dep["app"],
@@ -288,10 +254,9 @@ class Deployer:
         if not ids:
             return
         self.store.set_desired(ids, "stopped")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + float(release["policy"].get("stop_timeout", 10)) + 10
-        while any(self.store.get_instance(i) for i in ids) and loop.time() < deadline:
-            await asyncio.sleep(0.1)
+        deadline = self.clock.now() + float(release["policy"].get("stop_timeout", 10)) + 10
+        while any(self.store.get_instance(i) for i in ids) and self.clock.now() < deadline:
+            await self.clock.sleep(0.1)
         self.event(dep, "finish", f"removed control instance {', '.join(ids)}")
 
     # --- rollout ----------------------------------------------------------------------------
@@ -305,8 +270,9 @@ class Deployer:
                if i["process"] == process and i["role"] == "live" and i["desired"] == "running"
                and i["deployment_id"] != dep["id"]]
         avoid = dep["options"].get("avoid_node")
-        keep = [i for i in old if (row := self.store.get_instance(i)) is not None
-                and row["release"] == version and row["node"] != avoid][:count]
+        same = [i for i in old if (row := self.store.get_instance(i)) is not None
+                and row["release"] == version and row["node"] != avoid]
+        keep = self._keep(app, process, same, count)
         replace = [i for i in old if i not in keep]
         policy = release["policy"]
         batch = max(1, int(policy.get("max_parallel", 1)))
@@ -326,18 +292,29 @@ class Deployer:
             needed -= size
         return replace
 
+    def _keep(self, app: str, process: str, candidates: list[str], count: int) -> list[str]:
+        """Which of the running instances of the release to keep when it runs more than
+        `count`: the scheduler's scale-down rule picks the ones to stop."""
+        surplus = len(candidates) - count
+        if surplus <= 0:
+            return candidates
+        others = {i["id"] for i in self.store.list_instances(app)} - set(candidates)
+        view = cluster_view(self.store, is_ready=self.node_is_ready, retiring=others)
+        stop = {c.instance.instance_id for c in scheduler.choose_to_stop(
+            nodes=view, app=app, process=process, count=surplus)}
+        return [i for i in candidates if i not in stop]
+
     # --- health -----------------------------------------------------------------------------
     async def wait_healthy(self, app: str, ids: list[str], *, process: str,
                            policy: dict[str, Any]) -> None:
         """Return once every instance in `ids` has been healthy for `min_healthy_time`;
         raise DeployFailed at `healthy_deadline` or as soon as one exits."""
-        loop = asyncio.get_running_loop()
         limit = float(policy.get("healthy_deadline", self.settings.healthy_deadline))
-        deadline = loop.time() + limit
+        deadline = self.clock.now() + limit
         min_time = float(policy.get("min_healthy_time", 1.0))
         healthy_since: dict[str, float] = {}
         while True:
-            now = loop.time()
+            now = self.clock.now()
             passing = await self._passing(app, ids, process)
             for instance_id in ids:
                 if instance_id in passing:
@@ -354,7 +331,7 @@ class Deployer:
                 if inst["state"] == "exited" or inst["restarts"]:
                     raise DeployFailed("rollout", f"instance {instance_id} crashed "
                                        f"(restarted {inst['restarts']} times)",
-                                       await self.instance_logs(instance_id))
+                                       await self.logs.tail(instance_id))
                 node = self.store.get_node(inst["node"])
                 if node is None or not self.node_is_ready(node):
                     raise DeployFailed("rollout", f"node {inst['node']} of instance "
@@ -362,37 +339,19 @@ class Deployer:
             if now >= deadline:
                 late = [i for i in ids if i not in healthy_since] or ids
                 raise DeployFailed("rollout", f"instance {late[0]} did not pass its health "
-                                   f"check within {limit:g}s", await self.instance_logs(late[0]))
-            await asyncio.sleep(0.1)
+                                   f"check within {limit:g}s", await self.logs.tail(late[0]))
+            await self.clock.sleep(0.1)
 
     async def _passing(self, app: str, ids: list[str], process: str) -> set[str]:
         if process != ROUTED_PROCESS:
             return {i for i in ids
                     if (inst := self.store.get_instance(i)) and inst["state"] == "running"}
         try:
-            services = await self.consul.service_health(app)
+            services = await self.health.service_health(app)
         except ConsulUnavailable as exc:
             log.warning("waiting for health: %s", exc)
             return set()
         return {s["id"] for s in services if s["status"] == "passing" and s["id"] in ids}
-
-    async def instance_logs(self, instance_id: str, tail: int = 30) -> str:
-        """The last lines an instance printed, from the agent of its node."""
-        inst = self.store.get_instance(instance_id)
-        node = self.store.get_node(inst["node"]) if inst else None
-        if node is None or not node["agent_url"]:
-            return f"(no log for {instance_id}: its node's agent is unknown)"
-        url = f"{node['agent_url']}/v1/instances/{instance_id}/logs"
-        try:
-            async with self.session.get(url, params={"tail": str(tail)},
-                                        headers={"Authorization": f"Bearer {self.join_token}"},
-                                        timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                text = await resp.text()
-                if resp.status != 200:
-                    return f"(no log for {instance_id}: agent answered HTTP {resp.status})"
-                return text
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return f"(no log for {instance_id}: {exc})"
 
     # --- draining ---------------------------------------------------------------------------
     async def drain(self, dep: dict[str, Any], ids: list[str]) -> None:
@@ -403,7 +362,7 @@ class Deployer:
         addresses = self._addresses(ids) | await self._service_addresses(dep["app"], ids)
         self.store.set_desired(ids, "draining")
         self.event(dep, "rollout", f"draining {', '.join(ids)}")
-        await self._wait_unrouted(dep["app"], addresses)
+        await self.router.wait_unrouted(dep["app"], addresses)
         self.store.set_desired(ids, "stopped")
         self.event(dep, "rollout", f"stopped {', '.join(ids)}")
 
@@ -419,26 +378,7 @@ class Deployer:
     async def _service_addresses(self, app: str, ids: list[str]) -> set[str]:
         """`address:port` of instances as registered in Consul (what the router routes)."""
         try:
-            services = await self.consul.service_health(app)
+            services = await self.health.service_health(app)
         except ConsulUnavailable:
             return set()
         return {f"{s['address']}:{s['port']}" for s in services if s["id"] in ids}
-
-    async def _wait_unrouted(self, app: str, addresses: set[str], timeout: float = 15.0) -> None:
-        if not self.settings.router_url:
-            await asyncio.sleep(self.settings.drain_grace)
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        url = self.settings.router_url.rstrip("/") + "/routes"
-        while loop.time() < deadline:
-            try:
-                async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                    routes = await resp.json()
-                servers = set(routes.get("apps", {}).get(app, {}).get("servers", []))
-                if not servers & addresses:
-                    return
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                log.warning("router not answering while draining: %s", exc)
-            await asyncio.sleep(0.05)
-        log.warning("router still routes %s after %ss; stopping anyway", addresses, timeout)

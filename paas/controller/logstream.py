@@ -41,6 +41,7 @@ from aiohttp import web
 from paas.errors import BadRequest, NotFound
 from paas.names import InvalidName, validate_app_name, validate_instance_id
 from paas.controller.service import CONTROLLER, Controller
+from paas.controller.views import require_app
 
 DEFAULT_TAIL = 100
 MAX_TAIL = 10_000
@@ -301,7 +302,7 @@ def _caller_gone(request: web.Request) -> bool:
 async def app_logs(request: web.Request) -> web.StreamResponse:
     ctl = request.app[CONTROLLER]
     app = validate_app_name(request.match_info["app"])
-    ctl.require_app(app)
+    require_app(ctl.store, app)
     q = LogQuery.parse(request.query, now=time.time())
     instances = _instances(ctl, app, q.instance) or []
     if q.instance and not instances:

@@ -1,7 +1,8 @@
 """Nodes and instances: agents register, heartbeat and long-poll their assignments; nodes
 are listed and drained; between deployments the reconcile replaces what a lost node ran.
 
-A mixin of `paas.controller.service.Controller`.
+`Heartbeats` knows when each node was last heard from (in memory: after a controller restart
+every node gets a fresh grace period); `Nodes` does the operations.
 """
 
 from __future__ import annotations
@@ -9,13 +10,18 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
-from paas.controller import reconciler, scheduler
 from paas.build.appconfig import resources_of
-from paas.controller.deployer import new_instance_id, placement_request
-from paas.errors import BadRequest, Conflict, NotFound
-from paas.controller.store import DeploymentRunning
+from paas.controller import reconciler, scheduler
+from paas.controller.deployments import Deployments
+from paas.controller.longpoll import AssignmentWaiters
+from paas.controller.metrics import Metrics
+from paas.controller.placement import cluster_view, new_instance_id, placement_request
+from paas.controller.store import DeploymentRunning, Store
+from paas.controller.views import deployment_view, require_app, require_node
+from paas.errors import BadRequest, Conflict
 
 log = logging.getLogger("paas.controller.nodes")
 
@@ -23,25 +29,40 @@ INSTANCE_STATES = {"pending", "starting", "running", "exited", "missing", "stopp
 CONTAINER_PORT = 5000
 
 
-class NodeOps:
-    """Node and instance operations; expects `settings`, `store`, `deployer`, `waiters`,
-    `_seen`, `node_is_ready`, `require_app`, `_start`, `_deployment_view`."""
+class Heartbeats:
+    """When each node was last heard from; a node is ready while that is recent."""
 
-    settings: Any
-    store: Any
-    deployer: Any
-    waiters: Any
-    metrics: Any
-    _seen: dict[str, float]
-    node_is_ready: Any
-    require_app: Any
-    _start: Any
-    _deployment_view: Any
+    def __init__(self, *, down_after: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._down_after = down_after
+        self._clock = clock
+        self._seen: dict[str, float] = {}
+
+    def beat(self, name: str) -> None:
+        self._seen[name] = self._clock()
+
+    def is_ready(self, node: dict[str, Any]) -> bool:
+        seen = self._seen.get(node["name"])
+        return seen is not None and self._clock() - seen <= self._down_after
+
+
+@dataclass(kw_only=True)
+class Nodes:
+    store: Store
+    waiters: AssignmentWaiters
+    heartbeats: Heartbeats
+    deployments: Deployments
+    metrics: Metrics
+
+    def __post_init__(self) -> None:
+        # After a controller restart every node gets a fresh grace period.
+        for node in self.store.list_nodes():
+            self.heartbeats.beat(node["name"])
 
     def reconcile_once(self) -> reconciler.Plan:
         """Stop instances on lost nodes and place replacements so every app runs its scale;
         what cannot be placed is recorded as pending with the scheduler's reason."""
-        ready = {n["name"] for n in self.store.list_nodes() if self.node_is_ready(n)}
+        ready = {n["name"] for n in self.store.list_nodes() if self.heartbeats.is_ready(n)}
         deploying = {d["app"] for d in self.store.running_deployments()}
         apps = self.store.list_apps()
         plan = reconciler.reconcile(
@@ -62,7 +83,8 @@ class NodeOps:
             release = self.store.get_release(p.app, p.release)
             if release is None:
                 continue
-            splan = scheduler.place(nodes=self.deployer.cluster_view(),
+            splan = scheduler.place(nodes=cluster_view(self.store,
+                                                       is_ready=self.heartbeats.is_ready),
                                     request=placement_request(p.app, p.process, p.count,
                                                               release["policy"]))
             rows = [{"id": new_instance_id(p.app, p.release, p.process), "app": p.app,
@@ -82,7 +104,7 @@ class NodeOps:
 
     # --- instances and nodes ----------------------------------------------------------------
     def list_instances(self, app: str) -> list[dict[str, Any]]:
-        self.require_app(app)
+        require_app(self.store, app)
         nodes = {n["name"]: n for n in self.store.list_nodes()}
         out = []
         for i in self.store.list_instances(app):
@@ -94,7 +116,7 @@ class NodeOps:
                         "state": i["state"], "address": address,
                         "container_id": i["container_id"], "restarts": i["restarts"],
                         "reason": None})
-        app_row = self.require_app(app)
+        app_row = require_app(self.store, app)
         for process, info in sorted(app_row["pending"].items()):
             for _ in range(int(info["count"])):
                 out.append({"id": None, "release": app_row["live_release"], "process": process,
@@ -103,7 +125,7 @@ class NodeOps:
                             "restarts": 0, "reason": info["reason"]})
         return out
 
-    def list_nodes(self) -> list[dict[str, Any]]:
+    def listing(self) -> list[dict[str, Any]]:
         counts: dict[str, int] = {}
         for i in self.store.list_instances():
             counts[i["node"]] = counts.get(i["node"], 0) + 1
@@ -111,17 +133,17 @@ class NodeOps:
         for n in self.store.list_nodes():
             nodes.append({"name": n["name"], "address": n["address"], "cpu": n["cpu"],
                           "memory_mb": n["memory_mb"], "labels": n["labels"],
-                          "status": ("down" if not self.node_is_ready(n)
+                          "status": ("down" if not self.heartbeats.is_ready(n)
                                      else "draining" if n["draining"] else "ready"),
                           "instances": counts.get(n["name"], 0),
                           "last_heartbeat": n["last_heartbeat"]})
         self.metrics.nodes_ready.set(sum(1 for n in nodes if n["status"] == "ready"))
         return nodes
 
-    async def drain_node(self, name: str, drain: bool) -> dict[str, Any]:
+    async def drain(self, name: str, drain: bool) -> dict[str, Any]:
         """Mark a node (in)eligible; draining moves its live instances elsewhere through a
         deployment per app, under the rolling rules (replacements healthy first)."""
-        self._require_node(name)
+        require_node(self.store, name)
         self.store.set_node_draining(name, drain)
         started: list[dict[str, Any]] = []
         if drain:
@@ -139,12 +161,12 @@ class NodeOps:
                     raise Conflict(f"deployment {exc.dep_id} of {app!r} is running; drain "
                                    "the node again when it is done",
                                    deployment_id=exc.dep_id) from None
-                self._start(dep["id"])
-                started.append(self._deployment_view(dep))
-        node = next(n for n in self.list_nodes() if n["name"] == name)
+                self.deployments.start(dep["id"])
+                started.append(deployment_view(dep))
+        node = next(n for n in self.listing() if n["name"] == name)
         return {"node": node, "deployments": started}
 
-    def register_node(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    def register(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         address = body.get("address")
         try:
             ipaddress.IPv4Address(address)  # type: ignore[arg-type]
@@ -166,27 +188,21 @@ class NodeOps:
         node = self.store.upsert_node(name=name, address=address, cpu=cpu,
                                       memory_mb=memory_mb, labels=labels, consul_url=consul_url,
                                       agent_url=agent_url)
-        self._seen[name] = time.monotonic()
-        return node
-
-    def _require_node(self, name: str) -> dict[str, Any]:
-        node = self.store.get_node(name)
-        if node is None:
-            raise NotFound(f"node {name!r} is not registered; register it first")
+        self.heartbeats.beat(name)
         return node
 
     def heartbeat(self, name: str, body: dict[str, Any]) -> None:
-        self._require_node(name)
+        require_node(self.store, name)
         reports = body.get("instances", [])
         if not isinstance(reports, list) or not all(
                 isinstance(r, dict) and isinstance(r.get("id"), str)
                 and r.get("state") in INSTANCE_STATES for r in reports):
             raise BadRequest("instances must be a list of {id, state} objects")
-        self._seen[name] = time.monotonic()
+        self.heartbeats.beat(name)
         self.store.report_instances(name, reports)
 
     async def assignments(self, name: str, index: int, wait: float) -> dict[str, Any]:
-        self._require_node(name)
+        require_node(self.store, name)
 
         def current() -> int:
             node = self.store.get_node(name)

@@ -1,36 +1,45 @@
 """Releases: building an app's image from an uploaded build context (or adopting an image
-already on the hosts) into release vN, listing them, and publishing their images to the nodes.
+already on the hosts) into release vN, a new release for new config vars, listing them,
+publishing their images to the nodes, and promoting one to stable.
 
-A mixin of `paas.controller.service.Controller`; numbers are allocated under a per-app lock, so they
-count 1, 2, 3... with no gap and no reuse.
+Numbers are allocated under a per-app lock, so they count 1, 2, 3... with no gap and no reuse.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+from dataclasses import dataclass, field
 from typing import Any
 
-import docker
 import docker.errors
 
 from paas.build import context as buildcontext
-from paas.build.appconfig import BadAppConfig, parse_app_config
+from paas.build.appconfig import AppConfig, BadAppConfig, parse_app_config
+from paas.consul import ConsulClient, ConsulUnavailable
+from paas.controller.engine import Engine
+from paas.controller.metrics import Metrics
+from paas.controller.settings import ControllerSettings
+from paas.controller.store import Store
+from paas.controller.views import release_view, require_app
 from paas.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, Unprocessable
 
+log = logging.getLogger("paas.controller.releases")
 
-class ReleaseOps:
-    """Release operations; expects `settings`, `store`, `docker`, `metrics`, `require_app`."""
 
-    settings: Any
-    store: Any
-    metrics: Any
-    docker: Any
-    _release_locks: dict[str, asyncio.Lock]
-    require_app: Any
+@dataclass(kw_only=True)
+class Releases:
+    settings: ControllerSettings
+    store: Store
+    engine: Engine
+    consul: ConsulClient
+    metrics: Metrics
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False)
 
-    def _lock(self, app: str) -> asyncio.Lock:
-        return self._release_locks.setdefault(app, asyncio.Lock())
+    def lock(self, app: str) -> asyncio.Lock:
+        """Held while a release number of `app` is allocated and used."""
+        return self._locks.setdefault(app, asyncio.Lock())
 
     async def release_from_context(self, app: str, data: bytes, *, source: str,
                                    token: str) -> dict[str, Any]:
@@ -49,13 +58,13 @@ class ReleaseOps:
         source = source or "upload:sha256:" + hashlib.sha256(data).hexdigest()[:16]
         from paas.build import builder  # docker-py's build path is only needed here
 
-        async with self._lock(app):
-            self.require_app(app)
+        async with self.lock(app):
+            require_app(self.store, app)
             version = self.store.get_app(app)["next_release"]  # type: ignore[index]
             tag = f"{self.settings.image_repo}/{app}:v{version}"
             try:
                 result = await asyncio.to_thread(builder.build_image, context=data, tag=tag,
-                                                 docker_client=self.docker)
+                                                 docker_client=self.engine.client)
             except builder.BuildFailed as exc:
                 self.metrics.builds_failed.inc()
                 raise Unprocessable(exc.message, log_tail="\n".join(exc.log_tail)) from None
@@ -68,12 +77,12 @@ class ReleaseOps:
             return self._add_release(app, version, tag, result.image_id, source, config, token)
 
     async def release_from_image(self, app: str, image: str, *, token: str) -> dict[str, Any]:
-        async with self._lock(app):
-            self.require_app(app)
+        async with self.lock(app):
+            require_app(self.store, app)
             version = self.store.get_app(app)["next_release"]  # type: ignore[index]
             tag = f"{self.settings.image_repo}/{app}:v{version}"
             try:
-                img = await asyncio.to_thread(self.docker.images.get, image)
+                img = await asyncio.to_thread(self.engine.client.images.get, image)
                 await asyncio.to_thread(img.tag, f"{self.settings.image_repo}/{app}", f"v{version}")
             except docker.errors.ImageNotFound:
                 raise Unprocessable(f"no image {image!r} on the hosts; build or load it first") \
@@ -85,33 +94,24 @@ class ReleaseOps:
             return self._add_release(app, version, tag, img.id, f"image:{image}", config, token)
 
     def _add_release(self, app: str, version: int, tag: str, image_id: str, source: str,
-                     config: Any, token: str) -> dict[str, Any]:
-        app_row = self.require_app(app)
+                     config: AppConfig, token: str) -> dict[str, Any]:
+        app_row = require_app(self.store, app)
         release = self.store.add_release(
             app=app, version=version, image=tag, image_id=image_id, source=source,
             config=app_row["config"], processes=config.processes,
             test_command=config.test_command, health=config.health_dict(),
             policy=config.policy_dict(), created_by=token)
         self.metrics.releases.inc()
-        return self._release_view(release)
+        return release_view(release)
 
-    @staticmethod
-    def _release_view(r: dict[str, Any]) -> dict[str, Any]:
-        return {"app": r["app"], "version": r["version"], "name": f"v{r['version']}",
-                "image": r["image"], "image_id": r["image_id"], "source": r["source"],
-                "pushed_image": r["pushed_image"],
-                "config": r["config"], "processes": r["processes"],
-                "test_command": r["test_command"], "health": r["health"], "policy": r["policy"],
-                "created_at": r["created_at"], "created_by": r["created_by"]}
-
-    def list_releases(self, app: str) -> list[dict[str, Any]]:
-        app_row = self.require_app(app)
+    def listing(self, app: str) -> list[dict[str, Any]]:
+        app_row = require_app(self.store, app)
         deps = self.store.list_deployments(app)
         live = {i["release"] for i in self.store.list_instances(app)
                 if i["role"] == "live" and i["desired"] == "running"}
         out = []
         for r in self.store.list_releases(app):
-            view = self._release_view(r)
+            view = release_view(r)
             mine = [d for d in deps if d["release"] == r["version"]]
             view["status"] = ("live" if r["version"] in live
                               else mine[-1]["status"] if mine else "built")
@@ -119,13 +119,13 @@ class ReleaseOps:
             out.append(view)
         return out
 
-    async def publish_release(self, app: str, version: int) -> dict[str, Any]:
+    async def publish(self, app: str, version: int) -> dict[str, Any]:
         """Make the release's image available to every node: push it to the private registry
         when one is configured (agents pull what they lack); otherwise the nodes share this
         Docker engine and the image only has to be on it."""
-        release = self.show_release(app, version)
+        release = self.show(app, version)
         try:
-            img = await asyncio.to_thread(self.docker.images.get, release["image"])
+            img = await asyncio.to_thread(self.engine.client.images.get, release["image"])
         except docker.errors.ImageNotFound:
             raise Unprocessable(f"the image {release['image']} of v{version} is gone from the "
                                 "engine; build the app again") from None
@@ -142,20 +142,65 @@ class ReleaseOps:
                 raise Unavailable(f"pushing {ref} to the registry failed: {error}")
             self.store.set_pushed_image(app, version, ref)
         nodes = [n["name"] for n in self.store.list_nodes()]
-        return {"release": self.show_release(app, version),
+        return {"release": self.show(app, version),
                 "published": {"image": ref or release["image"], "nodes": nodes,
                               "registry": self.settings.registry or None}}
 
     def _push(self, repo: str, tag: str) -> str:
         """Push an image; returns the registry's error message, or '' when it worked."""
-        for chunk in self.docker.images.push(repo, tag=tag, stream=True, decode=True):
+        for chunk in self.engine.client.images.push(repo, tag=tag, stream=True, decode=True):
             if "error" in chunk:
                 return str(chunk["error"])
         return ""
 
-    def show_release(self, app: str, version: int) -> dict[str, Any]:
-        self.require_app(app)
+    def show(self, app: str, version: int) -> dict[str, Any]:
+        require_app(self.store, app)
         release = self.store.get_release(app, version)
         if release is None:
             raise NotFound(f"release v{version} of {app!r} does not exist")
-        return self._release_view(release)
+        return release_view(release)
+
+    # --- config and stable ------------------------------------------------------------------
+    async def with_config(self, app: str, config: dict[str, str]) -> dict[str, Any] | None:
+        """Set the app's config vars and, when it has a release, make the next release: the
+        latest one's image with these vars (as Heroku does); one transaction for both."""
+        async with self.lock(app):
+            app_row = require_app(self.store, app)
+            latest = self.store.latest_release(app)
+            if latest is None:
+                self.store.set_app_fields(app, config=config)
+                return None
+            release = self.store.add_release(
+                app=app, version=app_row["next_release"], image=latest["image"],
+                image_id=latest["image_id"], source=latest["source"], config=config,
+                processes=latest["processes"], test_command=latest["test_command"],
+                health=latest["health"], policy=latest["policy"], created_by="config",
+                app_config=config)
+            self.metrics.releases.inc()
+            return release_view(release)
+
+    async def mark_stable(self, app: str, version: int) -> None:
+        """Mark `version` stable: the store, then the Consul KV pointer (the agents re-tag
+        its instances `stable` from their assignments)."""
+        self.store.promote(app, version)
+        try:
+            await self.consul.put_kv(f"paas/apps/{app}/stable", str(version))
+        except ConsulUnavailable as exc:
+            log.warning("stable pointer of %s not written yet: %s", app, exc)
+
+    async def promote(self, app: str, version: int | None) -> dict[str, Any]:
+        """`paas promote`: a succeeded release (default: the last one deployed) becomes stable."""
+        require_app(self.store, app)
+        deps = self.store.list_deployments(app)
+        if version is None:
+            done = [d for d in deps if d["status"] == "succeeded"]
+            if not done:
+                raise Conflict(f"{app!r} has no successful deployment to promote")
+            version = done[-1]["release"]
+        if self.store.get_release(app, version) is None:
+            raise NotFound(f"release v{version} of {app!r} does not exist")
+        if not any(d["release"] == version and d["status"] == "succeeded" for d in deps):
+            raise Conflict(f"release v{version} of {app!r} has not been deployed successfully; "
+                           "only a succeeded release can be promoted")
+        await self.mark_stable(app, version)
+        return self.show(app, version)

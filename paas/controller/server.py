@@ -21,6 +21,8 @@ from paas.controller.service import CONTROLLER, Controller
 from paas.controller.settings import ControllerSettings
 from paas.controller.store import Store
 from paas.controller.tokens import load_tokens
+from paas.controller.views import require_app
+from paas.git import server as gitserver
 
 log = logging.getLogger("paas.controller.server")
 ROUTE_RECONCILE_INTERVAL = 5.0
@@ -33,7 +35,7 @@ async def _route_loop(ctl: Controller) -> None:
     failing = False
     while True:
         try:
-            await ctl.reconcile_routes()
+            await ctl.apps.reconcile_routes()
             if failing:
                 log.info("consul is back; routes reconciled")
             failing = False
@@ -49,7 +51,7 @@ async def _reconcile_loop(ctl: Controller) -> None:
     while True:
         await asyncio.sleep(RECONCILE_INTERVAL)
         try:
-            ctl.reconcile_once()
+            ctl.nodes.reconcile_once()
         except Exception:  # noqa: BLE001 - the loop must outlive a bug in one pass
             log.exception("reconcile pass failed")
 
@@ -63,18 +65,23 @@ def make_app(settings: ControllerSettings) -> web.Application:
         waiters = AssignmentWaiters()
         store = Store(settings.data_dir / "state.db", on_assignments_changed=waiters.notify)
         session = aiohttp.ClientSession()
-        ctl = Controller(settings=settings, store=store, tokens=load_tokens(settings.data_dir),
-                         waiters=waiters, session=session)
+        ctl = Controller.assemble(settings=settings, store=store,
+                                  tokens=load_tokens(settings.data_dir), waiters=waiters,
+                                  session=session)
         app[CONTROLLER] = ctl
-        ctl.resume_deployments()
+        app[gitserver.GIT_HOST] = gitserver.GitHost(
+            repos_dir=settings.data_dir / "git",
+            controller_url=gitserver.callback_url(settings.host, settings.port),
+            admin_token=ctl.tokens.admin, join_token=ctl.tokens.join,
+            app_created_at=lambda name: repr(require_app(store, name)["created_at"]))
+        ctl.deployments.resume()
         routes = asyncio.create_task(_route_loop(ctl))
         reconcile = asyncio.create_task(_reconcile_loop(ctl))
         yield
         routes.cancel()
         reconcile.cancel()
-        for task in list(ctl._tasks.values()):
-            task.cancel()
-        await asyncio.gather(routes, reconcile, *ctl._tasks.values(), return_exceptions=True)
+        await asyncio.gather(routes, reconcile, return_exceptions=True)
+        await ctl.deployments.stop()
         await session.close()
         store.close()
 

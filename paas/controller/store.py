@@ -202,8 +202,10 @@ class Store:
     def add_release(self, *, app: str, version: int, image: str, image_id: str, source: str,
                     config: dict[str, str], processes: dict[str, str],
                     test_command: str | None, health: dict[str, Any],
-                    policy: dict[str, Any], created_by: str) -> dict[str, Any]:
-        """Insert release `version`, which must be the app's next number (no gaps, no reuse)."""
+                    policy: dict[str, Any], created_by: str,
+                    app_config: dict[str, str] | None = None) -> dict[str, Any]:
+        """Insert release `version`, which must be the app's next number (no gaps, no reuse);
+        with `app_config`, set the app's config vars in the same transaction."""
         with self.tx() as db:
             row = db.execute("SELECT next_release FROM apps WHERE name = ?", (app,)).fetchone()
             if row is None or row[0] != version:
@@ -216,6 +218,9 @@ class Store:
                  json.dumps(processes), test_command, json.dumps(health), json.dumps(policy),
                  time.time(), created_by))
             db.execute("UPDATE apps SET next_release = ? WHERE name = ?", (version + 1, app))
+            if app_config is not None:
+                db.execute("UPDATE apps SET config = ? WHERE name = ?",
+                           (json.dumps(app_config), app))
         return self.get_release(app, version)  # type: ignore[return-value]
 
     def set_pushed_image(self, app: str, version: int, ref: str) -> None:

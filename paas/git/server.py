@@ -12,6 +12,10 @@ config); when an app is deleted and made again under the same name, the old repo
 replaced by a new, empty one on first access.
 
 Also here: `GET/PUT /v1/apps/{app}/git`, the push URL and the deploy branch (`paas.branch`).
+
+The controller mounts these routes with `add_routes(app)` and sets `app[GIT_HOST]`: the host is all
+this module knows of the controller (where repositories live, its own URL, its tokens, and how
+to tell whether an app exists), so the git endpoint reads and tests on its own.
 """
 
 from __future__ import annotations
@@ -27,17 +31,17 @@ import shlex
 import shutil
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
 import paas
-from paas.git import hook as githook
-from paas.controller.auth import credentials
+from paas.auth import credentials
 from paas.errors import BadRequest, Forbidden, Unauthorized, Unavailable
+from paas.git import hook as githook
 from paas.names import validate_app_name
-from paas.controller.service import CONTROLLER, Controller
 
 log = logging.getLogger("paas.git.server")
 
@@ -50,6 +54,25 @@ _USER_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,64}$")
 _PROTOCOL_RE = re.compile(r"^[A-Za-z0-9=:.,_-]{1,100}$")
 _BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
 REPO_LOCKS = web.AppKey("git_repo_locks", dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GitHost:
+    """What the git endpoint needs of the controller that serves it."""
+
+    repos_dir: Path
+    """Where the bare repositories live (`<data_dir>/git`)."""
+    controller_url: str
+    """The controller's own URL, for the hook to call the API back."""
+    admin_token: str
+    """The token a pusher must give as the HTTP Basic password."""
+    join_token: str
+    """The agents' token: refused here with a sentence saying which token to use."""
+    app_created_at: Callable[[str], str]
+    """The creation mark of an existing app; raises `paas.errors.NotFound` for another name."""
+
+
+GIT_HOST = web.AppKey("git_host", GitHost)
 
 
 class GitFailed(Exception):
@@ -86,12 +109,8 @@ async def config_set(repo: Path, key: str, value: str | None) -> None:
 
 
 # --- repositories -------------------------------------------------------------------------
-def git_root(ctl: Controller) -> Path:
-    return ctl.settings.data_dir / "git"
-
-
-def repo_path(ctl: Controller, app: str) -> Path:
-    return git_root(ctl) / f"{validate_app_name(app)}.git"
+def repo_path(host: GitHost, app: str) -> Path:
+    return host.repos_dir / f"{validate_app_name(app)}.git"
 
 
 def hook_script() -> str:
@@ -133,12 +152,12 @@ async def _create_repo(final: Path, created: str) -> None:
 async def ensure_repo(request: web.Request, app: str) -> Path:
     """The app's bare repository, made (or remade, if it belonged to an earlier app of the
     same name) on first access. The app must exist."""
-    ctl = request.app[CONTROLLER]
+    host = request.app[GIT_HOST]
     locks: dict[str, asyncio.Lock] = request.app[REPO_LOCKS]
     async with locks.setdefault(app, asyncio.Lock()):
-        created = repr(ctl.require_app(app)["created_at"])
-        repo = repo_path(ctl, app)
-        git_root(ctl).mkdir(parents=True, exist_ok=True, mode=0o700)
+        created = host.app_created_at(app)
+        repo = repo_path(host, app)
+        host.repos_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             if repo.is_dir() and await config_get(repo, CREATED_KEY) == created:
                 _install_hook(repo)
@@ -154,10 +173,10 @@ async def ensure_repo(request: web.Request, app: str) -> Path:
         return repo
 
 
-def remove_repo(ctl: Controller, app: str) -> None:
-    """Delete the app's repository (for `Controller.delete_app`; access also replaces a
-    stale one, so this is tidiness, not correctness)."""
-    shutil.rmtree(repo_path(ctl, app), ignore_errors=True)
+def remove_repo(host: GitHost, app: str) -> None:
+    """Delete the app's repository (when the app is deleted; access also replaces a stale
+    one, so this is tidiness, not correctness)."""
+    shutil.rmtree(repo_path(host, app), ignore_errors=True)
 
 
 # --- auth ---------------------------------------------------------------------------------
@@ -165,13 +184,13 @@ def authenticate(request: web.Request) -> tuple[str, str]:
     """The pusher's (user, token): git sends the token as an HTTP Basic password. Only an
     admin token may read or push; the 401 carries the challenge git needs to send it."""
     user, token = credentials(request.headers.get("Authorization", ""))
-    ctl = request.app[CONTROLLER]
+    host = request.app[GIT_HOST]
     if not token:
         raise Unauthorized("git needs the token as the password: "
                            "http://x:<token>@<controller>/git/<app>.git")
-    if hmac.compare_digest(token, ctl.tokens.admin):
+    if hmac.compare_digest(token, host.admin_token):
         return (user if _USER_RE.fullmatch(user) else "paas"), token
-    if hmac.compare_digest(token, ctl.tokens.join):
+    if hmac.compare_digest(token, host.join_token):
         raise Forbidden("the join token is for node agents; push with an admin token")
     raise Unauthorized("the token is not valid for this controller")
 
@@ -184,24 +203,23 @@ async def add_challenge(request: web.Request, response: web.StreamResponse) -> N
 
 
 # --- the CGI ------------------------------------------------------------------------------
-def controller_url(ctl: Controller) -> str:
-    """This controller's own URL, for the hook to call back (a wildcard bind is loopback)."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(ctl.settings.host,
-                                                                       ctl.settings.host)
+def callback_url(bind_host: str, port: int) -> str:
+    """A controller's own URL, for the hook to call back (a wildcard bind is loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(bind_host, bind_host)
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{ctl.settings.port}"
+    return f"http://{host}:{port}"
 
 
 def cgi_env(request: web.Request, *, app: str, path_info: str, user: str,
             token: str) -> dict[str, str]:
     """The whole environment of `git http-backend` (and so of the hook): nothing else of
     the controller's environment leaks into it."""
-    ctl = request.app[CONTROLLER]
+    host = request.app[GIT_HOST]
     env = {
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         "LANG": "C.UTF-8",
-        "GIT_PROJECT_ROOT": str(git_root(ctl)),
+        "GIT_PROJECT_ROOT": str(host.repos_dir),
         "GIT_HTTP_EXPORT_ALL": "1",
         "PATH_INFO": path_info,
         "QUERY_STRING": request.query_string,
@@ -211,7 +229,7 @@ def cgi_env(request: web.Request, *, app: str, path_info: str, user: str,
         "REMOTE_ADDR": request.remote or "",
         "PYTHONPATH": str(Path(paas.__file__).resolve().parent.parent),
         "PYTHONUNBUFFERED": "1",
-        githook.ENV_URL: controller_url(ctl),
+        githook.ENV_URL: host.controller_url,
         githook.ENV_TOKEN: token,
         githook.ENV_APP: app,
     }
@@ -308,7 +326,7 @@ async def run_backend(request: web.Request, env: dict[str, str], app: str) -> we
 async def _git_request(request: web.Request, tail: str) -> web.StreamResponse:
     app = validate_app_name(request.match_info["app"])
     user, token = authenticate(request)
-    request.app[CONTROLLER].require_app(app)
+    request.app[GIT_HOST].app_created_at(app)
     if tail == "info/refs" and request.query.get("service") not in SERVICES:
         raise BadRequest("only git's smart HTTP protocol is served: use git 1.6.6 or later")
     await ensure_repo(request, app)
@@ -371,7 +389,8 @@ async def set_git(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    """Register the git routes on the controller application."""
+    """Register the git routes on the controller application; it sets `app[GIT_HOST]` when it
+    starts (its tokens are read then)."""
     app[REPO_LOCKS] = {}
     app.on_response_prepare.append(add_challenge)
     r = app.router

@@ -267,7 +267,7 @@ async def test_what_cannot_be_placed_stays_pending_with_the_reason(api, admin, j
                           source="test", config={}, processes={"web": None}, test_command=None,
                           health={"path": "/health"}, policy={}, created_by="admin")
     ctl.store.set_app_fields("big", scale={"web": 3}, live_release=1)
-    plan = ctl.reconcile_once()
+    plan = ctl.nodes.reconcile_once()
     assert [(p.process, p.count) for p in plan.place] == [("web", 3)]
     rows = (await (await api.get("/v1/apps/big/instances", headers=admin)).json())["instances"]
     placed = [r for r in rows if r["node"] == "small"]
@@ -275,7 +275,7 @@ async def test_what_cannot_be_placed_stays_pending_with_the_reason(api, admin, j
     assert len(placed) == 2 and len(pending) == 1  # 2 x 128 MB fit in 300 MB
     assert pending[0]["reason"] == "insufficient memory on 1 node"
     # Running the reconcile again places nothing more and keeps the reason.
-    assert [(p.process, p.count) for p in ctl.reconcile_once().place] == [("web", 1)]
+    assert [(p.process, p.count) for p in ctl.nodes.reconcile_once().place] == [("web", 1)]
     rows = (await (await api.get("/v1/apps/big/instances", headers=admin)).json())["instances"]
     assert len([r for r in rows if r["node"] == "small"]) == 2
 
