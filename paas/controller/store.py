@@ -4,12 +4,18 @@ WAL journal with `synchronous=FULL`, so a commit survives a crash of the process
 Every write happens in one short transaction on the event loop's thread; the controller is the
 only writer. Rows come back as plain dicts ready for JSON. The schema and its versions live in
 `migrations.py`; opening the store brings the file up to date or refuses it (`StoreRefused`).
+
+The data directory holds secrets (tokens, app config), so `private_data_dir` makes it 0700
+before anything is written into it, and `state.db` with its `-wal` and `-shm` files is 0600.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
+import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +23,7 @@ from typing import Any, Callable, Iterator
 
 from paas.controller.migrations import StoreRefused, migrate
 
+log = logging.getLogger("paas.controller.store")
 
 _JSON_COLUMNS = {"hostnames", "config", "scale", "processes", "health", "policy", "labels",
                  "replicas", "options", "pending"}
@@ -41,8 +48,9 @@ class Store:
         run (the long-poll wakes its waiters there)."""
         self._on_changed = on_assignments_changed
         self._bumped = False
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_data_dir(path.parent)
         try:
+            _private_db_files(path)
             self._db = _open(path)
         except (OSError, sqlite3.Error) as exc:
             raise StoreRefused(f"cannot open the controller's database {path}: {exc}") from exc
@@ -309,6 +317,27 @@ class Store:
                        (node,))
 
 
+def private_data_dir(path: Path) -> Path:
+    """Make the data directory 0700 (parents as the umask says) and return it.
+
+    An existing directory looser than 0700 is tightened, with a warning: controllers before
+    this one left it 0755 with a world-readable `state.db`, and the directory is the
+    controller's own (its `--data-dir`), so nobody else has a reason to read it.
+    """
+    try:
+        existed = path.is_dir()
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode != 0o700:
+            path.chmod(0o700)  # a new one too: mkdir's mode passes through the umask
+            if existed:
+                log.warning("data directory %s was mode %04o; now 0700", path, mode)
+    except OSError as exc:
+        raise StoreRefused(f"cannot make the data directory {path} private (0700): {exc}"
+                           ) from exc
+    return path
+
+
 def _open(path: Path) -> sqlite3.Connection:
     """Connect, set the pragmas and migrate; the connection is closed if any of that fails."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -322,6 +351,18 @@ def _open(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _private_db_files(path: Path) -> None:
+    """Create `state.db` 0600 before SQLite does (SQLite gives its `-wal` and `-shm` files
+    the database's mode); tighten the files an older controller left readable."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if stat.S_IMODE(name.stat().st_mode) != 0o600:
+                name.chmod(0o600)
+        except FileNotFoundError:
+            pass
 
 
 class DeploymentRunning(Exception):
