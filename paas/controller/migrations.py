@@ -265,7 +265,8 @@ def _has_tables(db: sqlite3.Connection) -> bool:
 def _columns(db: sqlite3.Connection) -> dict[str, list[str]]:
     tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
                                        " AND name NOT LIKE 'sqlite_%'")]
-    return {t: [r[1] for r in db.execute(f'PRAGMA table_info("{t}")')] for t in tables}
+    return {t: [r[0] for r in db.execute("SELECT name FROM pragma_table_info(?)", (t,))]
+            for t in tables}
 
 
 def _recognise_baseline(db: sqlite3.Connection, baseline: Migration) -> None:
