@@ -17,6 +17,7 @@ from aiohttp import web
 from paas.controller.api import add_routes, auth_middleware, error_middleware
 from paas.consul import ConsulUnavailable
 from paas.controller.longpoll import AssignmentWaiters
+from paas.controller.migrations import StoreRefused
 from paas.controller.service import CONTROLLER, Controller
 from paas.controller.settings import ControllerSettings
 from paas.controller.store import Store
@@ -95,8 +96,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log.info("controller on http://%s:%s, data in %s", settings.host, settings.port,
              settings.data_dir)
-    web.run_app(make_app(settings), host=settings.host, port=settings.port, print=None,
-                access_log=None, shutdown_timeout=5)
+    try:
+        web.run_app(make_app(settings), host=settings.host, port=settings.port, print=None,
+                    access_log=None, shutdown_timeout=5)
+    except StoreRefused as exc:
+        sys.exit(f"paas-controller: {exc}")
 
 
 if __name__ == "__main__":

@@ -2,109 +2,28 @@
 
 WAL journal with `synchronous=FULL`, so a commit survives a crash of the process or the host.
 Every write happens in one short transaction on the event loop's thread; the controller is the
-only writer. Rows come back as plain dicts ready for JSON.
+only writer. Rows come back as plain dicts ready for JSON. The schema and its versions live in
+`migrations.py`; opening the store brings the file up to date or refuses it (`StoreRefused`).
+
+The data directory holds secrets (tokens, app config), so `private_data_dir` makes it 0700
+before anything is written into it, and `state.db` with its `-wal` and `-shm` files is 0600.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
+import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS apps (
-    name TEXT PRIMARY KEY,
-    hostnames TEXT NOT NULL,
-    config TEXT NOT NULL DEFAULT '{}',
-    scale TEXT NOT NULL DEFAULT '{}',
-    next_release INTEGER NOT NULL DEFAULT 1,
-    stable_release INTEGER,
-    live_release INTEGER,
-    pending TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS releases (
-    app TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    image TEXT NOT NULL,
-    image_id TEXT NOT NULL,
-    pushed_image TEXT,
-    source TEXT NOT NULL,
-    config TEXT NOT NULL,
-    processes TEXT NOT NULL,
-    test_command TEXT,
-    health TEXT NOT NULL,
-    policy TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    created_by TEXT NOT NULL,
-    PRIMARY KEY (app, version)
-);
-CREATE TABLE IF NOT EXISTS deployments (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    app TEXT NOT NULL,
-    release INTEGER NOT NULL,
-    replicas TEXT NOT NULL,
-    kind TEXT NOT NULL DEFAULT 'deploy',
-    options TEXT NOT NULL DEFAULT '{}',
-    status TEXT NOT NULL,
-    step TEXT NOT NULL,
-    reason TEXT,
-    log_tail TEXT,
-    test_output TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS deployments_app ON deployments (app, id);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    app TEXT NOT NULL,
-    deployment_id INTEGER,
-    at REAL NOT NULL,
-    step TEXT NOT NULL,
-    message TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_app ON events (app, id);
-CREATE TABLE IF NOT EXISTS promotions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    app TEXT NOT NULL,
-    release INTEGER NOT NULL,
-    at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS instances (
-    id TEXT PRIMARY KEY,
-    app TEXT NOT NULL,
-    release INTEGER NOT NULL,
-    process TEXT NOT NULL,
-    role TEXT NOT NULL,
-    node TEXT NOT NULL,
-    desired TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
-    container_id TEXT,
-    host_port INTEGER,
-    restarts INTEGER NOT NULL DEFAULT 0,
-    deployment_id INTEGER,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS instances_app ON instances (app);
-CREATE INDEX IF NOT EXISTS instances_node ON instances (node);
-CREATE TABLE IF NOT EXISTS nodes (
-    name TEXT PRIMARY KEY,
-    address TEXT NOT NULL,
-    cpu REAL NOT NULL,
-    memory_mb INTEGER NOT NULL,
-    labels TEXT NOT NULL,
-    consul_url TEXT NOT NULL,
-    agent_url TEXT NOT NULL DEFAULT '',
-    draining INTEGER NOT NULL DEFAULT 0,
-    assign_index INTEGER NOT NULL DEFAULT 1,
-    last_heartbeat REAL,
-    registered_at REAL NOT NULL
-);
-"""
+from paas.controller.migrations import StoreRefused, migrate
+
+log = logging.getLogger("paas.controller.store")
 
 _JSON_COLUMNS = {"hostnames", "config", "scale", "processes", "health", "policy", "labels",
                  "replicas", "options", "pending"}
@@ -129,13 +48,12 @@ class Store:
         run (the long-poll wakes its waiters there)."""
         self._on_changed = on_assignments_changed
         self._bumped = False
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
+        private_data_dir(path.parent)
+        try:
+            _private_db_files(path)
+            self._db = _open(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreRefused(f"cannot open the controller's database {path}: {exc}") from exc
 
     def close(self) -> None:
         self._db.close()
@@ -402,6 +320,54 @@ class Store:
         for node in set(nodes):
             db.execute("UPDATE nodes SET assign_index = assign_index + 1 WHERE name = ?",
                        (node,))
+
+
+def private_data_dir(path: Path) -> Path:
+    """Make the data directory 0700 (parents as the umask says) and return it.
+
+    An existing directory looser than 0700 is tightened, with a warning: controllers before
+    this one left it 0755 with a world-readable `state.db`, and the directory is the
+    controller's own (its `--data-dir`), so nobody else has a reason to read it.
+    """
+    try:
+        existed = path.is_dir()
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode != 0o700:
+            path.chmod(0o700)  # a new one too: mkdir's mode passes through the umask
+            if existed:
+                log.warning("data directory %s was mode %04o; now 0700", path, mode)
+    except OSError as exc:
+        raise StoreRefused(f"cannot make the data directory {path} private (0700): {exc}"
+                           ) from exc
+    return path
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """Connect, set the pragmas and migrate; the connection is closed if any of that fails."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        migrate(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _private_db_files(path: Path) -> None:
+    """Create `state.db` 0600 before SQLite does (SQLite gives its `-wal` and `-shm` files
+    the database's mode); tighten the files an older controller left readable."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if stat.S_IMODE(name.stat().st_mode) != 0o600:
+                name.chmod(0o600)
+        except FileNotFoundError:
+            pass
 
 
 class DeploymentRunning(Exception):

@@ -1,5 +1,5 @@
 """API tokens: an admin token for users and a join token for agents, made on first start and
-kept in the data directory with mode 0600."""
+kept in the data directory (0700, made by the store's `private_data_dir`) with mode 0600."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
+from paas.controller.store import private_data_dir
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,6 @@ def _read_or_create(path: Path) -> str:
 
 def load_tokens(data_dir: Path) -> Tokens:
     """Return the tokens in `data_dir`, creating any that are missing."""
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_data_dir(data_dir)
     return Tokens(admin=_read_or_create(data_dir / "admin.token"),
                   join=_read_or_create(data_dir / "join.token"))
