@@ -1,11 +1,15 @@
-"""The shared settings loader (`paas/settings.py`), issue 8.
+"""The shared settings loader (`paas/settings.py`) and the three daemons' use of it (issue 8).
 
-The loader is tested on a sample dataclass that holds one field of every supported type.
+The loader is tested on a sample dataclass that holds one field of every supported type; the
+daemons are tested as processes (`--help`, and a bad value: exit 2, one line, no traceback).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +17,12 @@ from typing import Any
 
 import pytest
 
+from agent.settings import AgentSettings
+from paas.controller.settings import ControllerSettings
 from paas.settings import LOG_LEVELS, InvalidSetting, build_parser, load, setting
+from router.settings import RouterSettings
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,3 +186,49 @@ def test_an_unsupported_type_is_refused_when_the_parser_is_built() -> None:
 
     with pytest.raises(TypeError, match="unsupported"):
         build_parser(Odd, prog="odd", description="", env_prefix="ODD_")
+
+
+# --- the three daemons ----------------------------------------------------------------------
+
+DAEMONS = [  # (settings class, module, a bad flag, its variable)
+    (ControllerSettings, "paas.controller.server", ["--port", "x"], "PAAS_CONTROLLER_PORT"),
+    (AgentSettings, "agent.main", ["--node", "n1", "--admin-port", "0"], "PAAS_AGENT_ADMIN_PORT"),
+    (RouterSettings, "router.main", ["--listen-host", "localhost"], "PAAS_ROUTER_LISTEN_HOST"),
+]
+
+
+@pytest.mark.parametrize("cls", [d[0] for d in DAEMONS], ids=lambda c: c.__name__)
+def test_every_daemon_setting_has_help(cls: type) -> None:
+    for f in dataclasses.fields(cls):
+        assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
+
+
+def run_daemon(module: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAAS_")}
+    env["COLUMNS"] = "10000"  # help on one line per flag: argparse wraps at hyphens
+    return subprocess.run([sys.executable, "-m", module, *argv], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("cls, module, bad, variable", DAEMONS, ids=[d[1] for d in DAEMONS])
+def test_daemon_help_lists_every_setting(cls: type, module: str, bad: list[str],
+                                         variable: str) -> None:
+    done = run_daemon(module, ["--help"])
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    prefix = next(p for p in ("PAAS_CONTROLLER_", "PAAS_AGENT_", "PAAS_ROUTER_")
+                  if variable.startswith(p))
+    for f in dataclasses.fields(cls):
+        assert " ".join(f.metadata["help"].split()) in text, f.name
+    assert text.count("(default: ") == len(dataclasses.fields(cls))
+    assert text.count(f"env {prefix}") == len(dataclasses.fields(cls))
+
+
+@pytest.mark.parametrize("cls, module, bad, variable", DAEMONS, ids=[d[1] for d in DAEMONS])
+def test_daemon_bad_value_is_one_line_and_exit_2(cls: type, module: str, bad: list[str],
+                                                 variable: str) -> None:
+    done = run_daemon(module, bad)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert bad[-2] in done.stderr and variable in done.stderr
