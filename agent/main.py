@@ -14,17 +14,17 @@ import sys
 from typing import Sequence
 
 from agent.daemon import Agent, AgentCrashed
-from agent.settings import AgentSettings, SettingsError
+from agent.settings import ENV_PREFIX, PROG, AgentSettings
+from paas.settings import InvalidSetting, fail
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the agent until SIGTERM or SIGINT; return the process exit code."""
+    settings = AgentSettings.from_args(argv)  # exits 2 on a bad value
     try:
-        settings = AgentSettings.from_args(argv)
         token = settings.read_join_token()
-    except SettingsError as exc:
-        print(f"paas-agent: {exc}", file=sys.stderr)
-        return 2
+    except InvalidSetting as exc:
+        fail(AgentSettings, exc, prog=PROG, env_prefix=ENV_PREFIX)
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not token:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 import time
@@ -146,8 +145,8 @@ async def serve(settings: RouterSettings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console script `paas-router`."""
-    settings = RouterSettings.from_args(sys.argv[1:] if argv is None else argv, os.environ)
+    """Console script `paas-router`; a bad setting exits 2 with one line on stderr."""
+    settings = RouterSettings.from_args(argv)
     logging.basicConfig(
         level=settings.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
