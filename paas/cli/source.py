@@ -88,7 +88,8 @@ def _git_out(directory: Path, *args: str) -> bytes:
         detail = result.stderr.decode(errors="replace").strip().splitlines()
         raise CliError(f"git {args[0]} failed in {directory}"
                        + (f": {detail[-1]}" if detail else ""),
-                       hint="check the repository with 'git status'")
+                       hint="check the repository with 'git status'",
+                       data={"git_error": detail[-1] if detail else ""})
     return result.stdout
 
 

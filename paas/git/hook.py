@@ -206,7 +206,11 @@ class Pusher:
 
     def assemble(self, sha: str) -> bytes:
         self.out.phase(f"assemble: git archive {short(sha)}")
-        context = commit_context(REPOSITORY, sha)
+        try:
+            context = commit_context(REPOSITORY, sha)
+        except CliError as exc:
+            raise HookError(f"git archive of {short(sha)} failed: "
+                            f"{exc.data.get('git_error') or exc.message}") from None
         self.out.detail(f"{len(context) / 1024:.1f} KB of source")
         return context
 

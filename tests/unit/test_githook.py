@@ -228,6 +228,20 @@ def test_a_deployment_that_does_not_end_in_time_rejects(bare, monkeypatch):
                                 "'paas events hello --deployment 7'"
 
 
+def test_a_commit_git_cannot_pack_rejects_in_one_sentence(bare):
+    stream = io.StringIO()
+    pusher = Pusher(api=FakeApi([]), app="hello", out=Out(stream),  # type: ignore[arg-type]
+                    options=PushOptions())
+    code = githook.handle([update("refs/heads/main", new="c" * 40)], branch=None,
+                          pusher=pusher)
+    out = stream.getvalue()
+    assert code == githook.EXIT_REJECT
+    summary = out.splitlines()[-2]  # git's own words follow, in git's language
+    assert summary.startswith("-----> summary: git archive of cccccccccccc failed: ")
+    assert "check the repository" not in summary, "no hint meant for a local user"
+    assert "Traceback" not in out
+
+
 # --- what the hook does without deploying -------------------------------------------------
 class RecordingPusher(Pusher):
     def __init__(self, stream: io.StringIO, *, fail: Exception | None = None,
