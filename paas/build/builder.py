@@ -13,7 +13,6 @@ step and the last lines of the log; an engine that cannot be reached raises
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import re
@@ -21,6 +20,7 @@ import tarfile
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ import requests.exceptions
 import urllib3.exceptions
 
 from paas import templating
-from paas.build.context import BadBuildContext, validate_build_context
+from paas.build.context import (BadBuildContext, archive_members, pack_context,
+                                validate_build_context)
 
 STACK_TEMPLATES = {"busybox": "Dockerfile.busybox.j2"}
 DEFAULT_STACK = "busybox"
@@ -105,17 +106,12 @@ def render_dockerfile(*, procfile: str, stack: str = DEFAULT_STACK) -> str:
 
 def _with_dockerfile(context: bytes, dockerfile: str) -> bytes:
     """The (already validated) context with `Dockerfile` added at its root."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(context), mode="r|gz") as source, \
-            gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1, mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as target:
-        for member in source:
-            target.addfile(member, source.extractfile(member) if member.isreg() else None)
-        data = dockerfile.encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size, info.mode = len(data), 0o644
-        target.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+    data = dockerfile.encode()
+    info = tarfile.TarInfo("Dockerfile")
+    info.size, info.mode = len(data), 0o644
+    # compresslevel 1: the engine unpacks it at once, so speed beats size.
+    return pack_context(chain(archive_members(context), [(info, io.BytesIO(data))]),
+                        compresslevel=1)
 
 
 class _Log:

@@ -7,20 +7,27 @@ symlinks that resolve inside the context, hard links to earlier entries only, an
 fifos. It returns the entry names and the text of the root `Dockerfile`, `Procfile` and
 `paas.toml` so the controller and the builder need not read the archive again.
 
-`make_build_context` is the other side, used by the CLI: it packs a directory (without `.git`).
+The other side is writing one: `pack_context` is the one writer, used by everyone who makes a
+context (the CLI's three ways to assemble, the git hook, the builder adding a generated
+Dockerfile), fed with `directory_members` or `archive_members`; `make_build_context` packs a
+plain directory (without `.git`). `upload_source` and `git_source` are the source strings a
+release records for a context.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import posixpath
 import stat
 import tarfile
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 GZIP_MAGIC = b"\x1f\x8b"
 ROOT_FILES = ("Dockerfile", "Procfile", "paas.toml")
@@ -260,41 +267,113 @@ def _check_links(*, entries: list[str], symlinks: dict[str, str]) -> None:
                                   f"({target[:100]!r}); use a target inside it.")
 
 
+# --- writing contexts ---------------------------------------------------------------------
+Member = tuple[tarfile.TarInfo, IO[bytes] | None]
+"""An entry to write and, for a regular file, where its data is read from."""
+
+
+def pack_context(members: Iterable[Member], *, mtime: int | None = None,
+                 compresslevel: int = 9) -> bytes:
+    """The one writer of build contexts: a gzip PAX tar of `members`, in the order given.
+
+    Every entry is owned by root (uid and gid 0, no user or group name) and carries no extra
+    PAX headers; with `mtime` every entry is dated then. The gzip header has no name and no
+    date. So the same members always give the same bytes, and the same source the same
+    `upload_source`. Callers give members sorted by name (`directory_members` does).
+    """
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, compresslevel=compresslevel) as gz, \
+            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as archive:
+        for info, handle in members:
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.pax_headers = {}
+            if mtime is not None:
+                info.mtime = mtime
+            archive.addfile(info, handle if info.isreg() else None)
+    return buffer.getvalue()
+
+
+def directory_members(directory: Path, names: Iterable[str]) -> Iterator[Member]:
+    """Members for `names` (paths relative to `directory`), sorted by name, each file open
+    only while it is written. Files keep their mode and modification time (an app serving
+    them may send it as Last-Modified); what is neither a file, a directory nor a symlink,
+    or is gone, is left out."""
+    for name in sorted(names):
+        path = directory / name
+        try:
+            info = _path_info(path, name)
+            if info is None or not info.isreg():
+                if info is not None:
+                    yield info, None
+                continue
+            with open(path, "rb") as handle:
+                yield info, handle
+        except FileNotFoundError:
+            continue
+
+
+def _path_info(path: Path, name: str) -> tarfile.TarInfo | None:
+    found = path.lstat()
+    info = tarfile.TarInfo(name)
+    info.mode = stat.S_IMODE(found.st_mode)
+    info.mtime = int(found.st_mtime)
+    if stat.S_ISREG(found.st_mode):
+        info.size = found.st_size
+    elif stat.S_ISDIR(found.st_mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(found.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+    else:
+        return None
+    return info
+
+
+def archive_members(data: bytes) -> Iterator[Member]:
+    """The members of a tar (plain or compressed), in its order, read as a stream."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|*") as source:
+        for member in source:
+            yield member, source.extractfile(member) if member.isreg() else None
+
+
 def make_build_context(*, directory: Path, exclude: frozenset[str] = frozenset({".git"})) -> bytes:
     """Pack `directory` into a gzip tar build context, skipping `.git` at any depth.
 
-    Entries are sorted and owned by root so the same tree gives the same archive contents.
-    Symlinks are kept as links; sockets and other special files are left out.
+    Symlinks are kept as links (a linked directory is not followed); sockets and other
+    special files are left out.
     """
     root = Path(directory)
     if not root.is_dir():
         raise BadBuildContext(f"{str(root)[:200]!r} is not a directory.")
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as archive:
-        _add_tree(archive, root=root, relative="", exclude=exclude)
-    return buffer.getvalue()
+    return pack_context(directory_members(root, _tree_names(root, "", exclude)))
 
 
-def _add_tree(archive: tarfile.TarFile, *, root: Path, relative: str,
-              exclude: frozenset[str]) -> None:
-    directory = root / relative if relative else root
-    with os.scandir(directory) as scan:
-        children = sorted(scan, key=lambda e: e.name)
+def _tree_names(root: Path, relative: str, exclude: frozenset[str]) -> Iterator[str]:
+    with os.scandir(root / relative if relative else root) as scan:
+        children = list(scan)
     for child in children:
         if child.name in exclude:
             continue
         name = posixpath.join(relative, child.name) if relative else child.name
-        mode = child.stat(follow_symlinks=False).st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
-            continue
-        info = archive.gettarinfo(child.path, arcname=name)
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        if info.isreg():
-            with open(child.path, "rb") as handle:
-                archive.addfile(info, handle)
-        else:
-            archive.addfile(info)
-        if info.isdir():
-            _add_tree(archive, root=root, relative=name, exclude=exclude)
+        yield name
+        if child.is_dir(follow_symlinks=False):
+            yield from _tree_names(root, name, exclude)
+
+
+# --- what a release records as its source -------------------------------------------------
+def upload_source(context: bytes) -> str:
+    """The source of a release built from `context` when no commit names it:
+    `upload:sha256:<the first 16 hex digits of its SHA-256>`."""
+    return "upload:sha256:" + hashlib.sha256(context).hexdigest()[:16]
+
+
+def git_source(commit: str) -> str:
+    """The source of a release built from exactly the files of `commit`: `git:<commit>`."""
+    return f"git:{commit}"
+
+
+def source_commit(source: str | None) -> str | None:
+    """The commit a `git:<commit>` source names, else None."""
+    if source and source.startswith("git:"):
+        return source.removeprefix("git:") or None
+    return None

@@ -22,6 +22,7 @@ from paas.cli.common import (EXIT_BUILD, EXIT_INTERRUPTED, EXIT_OK, EXIT_PUBLISH
 from paas.cli.follow import EventPrinter, failure, follow, phase_header
 from paas.cli.source import Assembled, assemble, same_tree, write_context
 from paas.cli.client import Client, ClientError
+from paas.cli.reuse import reusable_release
 
 BUILD_TIMEOUT_S = 1800.0
 
@@ -48,9 +49,10 @@ def describe(assembled: Assembled) -> str:
             f"{human_size(len(assembled.data))}, {assembled.digest}")
 
 
-def assemble_for(args: argparse.Namespace) -> Assembled:
-    """Assemble DIR per the flags, warning about uncommitted changes."""
-    assembled = assemble(Path(args.dir), from_head=args.from_head)
+def assemble_for(directory: Path, *, from_head: bool = False) -> Assembled:
+    """Assemble `directory` (`--from-head`: its last commit), warning about uncommitted
+    changes."""
+    assembled = assemble(directory, from_head=from_head)
     if assembled.dirty and assembled.mode == "worktree":
         warn(f"{assembled.directory} has uncommitted changes; they are built, and the release "
              "will not name a commit",
@@ -60,21 +62,18 @@ def assemble_for(args: argparse.Namespace) -> Assembled:
     return assembled
 
 
-def reusable(api: Client, app: str, assembled: Assembled) -> dict[str, Any] | None:
-    """The app's latest release when it was built from exactly this source (so the same
-    commit is not built twice: `make package deploy`). Only the latest: an older one would
-    carry older config."""
-    releases = api.get(f"/v1/apps/{app}/releases")["releases"]
-    if not releases:
-        return None
-    latest = max(releases, key=lambda r: r["version"])
-    if latest["source"] in {assembled.source, assembled.upload_source}:
-        return latest
-    built_from = str(latest["source"]).removeprefix("git:")
-    if assembled.source and latest["source"].startswith("git:") \
-            and same_tree(assembled.directory, built_from, str(assembled.commit)):
-        return latest
-    return None
+def reusable(api: Client, app: str, assembled: Assembled, *,
+             rebuild: bool = False) -> dict[str, Any] | None:
+    """The release to reuse instead of building `assembled`, by the one rule
+    (`paas.cli.reuse`): the latest, when built from the same source (so `make package
+    deploy` does not build the same commit twice), unless `rebuild`."""
+    commit = assembled.commit if assembled.source else None  # the files are that commit's
+    return reusable_release(
+        api.get(f"/v1/apps/{app}/releases")["releases"],
+        sources={s for s in (assembled.source, assembled.upload_source) if s},
+        force=rebuild,
+        same_files=(lambda built: same_tree(assembled.directory, built, commit))
+        if commit else None)
 
 
 def upload(api: Client, app: str, assembled: Assembled) -> dict[str, Any]:
@@ -102,23 +101,28 @@ def note_lines(lines: list[str]) -> None:
     sys.stderr.flush()
 
 
-def package(api: Client, app: str, args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+def package(api: Client, app: str, directory: Path, *, from_head: bool = False,
+            rebuild: bool = False) -> tuple[dict[str, Any], bool]:
     """Assemble and build (or reuse the latest release of the same source). Returns the
     release and whether it was reused."""
-    assembled = assemble_for(args)
+    assembled = assemble_for(directory, from_head=from_head)
     note(phase_header("assemble", describe(assembled)))
-    if not args.rebuild:
-        release = reusable(api, app, assembled)
-        if release is not None:
-            note(phase_header("package", f"{release['name']} was built from "
-                                         f"{release['source']}; reusing it "
-                                         "(--rebuild builds again)"))
-            return release, True
+    release = reusable(api, app, assembled, rebuild=rebuild)
+    if release is not None:
+        note(phase_header("package", f"{release['name']} was built from "
+                                     f"{release['source']}; reusing it "
+                                     "(--rebuild builds again)"))
+        return release, True
     started = time.monotonic()
     release = upload(api, app, assembled)
     note(phase_header("package", f"built {release['image']} (release {release['name']}) "
                                  f"in {time.monotonic() - started:.1f}s"))
     return release, False
+
+
+def package_args(api: Client, app: str, args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+    """`package` with DIR, --from-head and --rebuild from the command line."""
+    return package(api, app, Path(args.dir), from_head=args.from_head, rebuild=args.rebuild)
 
 
 def latest_version(view: dict[str, Any], app: str) -> int:
@@ -189,7 +193,7 @@ def placement(api: Client, app: str, version: int) -> str:
 
 # --- verbs --------------------------------------------------------------------------------
 def cmd_assemble(args: argparse.Namespace) -> int:
-    assembled = assemble_for(args)
+    assembled = assemble_for(Path(args.dir), from_head=args.from_head)
     if args.output:
         write_context(assembled, Path(args.output))
     data = {**assembled.summary(), "output": args.output}
@@ -202,7 +206,7 @@ def cmd_package(args: argparse.Namespace) -> int:
     app = app_name(args.app)
     api = client(args)
     get_app(api, app)
-    release, reused = package(api, app, args)
+    release, reused = package_args(api, app, args)
     emit(args, {"release": release, "reused": reused},
          lambda: f"{app} release {release['name']}: {release['image']}")
     return EXIT_OK
@@ -234,7 +238,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if args.version:
         version, reused = parse_version(args.version), True
     else:
-        release, reused = package(api, app, args)
+        release, reused = package_args(api, app, args)
         version = release["version"]
     publish(api, app, version)
     if args.hostname is not None:

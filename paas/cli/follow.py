@@ -2,15 +2,17 @@
 
 The controller records every step of a deployment as events (`GET /v1/apps/{app}/events?
 deployment=N&after=ID`): which instance started on which node, when it became healthy, the
-integration test's output lines, the drains, the finish. `follow` prints them as they come,
-under one header per phase, with the time since the deployment began; `failure` turns a
-failed deployment into the CLI error whose exit code names the failed phase.
+integration test's output lines, the drains, the finish. `follow` hands them to a printer as
+they come: `EventPrinter` prints them under one header per phase, with the time since the
+deployment began (the git hook passes its own). `failure` turns a failed deployment into the
+CLI error whose exit code names the failed phase.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+import time
+from typing import Any, Callable, TextIO
 
 from paas.cli.common import CliError, exit_code_for_step
 from paas.cli.client import Client
@@ -24,6 +26,7 @@ PHASES = {
     "revert": "auto_revert: back to the stable release",
 }
 POLL_WAIT_S = 1.0
+POLL_TIMEOUT_S = 30.0  # the controller answers a `wait` request within POLL_WAIT_S
 
 
 def phase_header(step: str, detail: str = "") -> str:
@@ -53,10 +56,25 @@ class EventPrinter:
         print(f"  {event['at'] - origin:6.1f}s  {message}", file=out, flush=True)
 
 
+class StillRunning(Exception):
+    """The deployment had not ended within the time given to follow it; it goes on: follow
+    it again later (`paas events APP --deployment N`)."""
+
+    def __init__(self, dep: dict[str, Any], timeout_s: float) -> None:
+        super().__init__(f"deployment {dep['id']} still runs after {timeout_s:g}s")
+        self.deployment = dep
+        self.timeout_s = timeout_s
+
+
 def follow(api: Client, app: str, dep: dict[str, Any], *,
-           printer: EventPrinter | None = None) -> dict[str, Any]:
-    """Print the deployment's events until it ends; returns its final state."""
+           printer: Callable[[dict[str, Any]], None] | None = None,
+           timeout_s: float | None = None) -> dict[str, Any]:
+    """Hand the deployment's events to `printer` as they come (after the last one seen),
+    until it ends; return its final state. The one follower of `paas deploy` (and every verb
+    that waits for a deployment) and of the git hook, each with its own printer. With
+    `timeout_s`, raise StillRunning when it has not ended by then."""
     seen = 0
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         events = api.get(f"/v1/apps/{app}/events?deployment={dep['id']}&after={seen}")["events"]
         for event in events:
@@ -65,8 +83,10 @@ def follow(api: Client, app: str, dep: dict[str, Any], *,
                 printer(event)
         if dep["status"] != "running":
             return dep
-        dep = api.get(f"/v1/apps/{app}/deployments/{dep['id']}?wait={POLL_WAIT_S}",
-                      timeout=30)["deployment"]
+        if deadline is not None and time.monotonic() >= deadline:
+            raise StillRunning(dep, float(timeout_s or 0))
+        dep = api.get(f"/v1/apps/{app}/deployments/{dep['id']}?wait={POLL_WAIT_S:g}",
+                      timeout=POLL_TIMEOUT_S)["deployment"]
 
 
 def unseen_tail(log_tail: str, printer: EventPrinter | None) -> list[str]:

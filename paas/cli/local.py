@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import hashlib
 import json
 import os
 import sys
@@ -14,12 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from paas import templating
 from paas.cli.common import EXIT_OK, EXIT_USAGE, CliError, app_name, emit, note, output_flags
-from paas.cli.deploy import wait
-from paas.cli.client import (Client, Target, cluster_root, forget_login, normalise_url, paas_home,
-                         save_login)
+from paas.cli.deploy import package, wait
+from paas.cli.client import (Client, Target, cluster_root, forget_login, normalise_url,
+                             paas_home, save_login)
 from paas.names import InvalidName, validate_app_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,21 +58,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def demo(cluster: Any) -> dict[str, Any]:
-    """Build and deploy examples/hello with 2 replicas, unless that is already what runs."""
-    from paas.build.context import make_build_context
-
+    """Build and deploy examples/hello with 2 replicas, unless that is already what runs: it
+    is packaged as `paas package examples/hello` does, so the release is reused by the same
+    rule."""
     api = Client(Target(cluster.controller_url, cluster.admin_token()))
     if DEMO_APP not in {a["name"] for a in api.get("/v1/apps")["apps"]}:
         api.post("/v1/apps", {"name": DEMO_APP})
-    context = make_build_context(directory=REPO / "examples" / "hello")
-    source = "upload:sha256:" + hashlib.sha256(context).hexdigest()[:16]
-    releases = api.get(f"/v1/apps/{DEMO_APP}/releases")["releases"]
-    release = next((r for r in releases if r["source"] == source), None)
-    if release is None:
-        release = api.request("POST", f"/v1/apps/{DEMO_APP}/releases?source={source}",
-                              data=context, content_type="application/gzip",
-                              timeout=600)["release"]
-        note(f"built {release['image']}")
+    release, _ = package(api, DEMO_APP, REPO / "examples" / "hello")
     instances = api.get(f"/v1/apps/{DEMO_APP}/instances")["instances"]
     serving = [i for i in instances if i["release"] == release["version"]
                and i["state"] == "running" and i["desired"] == "running"]

@@ -16,7 +16,6 @@ files are exactly the commit's: from HEAD, or from a clean working tree.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
@@ -27,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from paas.build.context import BadBuildContext, make_build_context, validate_build_context
+from paas.build.context import (BadBuildContext, archive_members, directory_members, git_source,
+                                make_build_context, pack_context, upload_source,
+                                validate_build_context)
 from paas.cli.common import CliError
 
 GIT_TIMEOUT_S = 60
@@ -53,13 +54,13 @@ class Assembled:
         """`git:<commit>` when the context is exactly that commit's tree, else None (the
         controller then records the upload's digest)."""
         if self.commit and (self.mode == "head" or not self.dirty):
-            return f"git:{self.commit}"
+            return git_source(self.commit)
         return None
 
     @property
     def upload_source(self) -> str:
         """What the controller records for this context when no source is sent."""
-        return "upload:sha256:" + hashlib.sha256(self.data).hexdigest()[:16]
+        return upload_source(self.data)
 
     def summary(self) -> dict[str, Any]:
         return {"directory": str(self.directory), "mode": self.mode, "digest": self.digest,
@@ -87,7 +88,8 @@ def _git_out(directory: Path, *args: str) -> bytes:
         detail = result.stderr.decode(errors="replace").strip().splitlines()
         raise CliError(f"git {args[0]} failed in {directory}"
                        + (f": {detail[-1]}" if detail else ""),
-                       hint="check the repository with 'git status'")
+                       hint="check the repository with 'git status'",
+                       data={"git_error": detail[-1] if detail else ""})
     return result.stdout
 
 
@@ -143,44 +145,6 @@ def _packable(path: Path) -> bool:
 
 
 # --- packing ------------------------------------------------------------------------------
-def _normalised(info: tarfile.TarInfo, *, mtime: float | None = None) -> tarfile.TarInfo:
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    if mtime is not None:
-        info.mtime = mtime
-    return info
-
-
-def pack_files(directory: Path, names: list[str]) -> bytes:
-    """A gzip tar of `names` (relative to `directory`), sorted, owned by root."""
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as archive:
-        for name in sorted(names):
-            path = directory / name
-            info = _normalised(archive.gettarinfo(str(path), arcname=name))
-            if info.isreg():
-                with open(path, "rb") as handle:
-                    archive.addfile(info, handle)
-            else:
-                archive.addfile(info)
-    return buffer.getvalue()
-
-
-def repack_tar(raw: bytes, *, mtime: float) -> bytes:
-    """Plain tar (from `git archive`) → gzip tar with every entry owned by root and dated
-    `mtime`, so the same commit always gives the same bytes."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as source, \
-            gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as archive:
-        for member in source:
-            handle = source.extractfile(member) if member.isreg() else None
-            member.pax_headers = {}
-            archive.addfile(_normalised(member, mtime=mtime), handle)
-    return buffer.getvalue()
-
-
 def count_files(data: bytes) -> int:
     """Entries that are not directories."""
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
@@ -188,14 +152,22 @@ def count_files(data: bytes) -> int:
 
 
 # --- the three ways -----------------------------------------------------------------------
-def _from_head(directory: Path, commit: str) -> bytes:
+def commit_context(repository: Path, commit: str, *, folder: str = "") -> bytes:
+    """The build context of `folder` ("" for the top) as `commit` has it, at the context's
+    root: `git archive`, every entry dated at the commit's time, so the same commit always
+    gives the same bytes. `repository` is the top of a working tree, or a bare repository
+    (the git hook)."""
     # git archive limits itself to the current directory, so it runs at the top level and
-    # takes the subfolder's tree (`<commit>:<prefix>`), which puts it at the context's root.
+    # takes the folder's tree (`<commit>:<folder>`), which puts it at the context's root.
+    raw = _git_out(repository, "archive", "--format=tar", f"{commit}:{folder}")
+    when = int(_git_out(repository, "show", "-s", "--format=%ct", commit).decode().strip())
+    return pack_context(archive_members(raw), mtime=when)
+
+
+def _from_head(directory: Path, commit: str) -> bytes:
     prefix = _git_out(directory, "rev-parse", "--show-prefix").decode().strip()
     top = Path(_git_out(directory, "rev-parse", "--show-toplevel").decode().strip())
-    raw = _git_out(top, "archive", "--format=tar", f"{commit}:{prefix}")
-    when = float(_git_out(directory, "show", "-s", "--format=%ct", commit).decode().strip())
-    return repack_tar(raw, mtime=when)
+    return commit_context(top, commit, folder=prefix)
 
 
 def _check(data: bytes, directory: Path) -> None:
@@ -242,7 +214,7 @@ def _assemble_git(directory: Path, *, from_head: bool) -> Assembled:
         if not names:
             raise CliError(f"git lists no files under {directory}",
                            hint="add the app's files, or check .gitignore")
-        data = pack_files(directory, names)
+        data = pack_context(directory_members(directory, names))
         mode = "worktree"
     return Assembled(data=data, directory=directory, mode=mode, files=count_files(data),
                      commit=commit, dirty=dirty)

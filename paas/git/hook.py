@@ -8,12 +8,15 @@ options (`GIT_PUSH_OPTION_COUNT`, `GIT_PUSH_OPTION_<i>`) and the quarantine of t
 objects, which `git archive` reads. Every line printed reaches the pusher at once as a
 `remote:` line. The phases, as the design names them:
 
-1. assemble — `git archive --format=tar.gz <sha>`;
-2. package — `POST /v1/apps/<app>/releases?source=git:<sha>`, unless a release was already
-   built from that commit (then it is reused, and deployed only when it is not live); the
-   push option `force` (`git push -o force`) builds a new release anyway;
+1. assemble — the commit's files as `paas assemble --from-head` packs them
+   (`paas.cli.source.commit_context`: `git archive`, the same bytes for the same commit);
+2. package — `POST /v1/apps/<app>/releases?source=git:<sha>`, unless the app's latest release
+   was built from that commit or one with the same files (then it is reused, and deployed
+   only when it is not live), the same rule as `paas package` (`paas.cli.reuse`); the push
+   option `force` (`git push -o force`) builds a new release anyway;
 3. deploy — `POST /v1/apps/<app>/deployments` at the app's current scale; its events
-   (control, test, rollout, finish) are printed as they happen, then a one-line summary.
+   (control, test, rollout, finish) are printed as they happen (`paas.cli.follow`), then a
+   one-line summary.
 
 The deploy branch is `paas.branch` in the repository's config, else `main`, else `master`
 (whichever the push updates). Other refs, and deleting the deploy branch, are accepted
@@ -28,9 +31,15 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, TextIO
 
+from paas.build.context import git_source, source_commit
 from paas.cli.client import Client, ClientError, Target
+from paas.cli.common import CliError
+from paas.cli.follow import StillRunning, follow
+from paas.cli.reuse import reusable_release
+from paas.cli.source import commit_context, same_tree
 
 ENV_URL = "PAAS_GIT_URL"
 ENV_TOKEN = "PAAS_GIT_TOKEN"
@@ -40,6 +49,7 @@ KNOWN_OPTIONS = frozenset({"force"})
 TAIL_LINES = 30
 BUILD_TIMEOUT = 900.0
 DEPLOY_TIMEOUT = 1800.0
+REPOSITORY = Path(".")  # git runs the hook in the (bare) repository
 _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
 EXIT_ACCEPT = 0
@@ -129,13 +139,6 @@ def tail(text: str, lines: int = TAIL_LINES) -> list[str]:
     return [line.rstrip() for line in (text or "").strip().splitlines()[-lines:]]
 
 
-def existing_release(releases: Sequence[dict[str, Any]], source: str) -> dict[str, Any] | None:
-    """The newest release built from `source` (a config change copies the source, so the
-    newest one carries the current config)."""
-    mine = [r for r in releases if r.get("source") == source]
-    return max(mine, key=lambda r: r["version"]) if mine else None
-
-
 # --- output -------------------------------------------------------------------------------
 class Out:
     """Lines for the pusher, flushed at once (git relays them as `remote:` lines)."""
@@ -156,6 +159,21 @@ class Out:
         print(text, file=self.stream, flush=True)
 
 
+class StepPrinter:
+    """The hook's printer of a deployment's events: a `-----> <step>` line when the step
+    changes, then each event's message."""
+
+    def __init__(self, out: Out) -> None:
+        self.out = out
+        self.step = ""
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event["step"] != self.step:
+            self.step = event["step"]
+            self.out.phase(self.step)
+        self.out.detail(event["message"])
+
+
 # --- the deploy ---------------------------------------------------------------------------
 @dataclass
 class Pusher:
@@ -168,12 +186,16 @@ class Pusher:
 
     def run(self, update: RefUpdate) -> None:
         self.out.phase(f"deploying {update.ref} at {short(update.new)} to {self.app}")
-        source = f"git:{update.new}"
-        release = existing_release(self.api.get(f"/v1/apps/{self.app}/releases")["releases"],
-                                   source)
-        if release is not None and not self.options.force:
+        release = reusable_release(
+            self.api.get(f"/v1/apps/{self.app}/releases")["releases"],
+            sources={git_source(update.new)}, force=self.options.force,
+            same_files=lambda built: same_tree(REPOSITORY, built, update.new))
+        if release is not None:
+            built = source_commit(release["source"]) or update.new
+            same = "" if built == update.new else f" ({short(built)}, the same files)"
             self.out.phase(f"build: v{release['version']} was already built from "
-                           f"{short(update.new)}: no new release (git push -o force makes one)")
+                           f"{short(update.new)}{same}: no new release (git push -o force "
+                           "makes one)")
             if release.get("status") == "live":
                 self.summary(f"{self.app} v{release['version']} is already live: nothing to "
                              "deploy")
@@ -184,19 +206,20 @@ class Pusher:
 
     def assemble(self, sha: str) -> bytes:
         self.out.phase(f"assemble: git archive {short(sha)}")
-        proc = subprocess.run(["git", "archive", "--format=tar.gz", sha],
-                              capture_output=True, check=False)
-        if proc.returncode != 0:
-            first = (proc.stderr.decode(errors="replace").strip().splitlines() or ["?"])[0]
-            raise HookError(f"git archive of {short(sha)} failed: {first}")
-        self.out.detail(f"{len(proc.stdout) / 1024:.1f} KB of source")
-        return proc.stdout
+        try:
+            context = commit_context(REPOSITORY, sha)
+        except CliError as exc:
+            raise HookError(f"git archive of {short(sha)} failed: "
+                            f"{exc.data.get('git_error') or exc.message}") from None
+        self.out.detail(f"{len(context) / 1024:.1f} KB of source")
+        return context
 
     def package(self, sha: str, context: bytes) -> dict[str, Any]:
-        self.out.phase(f"build: a new release of {self.app} from git:{short(sha)}")
+        self.out.phase(f"build: a new release of {self.app} from {git_source(short(sha))}")
         started = time.monotonic()
         try:
-            release = self.api.request("POST", f"/v1/apps/{self.app}/releases?source=git:{sha}",
+            release = self.api.request("POST", f"/v1/apps/{self.app}/releases?source="
+                                       f"{git_source(sha)}",
                                        data=context, content_type="application/gzip",
                                        timeout=BUILD_TIMEOUT)["release"]
         except ClientError as exc:
@@ -232,23 +255,12 @@ class Pusher:
 
     def follow(self, dep: dict[str, Any]) -> dict[str, Any]:
         """Print the deployment's events as they come, a heading per step; its end state."""
-        seen, step = 0, ""
-        deadline = time.monotonic() + DEPLOY_TIMEOUT
-        path = f"/v1/apps/{self.app}"
-        while True:
-            events = self.api.get(f"{path}/events?deployment={dep['id']}&after={seen}")["events"]
-            for event in events:
-                seen = event["id"]
-                if event["step"] != step:
-                    step = event["step"]
-                    self.out.phase(step)
-                self.out.detail(event["message"])
-            if dep["status"] != "running":
-                return dep
-            if time.monotonic() > deadline:
-                raise HookError(f"deployment {dep['id']} still runs after {DEPLOY_TIMEOUT:g}s; "
-                                f"follow it with 'paas releases {self.app}'")
-            dep = self.api.get(f"{path}/deployments/{dep['id']}?wait=1", timeout=60)["deployment"]
+        try:
+            return follow(self.api, self.app, dep, printer=StepPrinter(self.out),
+                          timeout_s=DEPLOY_TIMEOUT)
+        except StillRunning as exc:
+            raise HookError(f"{exc}; follow it with 'paas events {self.app} --deployment "
+                            f"{dep['id']}'") from None
 
     def summary(self, text: str) -> None:
         self.out.phase(f"summary: {text}")
@@ -291,7 +303,7 @@ def handle(updates: Sequence[RefUpdate], *, branch: str | None, pusher: Pusher) 
         pusher.run(target)
     except HookError as exc:
         return reject(out, exc)
-    except ClientError as exc:
+    except (ClientError, CliError) as exc:
         return reject(out, HookError(exc.message + (f" ({exc.hint})" if exc.hint else "")))
     return EXIT_ACCEPT
 

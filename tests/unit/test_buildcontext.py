@@ -1,9 +1,10 @@
-"""Tests of build-context validation with good and evil archives made in the test, and of
-packing a directory."""
+"""Tests of build-context validation with good and evil archives made in the test, of
+packing a directory, of the one writer of contexts and of the source strings (issue 8)."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import tarfile
@@ -15,7 +16,12 @@ import pytest
 from paas.build.context import (
     BadBuildContext,
     ContextLimits,
+    archive_members,
+    git_source,
     make_build_context,
+    pack_context,
+    source_commit,
+    upload_source,
     validate_build_context,
 )
 
@@ -195,3 +201,68 @@ def test_make_build_context_packs_a_directory_without_git(tmp_path: Path) -> Non
 def test_make_build_context_refuses_a_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(BadBuildContext, match="not a directory"):
         make_build_context(directory=tmp_path / "missing")
+
+
+# --- the one writer, and the source strings -----------------------------------------------
+def owned(name: str, data: bytes, *, uid: int = 1000, mtime: int = 1_700_000_000
+          ) -> tuple[tarfile.TarInfo, io.BytesIO]:
+    info = tarfile.TarInfo(name)
+    info.size, info.uid, info.gid, info.uname, info.gname = len(data), uid, uid, "bob", "bob"
+    info.mtime, info.mode = mtime, 0o755
+    info.pax_headers = {"comment": "from somewhere"}
+    return info, io.BytesIO(data)
+
+
+def test_pack_context_owns_everything_by_root_and_dates_it_when_asked() -> None:
+    data = pack_context([owned("Dockerfile", b"FROM x\n"), owned("run.sh", b"#!/bin/sh\n")],
+                        mtime=1234)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members] == ["Dockerfile", "run.sh"], "in the order given"
+    assert {(m.uid, m.gid, m.uname, m.gname, m.mtime) for m in members} == {(0, 0, "", "", 1234)}
+    assert all(m.mode == 0o755 and "comment" not in m.pax_headers for m in members)
+    assert data[3] == 0 and data[4:8] == b"\0\0\0\0", "gzip header: no name, dated 0"
+
+
+def test_pack_context_gives_the_same_bytes_whoever_owned_the_files() -> None:
+    mine = pack_context([owned("a", b"x", uid=1000)])
+    theirs = pack_context([owned("a", b"x", uid=2000)])
+    assert mine == theirs
+    assert pack_context([owned("a", b"x", mtime=1)]) != pack_context([owned("a", b"x", mtime=2)])
+    assert pack_context([owned("a", b"x", mtime=1)], mtime=5) == \
+        pack_context([owned("a", b"x", mtime=2)], mtime=5)
+
+
+def test_archive_members_repack_to_the_same_context() -> None:
+    data = pack_context([owned("Dockerfile", b"FROM x\n"), owned("run.sh", b"#!/bin/sh\n")])
+    assert pack_context(archive_members(data)) == data
+    plain = gzip.decompress(data)  # `git archive --format=tar` gives a plain tar
+    assert pack_context(archive_members(plain)) == data
+
+
+def test_the_builder_adds_a_generated_dockerfile_through_the_one_writer() -> None:
+    from paas.build.builder import _with_dockerfile
+
+    context = targz(file("Procfile", b"web: ./start.sh\n"), file("start.sh"))
+    summary = validate_build_context(context=_with_dockerfile(context, "FROM x\n"))
+    assert summary.entries == ("Procfile", "start.sh", "Dockerfile")
+    assert summary.dockerfile == "FROM x\n"
+
+
+def test_directory_members_are_sorted_by_path(tmp_path: Path) -> None:
+    for name in ("a-b", "a/b", "a/a", "B"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(name)
+    data = make_build_context(directory=tmp_path)
+    assert validate_build_context(context=data).entries == ("B", "a", "a-b", "a/a", "a/b")
+
+
+def test_source_strings() -> None:
+    context = targz(DOCKERFILE)
+    source = upload_source(context)
+    assert source == "upload:sha256:" + hashlib.sha256(context).hexdigest()[:16]
+    assert upload_source(targz(DOCKERFILE)) == source, "the same context, the same source"
+    assert git_source("a" * 40) == "git:" + "a" * 40
+    assert source_commit(git_source("a" * 40)) == "a" * 40
+    assert source_commit(source) is None and source_commit(None) is None
+    assert source_commit("git:") is None

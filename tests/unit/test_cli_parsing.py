@@ -14,7 +14,7 @@ from paas.cli.common import (EXIT_BUILD, EXIT_CONTROL, EXIT_ERROR, EXIT_FINISH, 
                              EXIT_ROLLOUT, EXIT_TEST, EXIT_USAGE, CliError, exit_code_for_step,
                              mask, parse_duration, parse_version, the_app)
 from paas.cli.deploy import parse_counts
-from paas.cli.follow import EventPrinter, failure, follow
+from paas.cli.follow import EventPrinter, StillRunning, failure, follow
 from paas.cli.client import ClientError
 
 
@@ -204,6 +204,25 @@ def test_follow_prints_phases_until_the_deployment_ends(capsys):
     assert err.index("==> control") < err.index("0.5s  started control instance") \
         < err.index("==> rollout") < err.index("==> finish") < err.index("3.0s  v3 is live")
     assert "after=1" in api.paths[2] and "after=2" in api.paths[4]
+
+
+def test_follow_hands_every_event_to_any_printer_once():
+    running = dep(status="running", step="control")
+    api = FakeApi(batches=[[{"id": 1, "step": "control", "message": "a"}], [],
+                           [{"id": 2, "step": "finish", "message": "b"}]],
+                  states=[running, dep(status="succeeded", step="done")])
+    seen: list[str] = []
+    follow(api, "hello", running, printer=lambda event: seen.append(event["message"]))
+    assert seen == ["a", "b"]
+
+
+def test_follow_gives_up_after_its_timeout_and_says_the_deployment_goes_on():
+    running = dep(status="running", step="control")
+    api = FakeApi(batches=[], states=[running] * 3)
+    with pytest.raises(StillRunning) as exc:
+        follow(api, "hello", running, timeout_s=0.0)
+    assert exc.value.deployment is running and "still runs after 0s" in str(exc.value)
+    assert len(api.paths) == 1, "it stops before asking for the deployment again"
 
 
 # --- how errors are printed ---------------------------------------------------------------

@@ -1,15 +1,19 @@
 """Tests of the pre-receive hook's pure parts: ref lines, the deploy branch, push options,
-release reuse, and what it prints and returns for refs that do not deploy (issue 4)."""
+and what it prints and returns for refs that do not deploy (issue 4); and of a deploy against
+a fake API in a real bare repository: packing, the shared reuse rule and follower (issue 8)."""
 
 from __future__ import annotations
 
 import io
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from paas.git import hook as githook
 from paas.cli.client import Client, ClientError, Target
+from paas.cli.source import commit_context
 from paas.git.hook import (
     HookError,
     Out,
@@ -17,7 +21,6 @@ from paas.git.hook import (
     PushOptions,
     RefUpdate,
     choose_deploy_ref,
-    existing_release,
     parse_push_options,
     parse_ref_lines,
 )
@@ -94,12 +97,149 @@ def test_parse_push_options(environ, expected):
     assert parse_push_options(environ) == expected
 
 
-# --- release reuse ------------------------------------------------------------------------
-def test_existing_release_is_the_newest_from_that_source():
-    releases = [{"version": 1, "source": f"git:{A}"}, {"version": 2, "source": f"git:{B}"},
-                {"version": 3, "source": f"git:{A}"}]  # v3: a config change of v1
-    assert existing_release(releases, f"git:{A}")["version"] == 3
-    assert existing_release(releases, "git:" + "c" * 40) is None
+# --- a deploy, against a fake API and a real repository -----------------------------------
+GIT_ID = ["-c", "user.name=test", "-c", "user.email=test@example.invalid",
+          "-c", "commit.gpgsign=false"]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *GIT_ID, *args], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def bare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """A bare repository with one commit, as the current directory (where git runs hooks)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "Procfile").write_text("web: ./start.sh\n")
+    git(work, "init", "-q")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "first")
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(tmp_path / "app.git")],
+                   check=True)
+    monkeypatch.chdir(tmp_path / "app.git")
+    return work, git(work, "rev-parse", "HEAD")
+
+
+class FakeApi:
+    """The controller as the hook sees it: releases, builds, a deployment that ends."""
+
+    def __init__(self, releases: list[dict[str, Any]], *, ends: bool = True) -> None:
+        self.releases, self.ends = releases, ends
+        self.built: list[tuple[str, bytes]] = []
+        self.deployed: list[int] = []
+
+    def get(self, path: str, **_: Any) -> dict[str, Any]:
+        if path.endswith("/releases"):
+            return {"releases": self.releases}
+        if "/events?" in path:
+            after = int(path.rsplit("after=", 1)[1])
+            events = [{"id": 1, "step": "control", "message": "control instance healthy"},
+                      {"id": 2, "step": "finish", "message": "v1 is live"}]
+            return {"events": [e for e in events if e["id"] > after]}
+        if "/deployments/" in path:
+            return {"deployment": self.deployment("succeeded" if self.ends else "running")}
+        return {"app": {"urls": ["http://hello.localhost/"]}}
+
+    def request(self, method: str, path: str, *, data: bytes, **_: Any) -> dict[str, Any]:
+        self.built.append((path, data))
+        return {"release": {"version": len(self.releases) + 1, "image": "paas/hello:vN"}}
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.deployed.append(body["release"])
+        return {"deployment": self.deployment("running")}
+
+    def deployment(self, status: str) -> dict[str, Any]:
+        return {"id": 7, "status": status, "step": "finish", "reason": "all healthy",
+                "replicas": {"web": 1}}
+
+
+def push(api: FakeApi, sha: str, *, force: bool = False) -> str:
+    stream = io.StringIO()
+    pusher = Pusher(api=api, app="hello", out=Out(stream),  # type: ignore[arg-type]
+                    options=PushOptions(force=force))
+    pusher.run(RefUpdate(A, sha, "refs/heads/main"))
+    return stream.getvalue()
+
+
+def test_a_new_commit_is_packed_built_deployed_and_followed(bare):
+    work, sha = bare
+    api = FakeApi([])
+    out = push(api, sha)
+    [(path, context)] = api.built
+    assert path.endswith(f"?source=git:{sha}")
+    assert context == commit_context(work, sha), "the same bytes as paas assemble --from-head"
+    assert api.deployed == [1]
+    assert "-----> control\n       control instance healthy\n-----> finish\n" in out
+    assert out.splitlines()[-1] == "-----> summary: hello v1 is live at " \
+                                   "http://hello.localhost/ (deployment 7, all healthy)"
+
+
+def test_the_commit_of_the_live_release_is_neither_built_nor_deployed(bare):
+    _, sha = bare
+    api = FakeApi([{"version": 1, "source": f"git:{sha}", "status": "live"}])
+    out = push(api, sha)
+    assert api.built == [] and api.deployed == []
+    assert f"v1 was already built from {sha[:12]}: no new release" in out
+    assert "summary: hello v1 is already live: nothing to deploy" in out
+
+
+def test_a_built_release_that_is_not_live_is_deployed_without_building(bare):
+    _, sha = bare
+    api = FakeApi([{"version": 1, "source": f"git:{sha}", "status": "failed"}])
+    push(api, sha)
+    assert api.built == [] and api.deployed == [1]
+
+
+def test_force_builds_the_same_commit_again(bare):
+    _, sha = bare
+    api = FakeApi([{"version": 1, "source": f"git:{sha}", "status": "live"}])
+    push(api, sha, force=True)
+    assert len(api.built) == 1 and api.deployed == [2]
+
+
+def test_a_commit_with_the_same_files_reuses_the_release(bare):
+    work, first = bare
+    git(work, "commit", "-q", "--allow-empty", "-m", "only the message")
+    git(work, "push", "-q", str(Path.cwd()), "HEAD:main")
+    second = git(work, "rev-parse", "HEAD")
+    api = FakeApi([{"version": 1, "source": f"git:{first}", "status": "live"}])
+    out = push(api, second)
+    assert api.built == [] and api.deployed == []
+    assert f"({first[:12]}, the same files)" in out
+
+
+def test_an_older_release_of_the_commit_is_not_reused(bare):
+    _, sha = bare
+    api = FakeApi([{"version": 1, "source": f"git:{sha}", "status": "retired"},
+                   {"version": 2, "source": "git:" + "c" * 40, "status": "live"}])
+    push(api, sha)
+    assert len(api.built) == 1 and api.deployed == [3]
+
+
+def test_a_deployment_that_does_not_end_in_time_rejects(bare, monkeypatch):
+    _, sha = bare
+    monkeypatch.setattr(githook, "DEPLOY_TIMEOUT", 0.0)
+    api = FakeApi([{"version": 1, "source": f"git:{sha}", "status": "failed"}], ends=False)
+    with pytest.raises(HookError) as exc:
+        push(api, sha)
+    assert exc.value.message == "deployment 7 still runs after 0s; follow it with " \
+                                "'paas events hello --deployment 7'"
+
+
+def test_a_commit_git_cannot_pack_rejects_in_one_sentence(bare):
+    stream = io.StringIO()
+    pusher = Pusher(api=FakeApi([]), app="hello", out=Out(stream),  # type: ignore[arg-type]
+                    options=PushOptions())
+    code = githook.handle([update("refs/heads/main", new="c" * 40)], branch=None,
+                          pusher=pusher)
+    out = stream.getvalue()
+    assert code == githook.EXIT_REJECT
+    summary = out.splitlines()[-2]  # git's own words follow, in git's language
+    assert summary.startswith("-----> summary: git archive of cccccccccccc failed: ")
+    assert "check the repository" not in summary, "no hint meant for a local user"
+    assert "Traceback" not in out
 
 
 # --- what the hook does without deploying -------------------------------------------------
