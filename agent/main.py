@@ -15,14 +15,16 @@ from typing import Sequence
 
 from agent.daemon import Agent, AgentCrashed
 from agent.settings import AgentSettings, SettingsError
+from paas.consul import InvalidConsulUrl, check_url
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the agent until SIGTERM or SIGINT; return the process exit code."""
     try:
         settings = AgentSettings.from_args(argv)
+        check_url(settings.effective_consul_url)
         token = settings.read_join_token()
-    except SettingsError as exc:
+    except (SettingsError, InvalidConsulUrl) as exc:
         print(f"paas-agent: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
