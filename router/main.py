@@ -19,17 +19,17 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
-import aiohttp
 from aiohttp import web
 
+from paas.consul import ConsulClient, InvalidConsulUrl, check_url
+from paas.retry import Backoff
 from router.admin import STATE, RouterState, add_routes
 from router.applier import Applier
-from router.consul import ConsulClient
 from router.haproxy import HAProxy, HAProxyError, resolve_binary
 from router.metrics import RouterMetrics
 from router.render import RenderOptions
 from router.settings import RouterSettings
-from router.watch import Backoff, RouteWatcher
+from router.watch import RouteWatcher
 
 log = logging.getLogger("router")
 
@@ -54,12 +54,11 @@ def _router_context(
             stop_timeout_s=settings.stop_timeout_s,
         )
         settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # No pool limit: every routed app holds one blocking query open at all times.
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        consul = ConsulClient(settings.consul_url)
         tasks: list[asyncio.Task[None]] = []
         try:
             watcher = RouteWatcher(
-                client=ConsulClient(settings.consul_url, session=session),
+                client=consul,
                 prefix=settings.routes_prefix, wait_s=settings.consul_wait_s,
                 backoff_max_s=settings.backoff_max_s, min_interval_s=settings.debounce_s,
                 metrics=metrics, on_change=lambda: applier.notify(),
@@ -90,7 +89,7 @@ def _router_context(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await haproxy.stop()
-            await session.close()
+            await consul.close()
 
     return context
 
@@ -148,6 +147,11 @@ async def serve(settings: RouterSettings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script `paas-router`."""
     settings = RouterSettings.from_args(sys.argv[1:] if argv is None else argv, os.environ)
+    try:
+        check_url(settings.consul_url)
+    except InvalidConsulUrl as exc:
+        print(f"paas-router: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
