@@ -22,7 +22,6 @@ from typing import Any, Callable
 
 from agent.admin import AgentMetrics, admin_app, serve_admin
 from agent.assignments import Assignment, Assignments
-from agent.backoff import RestartState, RetryDelay, after_attempt
 from agent.controller_client import (
     ControllerClient,
     ControllerError,
@@ -30,14 +29,16 @@ from agent.controller_client import (
     Unauthorized,
 )
 from agent.driver import ContainerInfo, DockerDriver, DriverError
-from agent.outage import Dependency
 from agent.reconcile import Plan, Registration, Removal, reconcile
-from agent.registry import ConsulRegistry, RegisteredService, RegistryError
+from agent.registry import ConsulRegistry
 from agent.settings import AgentSettings
 from agent.status import instance_reports
+from paas.consul import ConsulClient, ConsulUnavailable, Service
+from paas.retry import Backoff, Outage, RestartState, after_attempt
 
 log = logging.getLogger("agent")
 MAX_PASSES = 3
+CONSUL_TIMEOUT_S = 5.0
 
 
 class AgentCrashed(Exception):
@@ -60,10 +61,9 @@ class Agent:
             base_url=settings.effective_docker_url, cluster=settings.cluster,
             node=settings.node, address=settings.address, init=settings.docker_init)
         self.registry = registry or ConsulRegistry(
-            consul_url=settings.effective_consul_url, cluster=settings.cluster,
-            node=settings.node, address=settings.address)
-        gauge = self.metrics.dependency_up
-        self.deps = {name: Dependency(name, gauge=gauge) for name in
+            consul=ConsulClient(settings.effective_consul_url, timeout_s=CONSUL_TIMEOUT_S),
+            cluster=settings.cluster, node=settings.node, address=settings.address)
+        self.deps = {name: Outage(name, logger=log, on_change=self._gauge(name)) for name in
                      ("controller", "consul", "docker")}
         self.assignments: Assignments | None = None
         self.containers: list[ContainerInfo] = []
@@ -136,9 +136,13 @@ class Agent:
             "dead_loops": dead,
         }
 
+    def _gauge(self, name: str) -> Callable[[bool], None]:
+        gauge = self.metrics.dependency_up.labels(dependency=name)
+        return lambda up: gauge.set(1 if up else 0)
+
     async def _startup(self) -> None:
         await self._ensure_registered()
-        delay = RetryDelay()
+        backoff = Backoff()
         while True:
             try:
                 self.containers = await self.driver.recover()
@@ -146,7 +150,7 @@ class Agent:
                 break
             except DriverError as exc:
                 self.deps["docker"].failed(exc)
-                await asyncio.sleep(delay.next())
+                await asyncio.sleep(backoff.next())
         running = sum(1 for c in self.containers if c.running)
         log.info("adopted %d containers (%d running)", len(self.containers), running)
 
@@ -159,7 +163,7 @@ class Agent:
         async with self._register_lock:
             if self._registered:
                 return
-            delay = RetryDelay()
+            backoff = Backoff()
             s = self.settings
             while True:
                 try:
@@ -173,7 +177,7 @@ class Agent:
                     return
                 except ControllerError as exc:
                     self._controller_failed(exc)
-                    await asyncio.sleep(delay.next())
+                    await asyncio.sleep(backoff.next())
 
     def _controller_failed(self, exc: ControllerError) -> None:
         if isinstance(exc, Unauthorized):
@@ -184,7 +188,7 @@ class Agent:
 
     async def _poll_loop(self) -> None:
         index = 0
-        delay = RetryDelay()
+        backoff = Backoff()
         while True:
             try:
                 result = await self.controller.assignments(index=index,
@@ -197,10 +201,10 @@ class Agent:
                 continue
             except ControllerError as exc:
                 self._controller_failed(exc)
-                await asyncio.sleep(delay.next())
+                await asyncio.sleep(backoff.next())
                 continue
             self.deps["controller"].ok()
-            delay.reset()
+            backoff.reset()
             if result is None:
                 continue
             changed = self.assignments is None or result != self.assignments
@@ -256,11 +260,11 @@ class Agent:
             self.deps["docker"].failed(exc)
             return None
         self.containers = containers
-        registered: dict[str, RegisteredService] | None
+        registered: dict[str, Service] | None
         try:
             registered = await self.registry.registered()
             self.deps["consul"].ok()
-        except RegistryError as exc:
+        except ConsulUnavailable as exc:
             self.deps["consul"].failed(exc)
             registered = None
         desired = self.assignments.instances
@@ -292,7 +296,7 @@ class Agent:
             await self.registry.deregister(instance_id)
             self.metrics.actions.labels("deregister", "ok").inc()
             log.info("deregistered %s from Consul", instance_id)
-        except RegistryError as exc:
+        except ConsulUnavailable as exc:
             self.metrics.actions.labels("deregister", "error").inc()
             self.deps["consul"].failed(exc)
 
@@ -303,7 +307,7 @@ class Agent:
             self.metrics.actions.labels("register", "ok").inc()
             log.info("registered %s in Consul at %s:%d", a.id, self.settings.address,
                      registration.host_port)
-        except RegistryError as exc:
+        except ConsulUnavailable as exc:
             self.metrics.actions.labels("register", "error").inc()
             self.deps["consul"].failed(exc)
 
@@ -335,7 +339,7 @@ class Agent:
             # Deregister first even if reconcile saw no service: Consul may have been unknown.
             try:
                 await self.registry.deregister(iid)
-            except RegistryError as exc:
+            except ConsulUnavailable as exc:
                 self.deps["consul"].failed(exc)
             await self.driver.stop(iid, timeout_s=removal.stop_timeout_s)
             await self.driver.remove(iid)

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from agent.assignments import Assignment, service_tags
-from agent.backoff import RestartState
 from agent.driver import ContainerInfo
-from agent.registry import RegisteredService
+from paas.consul import Service
+from paas.retry import RestartState
 
 DEFAULT_STOP_TIMEOUT_S = 10.0
 STOPPED_STATES = frozenset({"created", "exited", "dead"})
@@ -78,7 +78,7 @@ class Plan:
 
 
 def reconcile(*, desired: Sequence[Assignment], containers: Sequence[ContainerInfo],
-              registered: Mapping[str, RegisteredService] | None, address: str, now: float,
+              registered: Mapping[str, Service] | None, address: str, now: float,
               restarts: Mapping[str, RestartState] | None = None) -> Plan:
     """Compare desired with actual state and return the plan.
 
@@ -144,6 +144,6 @@ def reconcile(*, desired: Sequence[Assignment], containers: Sequence[ContainerIn
     )
 
 
-def _matches(current: RegisteredService, a: Assignment, *, address: str, host_port: int) -> bool:
+def _matches(current: Service, a: Assignment, *, address: str, host_port: int) -> bool:
     return (current.port == host_port and current.address == address
             and current.name == a.app and tuple(current.tags) == service_tags(a))

@@ -7,46 +7,18 @@ Only `web` processes get a service. `registered()` lists the services this agent
 `paas_cluster`/`paas_node` meta) so the reconciler can compare them with what should be there;
 that comparison is also what re-registers everything after a Consul agent lost its state.
 
-Consul being unreachable raises `ConsulUnavailable` after a couple of quick retries; the agent's
-loop backs off and tries again.
+The HTTP calls are `paas.consul.ConsulClient`'s: any failure raises its `ConsulUnavailable`, and
+the agent's reconcile loop tries again on its next pass.
 """
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
-from typing import Any, Mapping
-from urllib.parse import quote
-
-import aiohttp
+from typing import Any
 
 from agent.assignments import Assignment, service_tags
+from paas.consul import ConsulClient, Service
 
 DEREGISTER_CRITICAL_AFTER = "10m"
-
-
-class RegistryError(Exception):
-    """Base of the registry's errors."""
-
-
-class ConsulUnavailable(RegistryError):
-    """The local Consul agent cannot be reached or is failing: retry later."""
-
-
-class ConsulRejected(RegistryError):
-    """Consul refused the request (4xx): the message is Consul's answer; retrying won't help."""
-
-
-@dataclass(frozen=True)
-class RegisteredService:
-    """A service this agent registered, as Consul's agent reports it."""
-
-    id: str
-    name: str
-    address: str
-    port: int
-    tags: tuple[str, ...] = ()
-    meta: Mapping[str, str] = field(default_factory=dict)
 
 
 def duration(seconds: float) -> str:
@@ -93,77 +65,31 @@ def service_definition(assignment: Assignment, *, cluster: str, node: str, addre
 
 
 class ConsulRegistry:
-    """The agent's client of its local Consul agent (`/v1/agent/...` endpoints only)."""
+    """This node's services in its local Consul agent (`/v1/agent/...` endpoints only)."""
 
-    def __init__(self, *, consul_url: str, cluster: str, node: str, address: str,
-                 timeout_s: float = 5.0, retries: int = 2, retry_delay_s: float = 0.2) -> None:
-        self.consul_url = consul_url.rstrip("/")
+    def __init__(self, *, consul: ConsulClient, cluster: str, node: str, address: str) -> None:
+        self.consul = consul
         self.cluster = cluster
         self.node = node
         self.address = address
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.retry_delay_s = retry_delay_s
-        self._session: aiohttp.ClientSession | None = None
 
     async def register(self, assignment: Assignment, *, host_port: int) -> None:
         """Register (or update) the instance's service and health check."""
         body = service_definition(assignment, cluster=self.cluster, node=self.node,
                                   address=self.address, host_port=host_port)
-        await self._request("PUT", "/v1/agent/service/register", json=body)
+        await self.consul.register_service(
+            service_id=body["ID"], name=body["Name"], address=body["Address"],
+            port=body["Port"], tags=body["Tags"], meta=body["Meta"], check=body["Check"])
 
     async def deregister(self, instance_id: str) -> None:
         """Remove the instance's service (and its check); no error if it is not registered."""
-        await self._request("PUT", f"/v1/agent/service/deregister/{quote(instance_id, safe='')}",
-                            missing_ok=True)
+        await self.consul.deregister_service(instance_id)
 
-    async def registered(self) -> dict[str, RegisteredService]:
+    async def registered(self) -> dict[str, Service]:
         """The services this agent registered, by instance id."""
-        data = await self._request("GET", "/v1/agent/services")
-        found: dict[str, RegisteredService] = {}
-        for sid, svc in (data or {}).items():
-            meta = svc.get("Meta") or {}
-            if meta.get("paas_cluster") != self.cluster or meta.get("paas_node") != self.node:
-                continue
-            found[sid] = RegisteredService(
-                id=sid, name=svc.get("Service", ""), address=svc.get("Address", ""),
-                port=int(svc.get("Port") or 0), tags=tuple(svc.get("Tags") or ()),
-                meta=dict(meta))
-        return found
+        return {sid: svc for sid, svc in (await self.consul.agent_services()).items()
+                if svc.meta.get("paas_cluster") == self.cluster
+                and svc.meta.get("paas_node") == self.node}
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def _request(self, method: str, path: str, *, json: Any = None,
-                       missing_ok: bool = False) -> Any:
-        url = self.consul_url + path
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(self.retry_delay_s * 2 ** (attempt - 1))
-            try:
-                async with self._get_session().request(method, url, json=json) as resp:
-                    text = await resp.text()
-                    if missing_ok and (resp.status == 404 or "unknown service" in text.lower()):
-                        return None  # Consul 1.8 answers 500 "Unknown service ID" here
-                    if resp.status >= 500:
-                        last = ConsulUnavailable(f"Consul {method} {path}: {resp.status} {text}")
-                        continue
-                    if resp.status >= 400:
-                        raise ConsulRejected(f"Consul {method} {path}: {resp.status} {text}")
-                    if resp.content_type == "application/json" and text:
-                        return await resp.json()
-                    return None
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                last = ConsulUnavailable(f"Consul at {self.consul_url} unreachable: "
-                                         f"{exc.__class__.__name__} {exc}".strip())
-        assert last is not None
-        raise last
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s))
-        return self._session
+        await self.consul.close()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from paas.consul import InvalidConsulUrl, check_url
 from paas.settings import LOG_LEVELS, InvalidSetting, load, setting
 
 PROG = "paas-agent"
@@ -94,6 +95,10 @@ class AgentSettings:
                 raise InvalidSetting(name, "must be positive")
         if not 0 < self.admin_port < 65536:
             raise InvalidSetting("admin_port", "must be a port number (1-65535)")
+        try:
+            check_url(self.effective_consul_url)
+        except InvalidConsulUrl as exc:
+            raise InvalidSetting("consul_url", str(exc)) from None
 
     @property
     def effective_consul_url(self) -> str:

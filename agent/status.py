@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any, Collection, Mapping, Sequence
 
 from agent.assignments import Assignment
-from agent.backoff import RestartState
 from agent.driver import ContainerInfo
+from paas.retry import RestartState
 
 STARTING_DOCKER_STATES = frozenset({"created", "restarting"})
 

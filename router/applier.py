@@ -16,13 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from paas.names import InvalidName
+from paas.retry import Backoff
 from router.haproxy import HAProxy, HAProxyError
 from router.metrics import RouterMetrics
 from router.plan import Backend, Plan, plan_changes
 from router.render import RenderOptions, render_config
 from router.routes import InvalidRoute, RoutingTable
 from router.runtime_api import RuntimeApiError
-from router.watch import Backoff
 
 log = logging.getLogger("router.apply")
 

@@ -18,17 +18,17 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
-import aiohttp
 from aiohttp import web
 
+from paas.consul import ConsulClient
+from paas.retry import Backoff
 from router.admin import STATE, RouterState, add_routes
 from router.applier import Applier
-from router.consul import ConsulClient
 from router.haproxy import HAProxy, HAProxyError, resolve_binary
 from router.metrics import RouterMetrics
 from router.render import RenderOptions
 from router.settings import RouterSettings
-from router.watch import Backoff, RouteWatcher
+from router.watch import RouteWatcher
 
 log = logging.getLogger("router")
 
@@ -53,12 +53,11 @@ def _router_context(
             stop_timeout_s=settings.stop_timeout_s,
         )
         settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # No pool limit: every routed app holds one blocking query open at all times.
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        consul = ConsulClient(settings.consul_url)
         tasks: list[asyncio.Task[None]] = []
         try:
             watcher = RouteWatcher(
-                client=ConsulClient(settings.consul_url, session=session),
+                client=consul,
                 prefix=settings.routes_prefix, wait_s=settings.consul_wait_s,
                 backoff_max_s=settings.backoff_max_s, min_interval_s=settings.debounce_s,
                 metrics=metrics, on_change=lambda: applier.notify(),
@@ -89,7 +88,7 @@ def _router_context(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await haproxy.stop()
-            await session.close()
+            await consul.close()
 
     return context
 

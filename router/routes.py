@@ -3,17 +3,23 @@
 Values arrive from Consul (written by the controller and the agents) and end up in HAProxy's
 configuration and runtime commands, so each one is validated where it is built: app names by
 `paas.names`, hostnames against a strict DNS-name pattern, servers as IPv4 address + port.
+
+`parse_routes` and `parse_passing_servers` turn what `paas.consul` read into these values; a bad
+entry is skipped with a warning (through `warn`, which the watcher makes once-per-message)
+rather than breaking the others.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from paas.names import validate_app_name
+from paas.consul import HealthEntry
+from paas.names import InvalidName, validate_app_name
 
 log = logging.getLogger("router.routes")
 
@@ -122,3 +128,59 @@ def build_table(
 def table_as_json(table: RoutingTable) -> dict[str, dict[str, list[str]]]:
     """The `apps` part of `GET /routes`."""
     return {app: table[app].as_json() for app in sorted(table)}
+
+
+Warn = Callable[[str], None]
+
+
+def _log_warning(message: str) -> None:
+    log.warning("%s", message)
+
+
+def parse_routes(values: Mapping[str, bytes], prefix: str, *,
+                 warn: Warn = _log_warning) -> dict[str, RouteSpec]:
+    """Route specs from the keys under `prefix` (key -> raw value); bad entries skipped."""
+    specs: dict[str, RouteSpec] = {}
+    for key, raw in values.items():
+        app = key[len(prefix):] if key.startswith(prefix) else ""
+        if not app or "/" in app:
+            continue  # a folder marker or a deeper key: not a route
+        try:
+            value = json.loads(raw.decode("utf-8"))
+            if not isinstance(value, dict):
+                raise InvalidRoute("route value is not a JSON object")
+            hostnames = value.get("hostnames", [])
+            if not isinstance(hostnames, list):
+                raise InvalidRoute("hostnames is not a list")
+            spec = RouteSpec(
+                app=app,
+                service=value.get("service", app),
+                hostnames=tuple(h.lower().rstrip(".") if isinstance(h, str) else h
+                                for h in hostnames),
+            )
+            if value.get("app", app) != app:
+                raise InvalidRoute(f"route at {key} names app {value.get('app')!r}")
+        except (ValueError, InvalidName, InvalidRoute) as exc:
+            warn(f"ignoring route {key}: {exc}")
+            continue
+        specs[app] = spec
+    return specs
+
+
+def parse_passing_servers(entries: Sequence[HealthEntry], service: str, *,
+                          warn: Warn = _log_warning) -> tuple[Server, ...]:
+    """Routable servers from the health of `service` (asked with passing=1, tag=live).
+
+    Only passing entries whose tags hold both `live` and `web` count: control instances and
+    other process types never get traffic, whatever the query filtered.
+    """
+    servers: set[Server] = set()
+    for entry in entries:
+        svc = entry.service
+        if entry.status != "passing" or not {"live", "web"} <= set(svc.tags):
+            continue
+        try:
+            servers.add(Server(svc.address, svc.port))
+        except InvalidRoute as exc:
+            warn(f"ignoring instance {svc.id!r} of {service}: {exc}")
+    return tuple(sorted(servers))

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from paas.consul import InvalidConsulUrl, check_url
 from paas.settings import LOG_LEVELS, InvalidSetting, load, setting
 
 PROG = "paas-router"
@@ -63,7 +64,10 @@ class RouterSettings:
 
     def __post_init__(self) -> None:
         # One spelling of the URL, whatever the flag said: clients append paths to it.
-        object.__setattr__(self, "consul_url", self.consul_url.rstrip("/"))
+        try:
+            object.__setattr__(self, "consul_url", check_url(self.consul_url))
+        except InvalidConsulUrl as exc:
+            raise InvalidSetting("consul_url", str(exc)) from None
         for name in ("listen_host", "admin_host"):
             try:
                 ipaddress.IPv4Address(getattr(self, name))

@@ -7,59 +7,30 @@ Each answer updates `RouteWatcher.specs` / `.servers` and calls `on_change`; the
 debounces and applies.
 
 When Consul fails, the last good values stay (HAProxy keeps serving them), each task retries
-with exponential backoff, and `Outage` logs one line when the outage starts and one when it ends.
+with `paas.retry.Backoff`, and one `paas.retry.Outage` logs one line when the outage starts and
+one when it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 
-from router.consul import ConsulClient, ConsulUnavailable, parse_passing_servers, parse_routes
+from paas.consul import ConsulClient, ConsulUnavailable
+from paas.retry import Backoff, Outage
 from router.metrics import RouterMetrics
-from router.routes import RouteSpec, RoutingTable, Server, build_table
+from router.routes import (
+    RouteSpec,
+    RoutingTable,
+    Server,
+    build_table,
+    parse_passing_servers,
+    parse_routes,
+)
 
 log = logging.getLogger("router.watch")
-
-
-class Backoff:
-    """Exponential delays: `first`, doubled each failure, capped at `cap`; reset on success."""
-
-    def __init__(self, *, first: float = 0.1, cap: float = 3.0) -> None:
-        self.first = first
-        self.cap = cap
-        self._next = first
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self.cap)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.first
-
-
-class Outage:
-    """One log line when Consul stops answering, one when it answers again; not one per retry."""
-
-    def __init__(self, metrics: RouterMetrics) -> None:
-        self.metrics = metrics
-        self.since: float | None = None
-
-    def failed(self, exc: Exception) -> None:
-        self.metrics.consul_errors.inc()
-        if self.since is None:
-            self.since = time.monotonic()
-            self.metrics.consul_up.set(0)
-            log.warning("Consul unreachable (%s); keeping the last good routes, retrying", exc)
-
-    def ok(self) -> None:
-        if self.since is not None:
-            log.info("Consul answers again after %.1f s", time.monotonic() - self.since)
-            self.since = None
-        self.metrics.consul_up.set(1)
+FIRST_RETRY_S = 0.1
 
 
 class RouteWatcher:
@@ -74,7 +45,9 @@ class RouteWatcher:
         self.backoff_max_s = backoff_max_s
         self.min_interval_s = min_interval_s
         self.on_change = on_change
-        self.outage = Outage(metrics)
+        self.metrics = metrics
+        self.outage = Outage("Consul", doing="keeping the last good routes, retrying",
+                             logger=log, on_change=lambda up: metrics.consul_up.set(int(up)))
         self.specs: dict[str, RouteSpec] = {}
         self.servers: dict[str, tuple[Server, ...]] = {}
         self._health: dict[str, tuple[str, asyncio.Task[None]]] = {}
@@ -97,19 +70,18 @@ class RouteWatcher:
 
     async def _watch_routes(self) -> None:
         index = 0
-        backoff = Backoff(cap=self.backoff_max_s)
+        backoff = Backoff(first=FIRST_RETRY_S, cap=self.backoff_max_s)
         while True:
             try:
-                result = await self.client.blocking_get(
-                    f"/v1/kv/{self.prefix}", {"recurse": "true"}, index=index, wait_s=self.wait_s)
+                result = await self.client.list_kv(self.prefix, index=index, wait_s=self.wait_s)
             except ConsulUnavailable as exc:
-                self.outage.failed(exc)
+                self._failed(exc)
                 await asyncio.sleep(backoff.next())
                 continue
             self.outage.ok()
             backoff.reset()
             index = result.index
-            specs = parse_routes(result.body, self.prefix, warn=self._warn_once)
+            specs = parse_routes(result.value, self.prefix, warn=self._warn_once)
             if specs != self.specs:
                 self.specs = specs
                 self._sync_health_tasks()
@@ -133,20 +105,19 @@ class RouteWatcher:
 
     async def _watch_health(self, app: str, service: str) -> None:
         index = 0
-        backoff = Backoff(cap=self.backoff_max_s)
-        path = f"/v1/health/service/{service}"  # service is a validated app name
+        backoff = Backoff(first=FIRST_RETRY_S, cap=self.backoff_max_s)
         while True:
             try:
-                result = await self.client.blocking_get(
-                    path, {"passing": "1", "tag": "live"}, index=index, wait_s=self.wait_s)
+                result = await self.client.health(service, passing=True, tag="live",
+                                                  index=index, wait_s=self.wait_s)
             except ConsulUnavailable as exc:
-                self.outage.failed(exc)
+                self._failed(exc)
                 await asyncio.sleep(backoff.next())
                 continue
             self.outage.ok()
             backoff.reset()
             index = result.index
-            servers = parse_passing_servers(result.body, service, warn=self._warn_once)
+            servers = parse_passing_servers(result.value, service, warn=self._warn_once)
             current = self._health.get(app)
             if current is None or current[1] is not asyncio.current_task():
                 return  # this app was dropped or re-pointed while we waited
@@ -154,6 +125,10 @@ class RouteWatcher:
                 self.servers[app] = servers
                 self.on_change()
             await asyncio.sleep(self.min_interval_s)
+
+    def _failed(self, exc: ConsulUnavailable) -> None:
+        self.metrics.consul_errors.inc()
+        self.outage.failed(exc)
 
     def _warn_once(self, message: str) -> None:
         if message not in self._warned:

@@ -8,13 +8,13 @@ Numbers are allocated under a per-app lock, so they count 1, 2, 3... with no gap
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import docker.errors
 
+from paas.build import builder
 from paas.build import context as buildcontext
 from paas.build.appconfig import AppConfig, BadAppConfig, parse_app_config
 from paas.consul import ConsulClient, ConsulUnavailable
@@ -55,8 +55,7 @@ class Releases:
             raise BadRequest(str(exc)) from None
         if not summary.has_dockerfile and not summary.procfile:
             raise BadRequest("the build context has neither a Dockerfile nor a Procfile")
-        source = source or "upload:sha256:" + hashlib.sha256(data).hexdigest()[:16]
-        from paas.build import builder  # docker-py's build path is only needed here
+        source = source or buildcontext.upload_source(data)
 
         async with self.lock(app):
             require_app(self.store, app)

@@ -24,6 +24,7 @@ from paas.controller.store import Store
 from paas.controller.tokens import load_tokens
 from paas.controller.views import require_app
 from paas.git import server as gitserver
+from paas.retry import Outage
 
 log = logging.getLogger("paas.controller.server")
 ROUTE_RECONCILE_INTERVAL = 5.0
@@ -33,17 +34,13 @@ RECONCILE_INTERVAL = 1.0
 async def _route_loop(ctl: Controller) -> None:
     """Keep Consul's route keys equal to the apps in the store, whatever was missed while
     Consul was away."""
-    failing = False
+    consul = Outage("consul", doing="route keys are reconciled when it is back", logger=log)
     while True:
         try:
             await ctl.apps.reconcile_routes()
-            if failing:
-                log.info("consul is back; routes reconciled")
-            failing = False
+            consul.ok()
         except ConsulUnavailable as exc:
-            if not failing:
-                log.warning("cannot reconcile routes: %s", exc)
-            failing = True
+            consul.failed(exc)
         await asyncio.sleep(ROUTE_RECONCILE_INTERVAL)
 
 
@@ -83,6 +80,7 @@ def make_app(settings: ControllerSettings) -> web.Application:
         reconcile.cancel()
         await asyncio.gather(routes, reconcile, return_exceptions=True)
         await ctl.deployments.stop()
+        await ctl.consul.close()
         await session.close()
         store.close()
 

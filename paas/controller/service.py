@@ -41,6 +41,7 @@ class Controller:
     store: Store
     tokens: Tokens
     session: aiohttp.ClientSession
+    consul: ConsulClient
     metrics: Metrics
     apps: Apps
     releases: Releases
@@ -51,7 +52,7 @@ class Controller:
     def assemble(cls, *, settings: ControllerSettings, store: Store, tokens: Tokens,
                  waiters: AssignmentWaiters, session: aiohttp.ClientSession) -> "Controller":
         metrics = Metrics()
-        consul = ConsulClient(settings.consul_url, session)
+        consul = ConsulClient(settings.consul_url)
         clock = LoopClock()
         engine = Engine(url=settings.docker_url)
         heartbeats = Heartbeats(down_after=settings.node_down_after)
@@ -68,7 +69,7 @@ class Controller:
         deployments = Deployments(settings=settings, store=store, deployer=deployer,
                                   metrics=metrics)
         return cls(settings=settings, store=store, tokens=tokens, session=session,
-                   metrics=metrics, releases=releases, deployments=deployments,
+                   consul=consul, metrics=metrics, releases=releases, deployments=deployments,
                    apps=Apps(settings=settings, store=store, consul=consul, releases=releases,
                              deployments=deployments),
                    nodes=Nodes(store=store, waiters=waiters, heartbeats=heartbeats,

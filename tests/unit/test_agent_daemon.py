@@ -14,9 +14,9 @@ import pytest
 from agent.assignments import Assignment, Assignments
 from agent.daemon import Agent
 from agent.driver import ContainerInfo, DockerUnavailable, ImageMissing
-from agent.outage import Dependency
-from agent.registry import ConsulUnavailable, RegisteredService
+from agent.main import main
 from agent.settings import AgentSettings
+from paas.consul import ConsulUnavailable, Service
 
 A = "hello-v1-web-aaaaaa"
 SETTINGS = AgentSettings(node="n1", address="127.0.0.2", cluster="c1")
@@ -74,7 +74,7 @@ class FakeDriver:
 
 class FakeRegistry:
     def __init__(self, calls: list[tuple[str, Any]]) -> None:
-        self.services: dict[str, RegisteredService] = {}
+        self.services: dict[str, Service] = {}
         self.calls = calls
         self.down = False
 
@@ -85,7 +85,7 @@ class FakeRegistry:
     async def register(self, a: Assignment, *, host_port: int) -> None:
         self._check()
         self.calls.append(("register", (a.id, host_port)))
-        self.services[a.id] = RegisteredService(id=a.id, name=a.app, address="127.0.0.2",
+        self.services[a.id] = Service(id=a.id, name=a.app, address="127.0.0.2",
                                                 port=host_port, tags=("live", "v1", "web"))
 
     async def deregister(self, instance_id: str) -> None:
@@ -93,7 +93,7 @@ class FakeRegistry:
         self.calls.append(("deregister", instance_id))
         self.services.pop(instance_id, None)
 
-    async def registered(self) -> dict[str, RegisteredService]:
+    async def registered(self) -> dict[str, Service]:
         self._check()
         return dict(self.services)
 
@@ -146,7 +146,7 @@ async def test_start_then_register_in_one_reconcile(world) -> None:
 async def test_an_adopted_running_container_is_not_restarted(world) -> None:
     agent, driver, registry, _, _ = world
     driver.add(A)
-    registry.services[A] = RegisteredService(id=A, name="hello", address="127.0.0.2",
+    registry.services[A] = Service(id=A, name="hello", address="127.0.0.2",
                                              port=32769, tags=("live", "v1", "web"))
     assign(agent, web())
     await agent.reconcile_once()
@@ -156,7 +156,7 @@ async def test_an_adopted_running_container_is_not_restarted(world) -> None:
 async def test_unassigned_is_deregistered_before_it_is_stopped(world) -> None:
     agent, driver, registry, _, _ = world
     driver.add(A)
-    registry.services[A] = RegisteredService(id=A, name="hello", address="127.0.0.2",
+    registry.services[A] = Service(id=A, name="hello", address="127.0.0.2",
                                              port=32769, tags=("live", "v1", "web"))
     assign(agent)
     await agent.reconcile_once()
@@ -239,11 +239,10 @@ async def test_docker_outage_skips_the_pass(world) -> None:
     assert not agent.deps["docker"].up and driver.calls == []
 
 
-def test_one_log_line_per_outage(caplog) -> None:
-    caplog.set_level(logging.INFO, logger="agent")
-    dep = Dependency("controller")
-    for _ in range(5):
-        dep.failed(RuntimeError("connection refused"))
-    dep.ok()
-    dep.ok()
-    assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]
+def test_a_bad_consul_url_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--node", "n1", "--consul-url", "127.0.0.2:8500"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("paas-agent: --consul-url (env PAAS_AGENT_CONSUL_URL): Consul URL "
+                          "'127.0.0.2:8500'") and "Traceback" not in err

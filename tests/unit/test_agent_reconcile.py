@@ -7,10 +7,10 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from agent.assignments import Assignment
-from agent.backoff import RestartState
 from agent.driver import ContainerInfo
 from agent.reconcile import Plan, reconcile
-from agent.registry import RegisteredService
+from paas.consul import Service
+from paas.retry import RestartState
 
 ADDR = "127.0.0.2"
 NOW = 100.0
@@ -34,8 +34,8 @@ def box(iid: str, state: str = "running", port: int | None = 32768,
 
 
 def svc(iid: str, port: int = 32768, tags: tuple[str, ...] = ("live", "v1", "web"),
-        address: str = ADDR, name: str | None = None) -> RegisteredService:
-    return RegisteredService(id=iid, name=name or iid.split("-v")[0], address=address,
+        address: str = ADDR, name: str | None = None) -> Service:
+    return Service(id=iid, name=name or iid.split("-v")[0], address=address,
                              port=port, tags=tags)
 
 
@@ -49,7 +49,7 @@ class Case:
     name: str
     desired: list[Assignment]
     containers: list[ContainerInfo] = field(default_factory=list)
-    registered: list[RegisteredService] | None = field(default_factory=list)
+    registered: list[Service] | None = field(default_factory=list)
     restarts: dict[str, RestartState] = field(default_factory=dict)
     expect: dict[str, list[str]] = field(default_factory=dict)
 

@@ -1,13 +1,13 @@
-"""Heartbeat state records (agent/status.py) and the restart backoff schedule (agent/backoff.py)."""
+"""Heartbeat state records (agent/status.py); the restart schedule is tested in test_retry.py."""
 
 from __future__ import annotations
 
 import pytest
 
 from agent.assignments import Assignment
-from agent.backoff import RESTART_DELAYS_S, RestartState, after_attempt, restart_delay
 from agent.driver import ContainerInfo
 from agent.status import instance_reports
+from paas.retry import RestartState
 
 A = "hello-v1-web-aaaaaa"
 
@@ -49,26 +49,6 @@ def test_report_fields() -> None:
 def test_before_the_first_assignments_every_container_is_reported() -> None:
     reports = instance_reports(desired=None, containers=[box("running")], restarts={})
     assert [(r["id"], r["state"], r["host_port"]) for r in reports] == [(A, "running", 32768)]
-
-
-def test_backoff_grows_caps_and_resets_after_a_long_run() -> None:
-    state = RestartState()
-    delays = []
-    now = 0.0
-    for _ in range(len(RESTART_DELAYS_S) + 2):
-        state = after_attempt(state, now=now, restart=True)
-        delays.append(state.not_before - now)
-        now = state.not_before
-    assert delays == [restart_delay(n) for n in range(1, len(RESTART_DELAYS_S) + 3)]
-    assert delays[-1] == RESTART_DELAYS_S[-1]
-    assert state.restarts == len(RESTART_DELAYS_S) + 2
-    fresh = after_attempt(state, now=state.last_at + 3600, restart=True)
-    assert fresh.streak == 1 and fresh.restarts == state.restarts + 1
-
-
-def test_a_first_start_is_not_counted_as_a_restart() -> None:
-    state = after_attempt(RestartState(), now=5.0, restart=False)
-    assert (state.restarts, state.streak, state.not_before) == (0, 1, 5.0 + restart_delay(1))
 
 
 def test_unassigned_container_is_reported_stopping_until_removed() -> None:

@@ -3,7 +3,6 @@ plan, the runtime commands, Consul payload parsing, `show proc` parsing and sett
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import shutil
@@ -13,10 +12,20 @@ from pathlib import Path
 import pytest
 
 from paas.names import InvalidName
-from router.consul import next_index, parse_passing_servers, parse_routes
+from paas.consul import HealthEntry, Service
+from router.main import main as router_main
 from router.plan import Backend, SlotChange, ordered_changes, plan_changes, runtime_commands, slots_needed
 from router.render import RenderOptions, render_config
-from router.routes import AppRoute, InvalidRoute, RouteSpec, Server, build_table, validate_hostname
+from router.routes import (
+    AppRoute,
+    InvalidRoute,
+    RouteSpec,
+    Server,
+    build_table,
+    parse_passing_servers,
+    parse_routes,
+    validate_hostname,
+)
 from router.runtime_api import RuntimeApiError, check_set_server_reply, parse_show_proc
 from router.settings import RouterSettings
 
@@ -288,35 +297,35 @@ def test_parse_show_proc() -> None:
 
 # --- Consul payloads ---------------------------------------------------------------------
 
-def kv(key: str, value: object) -> dict[str, object]:
+def kv(key: str, value: object) -> tuple[str, bytes]:
     raw = value if isinstance(value, str) else json.dumps(value)
-    return {"Key": key, "Value": base64.b64encode(raw.encode()).decode()}
+    return key, raw.encode()
 
 
 def test_parse_routes_skips_bad_entries() -> None:
     warnings: list[str] = []
-    specs = parse_routes([
+    specs = parse_routes(dict([
         kv("paas/routes/hello", {"app": "hello", "service": "hello", "hostnames": ["Hello.Localhost"]}),
         kv("paas/routes/api", {"app": "api", "hostnames": ["api.localhost", "api.example.com"]}),
         kv("paas/routes/Bad", {"app": "Bad", "hostnames": ["bad.localhost"]}),
         kv("paas/routes/evil", {"app": "evil", "hostnames": ["evil.localhost\n server x"]}),
         kv("paas/routes/other", {"app": "someone-else", "hostnames": []}),
         kv("paas/routes/junk", "not json"),
-        {"Key": "paas/routes/", "Value": None},
+        ("paas/routes/", b""),
         kv("paas/routes/deep/key", {"app": "deep"}),
-    ], "paas/routes/", warn=warnings.append)
+        ("paas/routes/latin1", b'{"app": "latin1", "hostnames": ["\xe9.localhost"]}'),
+    ]), "paas/routes/", warn=warnings.append)
     assert specs == {
         "hello": RouteSpec("hello", "hello", ("hello.localhost",)),
         "api": RouteSpec("api", "api", ("api.localhost", "api.example.com")),
     }
-    assert len(warnings) == 4
-    assert parse_routes(None, "paas/routes/") == {}
+    assert len(warnings) == 5
+    assert parse_routes({}, "paas/routes/") == {}
 
 
-def health_entry(address: str, port: int, tags: list[str], status: str = "passing") -> dict:
-    return {"Node": {"Address": "127.0.0.9"},
-            "Service": {"ID": f"x-{port}", "Address": address, "Port": port, "Tags": tags},
-            "Checks": [{"Status": "passing"}, {"Status": status}]}
+def health_entry(address: str, port: int, tags: list[str], status: str = "passing") -> HealthEntry:
+    return HealthEntry(Service(id=f"x-{port}", name="hello", address=address, port=port,
+                               tags=tuple(tags)), status=status)
 
 
 def test_parse_passing_servers_routes_only_live_web() -> None:
@@ -326,18 +335,10 @@ def test_parse_passing_servers_routes_only_live_web() -> None:
         health_entry("127.0.0.2", 32770, ["control", "v2", "web"]),
         health_entry("127.0.0.2", 32771, ["live", "v1", "worker"]),
         health_entry("127.0.0.2", 32772, ["live", "v1", "web"], status="critical"),
-        health_entry("", 32773, ["live", "v1", "web"]),  # no service address: the node's
+        health_entry("127.0.0.2", 32773, ["live", "v1", "web"], status="warning"),
         health_entry("not-an-ip", 32774, ["live", "v1", "web"]),
     ], "hello", warn=lambda message: None)
-    assert servers == (Server("127.0.0.2", 32768), Server("127.0.0.3", 32769),
-                       Server("127.0.0.9", 32773))
-
-
-@pytest.mark.parametrize(("previous", "returned", "expected"), [
-    (0, 10, 10), (10, 12, 12), (12, 12, 12), (12, 5, 0), (0, 0, 1),
-])
-def test_next_index(previous: int, returned: int, expected: int) -> None:
-    assert next_index(previous, returned) == expected
+    assert servers == (Server("127.0.0.2", 32768), Server("127.0.0.3", 32769))
 
 
 def test_build_table_gives_a_contested_hostname_to_one_app() -> None:
@@ -399,3 +400,12 @@ def test_every_setting_has_a_flag_and_help(capsys: pytest.CaptureFixture[str],
         flag = "--" + field.name.replace("_", "-")
         assert f"{flag} {field.name.upper()} {field.metadata['help']}" in help_text, field.name
         assert f"env PAAS_ROUTER_{field.name.upper()})" in help_text, field.name
+
+
+def test_a_bad_consul_url_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        router_main(["--consul-url", "consul:8500"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("paas-router: --consul-url (env PAAS_ROUTER_CONSUL_URL): Consul URL "
+                          "'consul:8500'") and "Traceback" not in err

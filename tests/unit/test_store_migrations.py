@@ -7,6 +7,7 @@ database at the version before it; a database from a newer controller is refused
 from __future__ import annotations
 
 import hashlib
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -270,6 +271,12 @@ def test_migrations_out_of_order_are_a_programming_error(tmp_path: Path) -> None
     db.close()
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_the_daemon_refuses_a_newer_database_in_one_sentence(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
@@ -278,7 +285,7 @@ def test_the_daemon_refuses_a_newer_database_in_one_sentence(tmp_path: Path) -> 
     db.close()
     proc = subprocess.run(
         [sys.executable, "-m", "paas.controller.server", "--data-dir", str(data),
-         "--port", "0", "--consul-url", "http://127.0.0.1:1"],
+         "--port", str(free_port()), "--consul-url", "http://127.0.0.1:1"],
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr

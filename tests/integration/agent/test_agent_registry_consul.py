@@ -10,8 +10,9 @@ import pytest
 
 from agent.assignments import Assignment, HealthCheck
 from agent.driver import DockerDriver
-from agent.registry import ConsulRegistry, ConsulUnavailable
+from agent.registry import ConsulRegistry
 from agent_it import HTTPD, IMAGE, NODE_ADDR, check_status, consul_json, wait_for
+from paas.consul import ConsulClient, ConsulUnavailable
 
 
 @pytest.fixture
@@ -33,9 +34,9 @@ async def running(run_id: str, docker_client: docker.DockerClient):
 async def test_register_passes_lists_and_deregisters(consul_url: str, run_id: str,
                                                      running) -> None:
     a, info = running
-    registry = ConsulRegistry(consul_url=consul_url, cluster=run_id, node="node-r",
+    registry = ConsulRegistry(consul=ConsulClient(consul_url), cluster=run_id, node="node-r",
                               address=NODE_ADDR)
-    other = ConsulRegistry(consul_url=consul_url, cluster=run_id, node="node-other",
+    other = ConsulRegistry(consul=ConsulClient(consul_url), cluster=run_id, node="node-other",
                            address=NODE_ADDR)
     try:
         await registry.register(a, host_port=info.host_port)
@@ -66,8 +67,8 @@ async def test_unreachable_consul_is_a_typed_error(run_id: str) -> None:
     with socket.socket() as s:
         s.bind(("127.0.6.1", 0))
         port = s.getsockname()[1]
-    registry = ConsulRegistry(consul_url=f"http://127.0.6.1:{port}", cluster=run_id,
-                              node="node-r", address=NODE_ADDR, retry_delay_s=0.01)
+    registry = ConsulRegistry(consul=ConsulClient(f"http://127.0.6.1:{port}"), cluster=run_id,
+                              node="node-r", address=NODE_ADDR)
     try:
         with pytest.raises(ConsulUnavailable):
             await registry.registered()
