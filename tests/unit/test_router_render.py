@@ -29,7 +29,6 @@ from router.routes import (
 from router.runtime_api import RuntimeApiError, check_set_server_reply, parse_show_proc
 from router.settings import RouterSettings
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "paas" / "templates"
 OPTIONS = RenderOptions(listen_host="127.0.5.1", listen_port=18080,
                         admin_socket=Path("/tmp/paas-router-test/admin.sock"), maxconn=4000)
 
@@ -43,7 +42,7 @@ def route(app: str, hostnames: tuple[str, ...], *servers: Server) -> AppRoute:
 
 def render(table: dict[str, AppRoute], initial_slots: int = 4) -> str:
     layout = plan_changes({}, table, initial_slots=initial_slots).layout
-    return render_config(layout, OPTIONS, templates_dir=TEMPLATES)
+    return render_config(layout, OPTIONS)
 
 
 def lines(config: str) -> list[str]:
@@ -137,7 +136,7 @@ def test_invalid_app_name_rejected(app: str) -> None:
         AppRoute(app=app, hostnames=(), servers=())
     forged = Backend(app=app, hostnames=(), slots=(None,))
     with pytest.raises(InvalidName):
-        render_config({"x": forged}, OPTIONS, templates_dir=TEMPLATES)
+        render_config({"x": forged}, OPTIONS)
 
 
 @pytest.mark.parametrize("hostname", [
@@ -150,7 +149,7 @@ def test_invalid_hostname_rejected(hostname: str) -> None:
         validate_hostname(hostname)
     forged = Backend(app="hello", hostnames=(hostname,), slots=(None,))
     with pytest.raises(InvalidRoute):
-        render_config({"hello": forged}, OPTIONS, templates_dir=TEMPLATES)
+        render_config({"hello": forged}, OPTIONS)
 
 
 @pytest.mark.parametrize(("host", "port"), [
@@ -166,8 +165,7 @@ def test_forged_server_in_slot_rejected() -> None:
     bad = Server("127.0.0.1", 80)
     object.__setattr__(bad, "host", "127.0.0.1:80 check\n")
     with pytest.raises(InvalidRoute):
-        render_config({"hello": Backend(app="hello", hostnames=(), slots=(bad,))}, OPTIONS,
-                      templates_dir=TEMPLATES)
+        render_config({"hello": Backend(app="hello", hostnames=(), slots=(bad,))}, OPTIONS)
 
 
 @pytest.mark.parametrize("options", [
@@ -178,7 +176,7 @@ def test_forged_server_in_slot_rejected() -> None:
 ])
 def test_invalid_render_options_rejected(options: RenderOptions) -> None:
     with pytest.raises(InvalidRoute):
-        render_config({}, options, templates_dir=TEMPLATES)
+        render_config({}, options)
 
 
 # --- the decision: runtime update or reload ------------------------------------------------
@@ -409,3 +407,12 @@ def test_a_bad_consul_url_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert err.startswith("paas-router: --consul-url (env PAAS_ROUTER_CONSUL_URL): Consul URL "
                           "'consul:8500'") and "Traceback" not in err
+
+
+def test_an_operators_templates_dir_replaces_the_packaged_template(tmp_path: Path) -> None:
+    packaged = render({"hello": route("hello", ("hello.localhost",), A1)})
+    (tmp_path / "haproxy.cfg.j2").write_text("# mine\nmaxconn {{ maxconn }}\n")
+    layout = plan_changes({}, {"hello": route("hello", ("hello.localhost",), A1)},
+                          initial_slots=4).layout
+    assert render_config(layout, OPTIONS, templates_dir=tmp_path) == "# mine\nmaxconn 4000\n"
+    assert "backend app_hello" in packaged
