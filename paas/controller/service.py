@@ -9,8 +9,11 @@ wired once here. The HTTP edge (`paas.controller.api`) calls them through `app[C
 | `deployer` | `deployer.py` | the deploy state machine one deployment runs |
 | `nodes` | `nodes.py` | agents' registration, heartbeats, assignments; drains; the reconcile between deployments |
 
-Each method checks what it is given, changes state in one transaction, and raises
-`paas.errors` types that the API maps to statuses.
+Each operation checks everything it is given before it changes anything, and raises
+`paas.errors` types that the API maps to statuses. A change that must be atomic is one store
+call, so one transaction (a release with the app's new config vars; a deployment that is
+refused while another runs); the steps of a deployment are separate transactions by design,
+each safe to run again after a crash.
 """
 
 from __future__ import annotations
