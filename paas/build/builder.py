@@ -1,7 +1,8 @@
 """The package step of a deploy: build an app's image `paas/<app>:v<N>` from its build context.
 
-`build_image` validates the context (see `buildcontext`), generates a Dockerfile for the busybox
-stack from `paas/templates/Dockerfile.busybox.j2` when the app brings only a Procfile, and drives the
+`build_image` validates the context (see `paas.build.context`), generates a Dockerfile for
+the busybox stack from `paas/templates/Dockerfile.busybox.j2` when the app brings only a
+Procfile, and drives the
 Docker engine's classic builder through docker-py's low-level `APIClient.build`, streaming each
 log line to the caller. It is synchronous; the controller runs it in a thread
 (`asyncio.to_thread`).

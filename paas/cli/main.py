@@ -1,8 +1,8 @@
 """The `paas` command: every verb of the platform, against a local or a remote controller.
 
-The verbs live by domain: `cli_deploy` (assemble, package, publish, publish-deploy, deploy,
-promote, rollback, scale), `cli_apps` (apps, config, releases, ps, nodes, events, logs,
-git-remote), `cli_local` (up, down, login, logout, init). This module builds the parser and
+The verbs live by domain: `paas.cli.deploy` (assemble, package, publish, publish-deploy,
+deploy, promote, rollback, scale), `paas.cli.apps` (apps, config, releases, ps, nodes, events,
+logs, git-remote), `paas.cli.local` (up, down, login, logout, init). This module builds the parser and
 runs a verb: every failure is one sentence plus a hint on stderr and an exit code (listed in
 README.md and in `paas.cli.common`), never a traceback; with `--json`, stdout is JSON only.
 """
