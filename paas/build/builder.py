@@ -3,8 +3,8 @@
 `build_image` validates the context (see `paas.build.context`), generates a Dockerfile for
 the busybox stack from `paas/templates/Dockerfile.busybox.j2` when the app brings only a
 Procfile, and drives the Docker engine's classic builder through docker-py's low-level
-`APIClient.build`, streaming each log line to the caller. It is synchronous; the controller runs it in a thread
-(`asyncio.to_thread`).
+`APIClient.build`, streaming each log line to the caller. It is synchronous; the controller
+runs it in a thread (`asyncio.to_thread`).
 
 A build that fails because of the app raises `BuildFailed` with one sentence naming the failing
 step and the last lines of the log; an engine that cannot be reached raises
