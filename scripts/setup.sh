@@ -4,7 +4,8 @@
 # CI (.ci/run) and the Vagrant provisioner, so one script keeps every machine alike.
 #
 #   - Debian packages: docker.io, haproxy, busybox-static, git, wrk and hey (load generators),
-#     vagrant (to validate the Vagrantfile), docker-registry (images on many hosts)
+#     vagrant (to validate the Vagrantfile), docker-registry (images on many hosts), mmdebstrap
+#     (the language stacks' images, made from Debian's packages: paas.build.stackimages)
 #   - Consul 1.8 from Debian bullseye (not in bookworm): downloaded through an extra apt
 #     sources list that reuses the mirror already in this machine's apt sources, then
 #     unpacked into .local/bin/ (a consul already on PATH wins)
@@ -20,7 +21,7 @@ log() { printf 'setup: %s\n' "$*"; }
 need_pkgs=()
 for pair in docker.io:/usr/sbin/dockerd haproxy:/usr/sbin/haproxy busybox-static:/bin/busybox \
             git:/usr/bin/git wrk:/usr/bin/wrk hey:/usr/bin/hey vagrant:/usr/bin/vagrant \
-            docker-registry:/usr/bin/docker-registry; do
+            docker-registry:/usr/bin/docker-registry mmdebstrap:/usr/bin/mmdebstrap; do
   pkg=${pair%%:*}; file=${pair#*:}
   if [ "$pkg" = busybox-static ]; then
     dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=("$pkg")

@@ -20,6 +20,7 @@ Defaults (documented in README):
 | `[process.NAME] memory` | `128` (MB reserved per instance, and the container's limit) |
 | `[process.NAME] strategy` | `spread` for web, `binpack` for other process types |
 | `[process.NAME] constraints` | none: a table of node labels, e.g. `{ zone = "a" }` |
+| `[build] stack` | none: the stack is detected (`paas.build.stacks`) |
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 from paas.names import InvalidName, validate_process_name
 
 _PATH_RE = re.compile(r"^/[A-Za-z0-9._~/%-]*$")
+_STACK_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
 
 
 class BadAppConfig(ValueError):
@@ -71,6 +73,7 @@ class AppConfig:
     test_command: str | None = None
     test_timeout: float = 120.0
     resources: dict[str, Resources] = field(default_factory=dict)
+    stack: str | None = None  # `[build] stack`
 
     def health_dict(self) -> dict[str, Any]:
         return asdict(self.health)
@@ -116,6 +119,21 @@ def _resources(doc: dict[str, Any], processes: dict[str, str | None]) -> dict[st
     return out
 
 
+def build_stack(toml_text: str | None) -> str | None:
+    """paas.toml's `[build] stack`: the stack to build with instead of detecting one."""
+    try:
+        doc = tomllib.loads(toml_text) if toml_text else {}
+    except tomllib.TOMLDecodeError as exc:
+        raise BadAppConfig(f"paas.toml is not valid TOML: {exc}") from None
+    table = doc.get("build", {})
+    if not isinstance(table, dict):
+        raise BadAppConfig("paas.toml [build] must be a table")
+    stack = table.get("stack")
+    if stack is not None and (not isinstance(stack, str) or not _STACK_RE.fullmatch(stack)):
+        raise BadAppConfig("paas.toml build.stack must be a stack's name, like \"python\"")
+    return stack
+
+
 def parse_procfile(text: str) -> dict[str, str]:
     """`name: command` lines; blank lines and `#` comments are skipped."""
     processes: dict[str, str] = {}
@@ -158,7 +176,7 @@ def parse_app_config(*, procfile: str | None, toml_text: str | None) -> AppConfi
         doc = tomllib.loads(toml_text) if toml_text else {}
     except tomllib.TOMLDecodeError as exc:
         raise BadAppConfig(f"paas.toml is not valid TOML: {exc}") from None
-    for section in ("health", "test", "deploy"):
+    for section in ("health", "test", "deploy", "build"):
         if not isinstance(doc.get(section, {}), dict):
             raise BadAppConfig(f"paas.toml [{section}] must be a table")
     h, t, d = doc.get("health", {}), doc.get("test", {}), doc.get("deploy", {})
@@ -181,4 +199,4 @@ def parse_app_config(*, procfile: str | None, toml_text: str | None) -> AppConfi
     return AppConfig(processes=processes, health=health, policy=policy,
                      test_command=command.strip() if command else None,
                      test_timeout=_number(t, "timeout", 120, low=1, high=3600, where="test"),
-                     resources=_resources(doc, processes))
+                     resources=_resources(doc, processes), stack=build_stack(toml_text))

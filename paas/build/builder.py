@@ -1,10 +1,12 @@
 """The package step of a deploy: build an app's image `paas/<app>:v<N>` from its build context.
 
-`build_image` validates the context (see `paas.build.context`), generates a Dockerfile for
-the busybox stack from `paas/templates/Dockerfile.busybox.j2` when the app brings only a
-Procfile, and drives the Docker engine's classic builder through docker-py's low-level
-`APIClient.build`, streaming each log line to the caller. It is synchronous; the controller
-runs it in a thread (`asyncio.to_thread`).
+`build_image` validates the context (see `paas.build.context`), picks the app's stack
+(`paas.build.stacks.detect`: a Dockerfile wins, else `paas.toml` `[build] stack`, else a
+manifest, else a lone Procfile means busybox), makes the stack's images on first use
+(`paas.build.stackimages`, its log lines streamed to `on_log` prefixed with `STACK_LOG_PREFIX`),
+renders the stack's `Dockerfile.j2` into the context, and drives the Docker engine's classic
+builder through docker-py's low-level `APIClient.build`, streaming each log line to the caller.
+It is synchronous; the controller runs it in a thread (`asyncio.to_thread`).
 
 A build that fails because of the app raises `BuildFailed` with one sentence naming the failing
 step and the last lines of the log; an engine that cannot be reached raises
@@ -18,7 +20,7 @@ import json
 import re
 import tarfile
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -28,12 +30,13 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
-from paas import templating
+from paas.build import stackimages, stacks
+from paas.build.appconfig import BadAppConfig, build_stack
 from paas.build.context import (BadBuildContext, archive_members, pack_context,
                                 validate_build_context)
 
-STACK_TEMPLATES = {"busybox": "Dockerfile.busybox.j2"}
-DEFAULT_STACK = "busybox"
+DEFAULT_STACK = stacks.FALLBACK
+STACK_LOG_PREFIX = "stack: "  # a line of a stack image's build, shown as the `stack` phase
 MAX_LOG_LINES = 5000  # kept in BuildResult.log_lines; older lines are still streamed to on_log
 LOG_TAIL_LINES = 20
 DEFAULT_TIMEOUT_S = 1800.0
@@ -69,6 +72,7 @@ class BuildResult:
     image_id: str  # "sha256:..."
     tag: str
     log_lines: tuple[str, ...]  # the last MAX_LOG_LINES lines of the build log
+    stack: str = stacks.DOCKERFILE  # the stack it was built with, "dockerfile" for the app's own
 
 
 def validate_image_tag(tag: str) -> str:
@@ -81,27 +85,18 @@ def validate_image_tag(tag: str) -> str:
 
 def web_command(procfile: str) -> str | None:
     """The command of the Procfile's `web` process type, or None when it has none."""
-    for line in procfile.splitlines():
-        name, sep, command = line.strip().partition(":")
-        if sep and name.strip() == "web" and command.strip():
-            return command.strip()
-    return None
+    return stacks.web_command(procfile)
 
 
-def render_dockerfile(*, procfile: str, stack: str = DEFAULT_STACK) -> str:
-    """A Dockerfile for `stack` that runs the Procfile's web command through `/bin/sh -c`."""
-    command = web_command(procfile)
-    if command is None:
-        raise BadBuildContext("the Procfile has no web process; add a 'web: <command>' line or "
-                              "a Dockerfile.")
-    template_name = STACK_TEMPLATES.get(stack)
-    if template_name is None:
-        raise BadBuildContext(f"unknown stack {stack[:40]!r}; use one of: "
-                              f"{', '.join(sorted(STACK_TEMPLATES))}.")
-    env = templating.environment()  # the one value it renders is JSON-encoded below
-    # Exec form with a JSON array: the command reaches the shell as one argument, verbatim.
-    cmd_json = json.dumps(["/bin/sh", "-c", command])
-    return env.get_template(template_name).render(cmd_json=cmd_json)
+def render_dockerfile(*, procfile: str | None, stack: str = DEFAULT_STACK, manifest: str = "",
+                      paths: Iterable[str] = ()) -> str:
+    """The Dockerfile of `stack` for an app: its template rendered with the Procfile's web
+    command (else the stack's default), the manifest detected and the context's paths."""
+    try:
+        return stacks.render(stacks.get_stack(stack), procfile=procfile, manifest=manifest,
+                             paths=paths)
+    except stacks.NoStack as exc:
+        raise BadBuildContext(str(exc)) from None
 
 
 def _with_dockerfile(context: bytes, dockerfile: str) -> bytes:
@@ -209,12 +204,14 @@ def build_image(
     """
     validate_image_tag(tag)
     summary = validate_build_context(context=context)
-    generated = not summary.has_dockerfile
+    detection = detect_stack(summary.entries, paas_toml=summary.paas_toml)
+    generated = detection.stack != stacks.DOCKERFILE
     if generated:
-        if summary.procfile is None:
-            raise BadBuildContext("the build context has no Dockerfile and no Procfile; add one "
-                                  "of them at its root.")
-        context = _with_dockerfile(context, render_dockerfile(procfile=summary.procfile))
+        stack = stacks.get_stack(detection.stack)
+        dockerfile = render_dockerfile(procfile=summary.procfile, stack=stack.name,
+                                       manifest=detection.manifest, paths=summary.entries)
+        ensure_stack(stack, docker_client=docker_client, on_log=on_log)
+        context = _with_dockerfile(context, dockerfile)
     api = getattr(docker_client, "api", docker_client)
     log = _Log(on_log)
     try:
@@ -241,4 +238,28 @@ def build_image(
         raise BuilderUnavailable("the Docker engine could not be reached; retry the build when "
                                  "it is running.") from None
     return BuildResult(image_id=str(inspected.get("Id") or image_id), tag=tag,
-                       log_lines=tuple(log.lines))
+                       log_lines=tuple(log.lines), stack=detection.stack)
+
+
+def detect_stack(entries: Iterable[str], *, paas_toml: str | None) -> stacks.Detection:
+    """The stack of a context with these entries; BadBuildContext when none fits."""
+    try:
+        return stacks.detect(entries, configured=build_stack(paas_toml))
+    except (stacks.NoStack, BadAppConfig) as exc:
+        raise BadBuildContext(str(exc)) from None
+
+
+def ensure_stack(stack: stacks.Stack, *, docker_client: Any,
+                 on_log: Callable[[str], None] | None = None) -> None:
+    """Make the stack's images on first use, its log lines prefixed with STACK_LOG_PREFIX."""
+    def emit(line: str) -> None:
+        if on_log is not None:
+            on_log(STACK_LOG_PREFIX + line)
+    try:
+        stackimages.ensure_images(stack, docker_client=docker_client, on_log=emit)
+    except stackimages.StackBuildFailed as exc:
+        raise BuildFailed(f"the {stack.name} stack's images could not be made: "
+                          f"{_sentence(exc.message)}", exc.log_tail) from None
+    except docker.errors.DockerException:
+        raise BuilderUnavailable("the Docker engine could not be reached; retry the build when "
+                                 "it is running.") from None

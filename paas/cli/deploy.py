@@ -115,7 +115,8 @@ def package(api: Client, app: str, directory: Path, *, from_head: bool = False,
         return release, True
     started = time.monotonic()
     release = upload(api, app, assembled)
-    note(phase_header("package", f"built {release['image']} (release {release['name']}) "
+    note(phase_header("package", f"built {release['image']} (release {release['name']}, "
+                                 f"stack {release.get('stack') or 'unknown'}) "
                                  f"in {time.monotonic() - started:.1f}s"))
     return release, False
 

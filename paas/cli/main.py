@@ -2,7 +2,8 @@
 
 The verbs live by domain: `paas.cli.deploy` (assemble, package, publish, publish-deploy,
 deploy, promote, rollback, scale), `paas.cli.apps` (apps, config, releases, ps, nodes, events,
-logs, git-remote), `paas.cli.local` (up, down, login, logout, init). This module builds the parser and
+logs, git-remote), `paas.cli.local` (up, down, login, logout, init), `paas.cli.stacks`
+(stacks). This module builds the parser and
 runs a verb: every failure is one sentence plus a hint on stderr and an exit code (listed in
 README.md and in `paas.cli.common`), never a traceback; with `--json`, stdout is JSON only.
 """
@@ -16,6 +17,7 @@ import sys
 from typing import Sequence
 
 from paas.cli import apps as cli_apps, deploy as cli_deploy, local as cli_local
+from paas.cli import stacks as cli_stacks
 from paas.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError, remote_flags
 from paas.cli.client import ClientError
 
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_local.add_parsers(sub)
     cli_deploy.add_parsers(sub)
     cli_apps.add_parsers(sub)
+    cli_stacks.add_parsers(sub)
     return parser
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from paas.build import stacks
+from paas.build.appconfig import BadAppConfig, build_stack
 from paas.build.context import (BadBuildContext, archive_members, directory_members, git_source,
                                 make_build_context, pack_context, upload_source,
                                 validate_build_context)
@@ -176,9 +178,16 @@ def _check(data: bytes, directory: Path) -> None:
     except BadBuildContext as exc:
         raise CliError(f"{directory} cannot be built: {exc}".rstrip("."),
                        hint="fix the files named, then assemble again") from None
-    if not summary.has_dockerfile and not summary.has_procfile:
-        raise CliError(f"{directory} has neither a Dockerfile nor a Procfile",
-                       hint="add one ('paas init' writes a Procfile), and commit it")
+    try:
+        stacks.detect(summary.entries, configured=build_stack(summary.paas_toml))
+    except BadAppConfig as exc:
+        raise CliError(f"{directory} cannot be built: {exc}", hint="fix paas.toml") from None
+    except stacks.NoStack as exc:
+        if summary.has_procfile or summary.has_paas_toml:  # e.g. an unknown [build] stack
+            raise CliError(f"{directory} cannot be built: {str(exc).rstrip('.')}") from None
+        raise CliError(f"{directory} has neither a Dockerfile nor a Procfile nor a manifest "
+                       "that a stack detects",
+                       hint="add one ('paas init' writes a Procfile), and commit it") from None
 
 
 def assemble(directory: Path, *, from_head: bool = False, check: bool = True) -> Assembled:

@@ -268,6 +268,19 @@ async def list_instances(request: web.Request) -> web.Response:
     return web.json_response({"instances": ctl.nodes.list_instances(_app_name(request))})
 
 
+async def list_stacks(request: web.Request) -> web.Response:
+    return web.json_response({"stacks": await request.app[CONTROLLER].releases.stack_listing()})
+
+
+async def build_stack(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    force = request.query.get("force", "false")
+    if force not in ("true", "false"):
+        raise BadRequest("force must be true or false")
+    return web.json_response(await request.app[CONTROLLER].releases.build_stack(
+        name, force=force == "true"))
+
+
 async def list_nodes(request: web.Request) -> web.Response:
     return web.json_response({"nodes": request.app[CONTROLLER].nodes.listing()})
 
@@ -329,6 +342,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/apps/{app}/config", get_config, name="get_config")
     r.add_patch("/v1/apps/{app}/config", set_config, name="set_config")
     r.add_get("/v1/apps/{app}/events", list_events, name="list_events")
+    r.add_get("/v1/stacks", list_stacks, name="list_stacks")
+    r.add_post("/v1/stacks/{name}/build", build_stack, name="build_stack")
     r.add_get("/v1/nodes", list_nodes, name="list_nodes")
     r.add_put("/v1/nodes/{node}", node_register, name="node_register")
     r.add_post("/v1/nodes/{node}/drain", drain_node, name="drain_node")

@@ -188,10 +188,16 @@ CREATE INDEX deployments_running ON deployments (id) WHERE status = 'running';
 CREATE INDEX promotions_app ON promotions (app, id);
 """
 
+RELEASE_STACK = """
+ALTER TABLE releases ADD COLUMN stack TEXT;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, name="baseline schema", apply=sql(BASELINE)),
     Migration(version=2, name="indexes for running deployments and promotions",
               apply=sql(QUERY_INDEXES)),
+    Migration(version=3, name="the stack a release was built with",
+              apply=sql(RELEASE_STACK)),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -149,6 +149,14 @@ def openapi_document() -> dict[str, Any]:
                 "get": _op("Deployment events, step by step", params=app,
                            query=[("after", "integer"), ("deployment", "integer")]),
             },
+            "/v1/stacks": {"get": _op("List the language stacks and the state of their images",
+                                      errors=("401", "503"))},
+            "/v1/stacks/{name}/build": {
+                "post": _op("Make a stack's images now unless they are current (force=true: "
+                            "make them again); answers when done, with the log's tail",
+                            params=["name"], query=[("force", "boolean")],
+                            errors=("400", "401", "404", "422", "503")),
+            },
             "/v1/nodes": {"get": _op("List nodes", errors=("401",))},
             "/v1/nodes/{node}": {
                 "put": _op("Register a node (join token)", params=["node"], body=_json({

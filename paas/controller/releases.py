@@ -14,7 +14,7 @@ from typing import Any
 
 import docker.errors
 
-from paas.build import builder
+from paas.build import builder, stackimages, stacks
 from paas.build import context as buildcontext
 from paas.build.appconfig import AppConfig, BadAppConfig, parse_app_config
 from paas.consul import ConsulClient, ConsulUnavailable
@@ -26,6 +26,13 @@ from paas.controller.views import release_view, require_app
 from paas.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, Unprocessable
 
 log = logging.getLogger("paas.controller.releases")
+
+
+def _log_stack_lines(line: str) -> None:
+    """A build's own log goes back to the client; a stack image's making (minutes, once) is
+    logged here, so an operator can follow it."""
+    if line.startswith(builder.STACK_LOG_PREFIX):
+        log.info("%s", line)
 
 
 @dataclass(kw_only=True)
@@ -53,8 +60,10 @@ class Releases:
             config = parse_app_config(procfile=summary.procfile, toml_text=summary.paas_toml)
         except BadAppConfig as exc:
             raise BadRequest(str(exc)) from None
-        if not summary.has_dockerfile and not summary.procfile:
-            raise BadRequest("the build context has neither a Dockerfile nor a Procfile")
+        try:
+            builder.detect_stack(summary.entries, paas_toml=summary.paas_toml)
+        except buildcontext.BadBuildContext as exc:
+            raise BadRequest(str(exc)) from None
         source = source or buildcontext.upload_source(data)
 
         async with self.lock(app):
@@ -63,7 +72,8 @@ class Releases:
             tag = f"{self.settings.image_repo}/{app}:v{version}"
             try:
                 result = await asyncio.to_thread(builder.build_image, context=data, tag=tag,
-                                                 docker_client=self.engine.client)
+                                                 docker_client=self.engine.client,
+                                                 on_log=_log_stack_lines)
             except builder.BuildFailed as exc:
                 self.metrics.builds_failed.inc()
                 raise Unprocessable(exc.message, log_tail="\n".join(exc.log_tail)) from None
@@ -73,7 +83,8 @@ class Releases:
                 raise Unavailable(f"the Docker engine is not reachable: {exc}") from None
             except docker.errors.DockerException as exc:
                 raise Unavailable(f"the Docker engine failed during the build: {exc}") from None
-            return self._add_release(app, version, tag, result.image_id, source, config, token)
+            return self._add_release(app, version, tag, result.image_id, source, config, token,
+                                     stack=result.stack)
 
     async def release_from_image(self, app: str, image: str, *, token: str) -> dict[str, Any]:
         async with self.lock(app):
@@ -93,13 +104,13 @@ class Releases:
             return self._add_release(app, version, tag, img.id, f"image:{image}", config, token)
 
     def _add_release(self, app: str, version: int, tag: str, image_id: str, source: str,
-                     config: AppConfig, token: str) -> dict[str, Any]:
+                     config: AppConfig, token: str, stack: str | None = None) -> dict[str, Any]:
         app_row = require_app(self.store, app)
         release = self.store.add_release(
             app=app, version=version, image=tag, image_id=image_id, source=source,
             config=app_row["config"], processes=config.processes,
             test_command=config.test_command, health=config.health_dict(),
-            policy=config.policy_dict(), created_by=token)
+            policy=config.policy_dict(), created_by=token, stack=stack)
         self.metrics.releases.inc()
         return release_view(release)
 
@@ -159,6 +170,37 @@ class Releases:
             raise NotFound(f"release v{version} of {app!r} does not exist")
         return release_view(release)
 
+    # --- stacks -----------------------------------------------------------------------------
+    async def stack_listing(self) -> list[dict[str, Any]]:
+        """The stacks and the state of their images on this engine."""
+        try:
+            return await asyncio.to_thread(stackimages.stack_views,
+                                           docker_client=self.engine.client)
+        except docker.errors.DockerException as exc:
+            raise Unavailable(f"the Docker engine is not reachable: {exc}") from None
+
+    async def build_stack(self, name: str, *, force: bool = False) -> dict[str, Any]:
+        """Make a stack's images now unless they are current (or always, with `force`)."""
+        try:
+            stack = stacks.get_stack(name)
+        except stacks.NoStack as exc:
+            raise NotFound(str(exc)) from None
+        lines: list[str] = []
+
+        def on_log(line: str) -> None:
+            lines.append(line)
+            log.info("stack %s: %s", name, line)
+        try:
+            built = await asyncio.to_thread(stackimages.ensure_images, stack,
+                                            docker_client=self.engine.client, on_log=on_log,
+                                            force=force)
+        except stackimages.StackBuildFailed as exc:
+            raise Unprocessable(exc.message, log_tail="\n".join(exc.log_tail)) from None
+        except docker.errors.DockerException as exc:
+            raise Unavailable(f"the Docker engine is not reachable: {exc}") from None
+        view = next(v for v in await self.stack_listing() if v["name"] == name)
+        return {"stack": view, "built": built, "log_tail": "\n".join(lines[-20:])}
+
     # --- config and stable ------------------------------------------------------------------
     async def with_config(self, app: str, config: dict[str, str]) -> dict[str, Any] | None:
         """Set the app's config vars and, when it has a release, make the next release: the
@@ -174,7 +216,7 @@ class Releases:
                 image_id=latest["image_id"], source=latest["source"], config=config,
                 processes=latest["processes"], test_command=latest["test_command"],
                 health=latest["health"], policy=latest["policy"], created_by="config",
-                app_config=config)
+                app_config=config, stack=latest.get("stack"))
             self.metrics.releases.inc()
             return release_view(release)
 

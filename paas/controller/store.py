@@ -121,7 +121,8 @@ class Store:
                     config: dict[str, str], processes: dict[str, str],
                     test_command: str | None, health: dict[str, Any],
                     policy: dict[str, Any], created_by: str,
-                    app_config: dict[str, str] | None = None) -> dict[str, Any]:
+                    app_config: dict[str, str] | None = None,
+                    stack: str | None = None) -> dict[str, Any]:
         """Insert release `version`, which must be the app's next number (no gaps, no reuse);
         with `app_config`, set the app's config vars in the same transaction."""
         with self.tx() as db:
@@ -130,11 +131,11 @@ class Store:
                 raise RuntimeError(f"release v{version} is not the next release of {app}")
             db.execute(
                 "INSERT INTO releases (app, version, image, image_id, source, config, processes,"
-                " test_command, health, policy, created_at, created_by)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " test_command, health, policy, created_at, created_by, stack)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (app, version, image, image_id, source, json.dumps(config),
                  json.dumps(processes), test_command, json.dumps(health), json.dumps(policy),
-                 time.time(), created_by))
+                 time.time(), created_by, stack))
             db.execute("UPDATE apps SET next_release = ? WHERE name = ?", (version + 1, app))
             if app_config is not None:
                 db.execute("UPDATE apps SET config = ? WHERE name = ?",

@@ -33,7 +33,8 @@ def release_view(r: dict[str, Any]) -> dict[str, Any]:
             "pushed_image": r["pushed_image"],
             "config": r["config"], "processes": r["processes"],
             "test_command": r["test_command"], "health": r["health"], "policy": r["policy"],
-            "created_at": r["created_at"], "created_by": r["created_by"]}
+            "created_at": r["created_at"], "created_by": r["created_by"],
+            "stack": r.get("stack")}
 
 
 def deployment_view(d: dict[str, Any]) -> dict[str, Any]:

@@ -228,6 +228,7 @@ class Pusher:
                                 log_tail=str(exc.body.get("log_tail") or ""),
                                 log_name="the build log") from None
             raise
+        self.out.detail(f"stack: {release.get('stack') or 'unknown'}")
         self.out.detail(f"built {release['image']} as v{release['version']} in "
                         f"{time.monotonic() - started:.1f}s")
         return release

@@ -217,7 +217,7 @@ def test_generated_dockerfile_runs_the_web_command_through_sh() -> None:
 
 
 @pytest.mark.parametrize("files,message", [
-    ({"README": "no dockerfile\n"}, "no Dockerfile and no Procfile"),
+    ({"README": "no dockerfile\n"}, "no Dockerfile, .* and no Procfile"),
     ({"Procfile": "worker: ./work.sh\n"}, "no web process"),
 ])
 def test_contexts_without_a_way_to_build(api: docker.APIClient, tag: str,

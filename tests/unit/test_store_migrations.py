@@ -58,13 +58,24 @@ def write_v1(path: Path, *, stamp: bool = True, schema: str = m.BASELINE) -> Non
     db.close()
 
 
-def dump(path: Path) -> dict[str, list[tuple]]:
-    """Every row of every table version 1 has, in rowid order."""
-    db = sqlite3.connect(path)
+def v1_columns() -> dict[str, list[str]]:
+    """The columns of each table of version 1 (later migrations add columns)."""
+    db = sqlite3.connect(":memory:")
     try:
+        db.executescript(m.BASELINE)
         tables = ["apps", "releases", "deployments", "events", "promotions", "instances",
                   "nodes"]
-        return {t: db.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in tables}
+        return {t: [c[1] for c in db.execute(f"PRAGMA table_info({t})")] for t in tables}
+    finally:
+        db.close()
+
+
+def dump(path: Path) -> dict[str, list[tuple]]:
+    """Every row of every table version 1 has, in rowid order, its version 1 columns."""
+    db = sqlite3.connect(path)
+    try:
+        return {t: db.execute(f"SELECT {', '.join(cols)} FROM {t} ORDER BY rowid").fetchall()
+                for t, cols in v1_columns().items()}
     finally:
         db.close()
 
@@ -187,6 +198,24 @@ def test_each_migration_commits_on_its_own(tmp_path: Path) -> None:
     assert dump(path)["apps"][0][2] == '{"GREETING": "hi"}'
 
 
+def test_version_3_releases_record_their_stack(tmp_path: Path) -> None:
+    """Issue 9: a release records the stack it was built with; older releases have none."""
+    path = tmp_path / "state.db"
+    write_v1(path)
+    store = Store(path)
+    try:
+        assert version_of(path) >= 3
+        assert [r["stack"] for r in store.list_releases("hello")] == [None, None]
+        store.create_app("py", ["py.localhost"])
+        release = store.add_release(app="py", version=1, image="paas/py:v1", image_id="sha256:c",
+                                    source="upload", config={}, processes={"web": "x"},
+                                    test_command=None, health={}, policy={}, created_by="t",
+                                    stack="python")
+        assert release["stack"] == "python"
+    finally:
+        store.close()
+
+
 def test_next_version_code_opens_a_database_written_by_this_one(tmp_path: Path) -> None:
     """What the next version's code does to today's database: a hypothetical version
     LATEST + 1 adds a column, and every row written through the store survives."""
@@ -204,10 +233,11 @@ def test_next_version_code_opens_a_database_written_by_this_one(tmp_path: Path) 
     assert m.migrate(db, migrations=(*m.MIGRATIONS, add_note)) == m.LATEST + 1
     db.close()
 
-    after = dump(path)
-    assert after["apps"] == [(*row, None) for row in before["apps"]]
-    assert {t: r for t, r in after.items() if t != "apps"} == {
-        t: r for t, r in before.items() if t != "apps"}
+    assert dump(path) == before
+    db = sqlite3.connect(path)
+    notes = db.execute("SELECT note FROM apps ORDER BY rowid").fetchall()
+    db.close()
+    assert notes == [(None,)] * len(before["apps"])
 
     # and this code, now the older one, refuses the newer file instead of guessing
     with pytest.raises(m.SchemaTooNew) as err:
