@@ -40,6 +40,10 @@ ADD_APP_USER = (f'chroot "$1" useradd --uid {APP_UID} --user-group --no-create-h
                 '--home-dir /app --shell /usr/sbin/nologin app')
 SLIM = [f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("doc", "man", "info", "locale")]
 PATH_ENV = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# A build image trusts what this machine trusts (a TLS-inspecting proxy's CA, say), so pip and
+# npm reach their registries from it as they do from here.
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+RECIPE = "2"  # how images are made here; a change makes every stack's images again
 BUILD_TIMEOUT_S = 1800.0
 
 _thread_locks: dict[str, threading.Lock] = {}
@@ -87,6 +91,11 @@ def mirror_uri(*, sources_d: str = "/etc/apt/sources.list.d",
     return ""
 
 
+def image_digest(stack: Stack) -> str:
+    """The label of a stack's images: its folder's digest and the recipe here."""
+    return f"{stack.digest[:32]}-r{RECIPE}"
+
+
 def _inspect(api: Any, tag: str) -> dict[str, Any] | None:
     try:
         return api.inspect_image(tag)
@@ -105,7 +114,7 @@ def image_states(stack: Stack, *, docker_client: Any) -> list[ImageState]:
             out.append(ImageState(tag=tag, present=False, current=False))
             continue
         labels = (info.get("Config") or {}).get("Labels") or {}
-        current = bool(stack.prebuilt_image) or labels.get(LABEL_DIGEST) == stack.digest
+        current = bool(stack.prebuilt_image) or labels.get(LABEL_DIGEST) == image_digest(stack)
         created = info.get("Created") or ""
         out.append(ImageState(tag=tag, present=True, current=current,
                               size_bytes=int(info.get("Size") or 0),
@@ -178,13 +187,18 @@ def _make_image(stack: Stack, *, api: Any, tag: str, packages: tuple[str, ...], 
                                "add one to /etc/apt/sources.list.d/.")
     with tempfile.TemporaryDirectory(prefix=f"paas-stack-{stack.name}-") as work:
         out = os.path.join(work, "rootfs.tar")
+        trust: list[str] = []
+        if not run:
+            packages = (*packages, "ca-certificates")
+            if os.path.isfile(HOST_CA_BUNDLE):
+                trust = ["--customize-hook", f"upload {HOST_CA_BUNDLE} {HOST_CA_BUNDLE}"]
         argv = ["mmdebstrap", "--variant=minbase", f"--include={','.join(packages)}",
-                "--format=tar", *(SLIM if run else []),
+                "--format=tar", *(SLIM if run else []), *trust,
                 *(["--customize-hook", ADD_APP_USER] if run else []), SUITE, out, uri]
         _run(argv, emit=emit, what=f"mmdebstrap for {tag}")
         changes = [PATH_ENV, f"LABEL {LABEL_STACK}={stack.name}",
                    f"LABEL {LABEL_VERSION}={stack.version}",
-                   f"LABEL {LABEL_DIGEST}={stack.digest}"]
+                   f"LABEL {LABEL_DIGEST}={image_digest(stack)}"]
         repository, _, version = tag.rpartition(":")
         emit(f"importing {tag}")
         try:
