@@ -9,12 +9,7 @@ removed when the module ends, passed or not.
 
 from __future__ import annotations
 
-import gzip
-import io
 import secrets
-import tarfile
-import time
-import urllib.request
 from collections.abc import Iterator
 
 import docker
@@ -23,6 +18,7 @@ import pytest
 
 from paas.build import stackimages, stacks
 from paas.build.builder import STACK_LOG_PREFIX, BuildFailed, build_image
+from test_builder import get, targz  # the same folder (pytest puts it on sys.path)
 
 pytestmark = pytest.mark.docker
 
@@ -92,17 +88,6 @@ def python_stack(api: docker.APIClient) -> stacks.Stack:
     return stack
 
 
-def targz(files: dict[str, str]) -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue())
-
-
 def run_in(api: docker.APIClient, image: str, command: list[str]) -> tuple[int, str]:
     container = api.create_container(image, command=command, labels=LABELS)["Id"]
     try:
@@ -111,18 +96,6 @@ def run_in(api: docker.APIClient, image: str, command: list[str]) -> tuple[int, 
         return code, api.logs(container).decode()
     finally:
         api.remove_container(container, force=True)
-
-
-def get(url: str, *, deadline_s: float = 15.0) -> str:
-    end = time.monotonic() + deadline_s
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.read().decode()
-        except OSError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
