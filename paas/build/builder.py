@@ -153,11 +153,12 @@ def _sentence(text: str) -> str:
     return first if first.endswith((".", "!", "?")) else first + "."
 
 
-def _failure(log: _Log, error: str, *, generated: bool) -> BuildFailed:
+def _failure(log: _Log, error: str, *, generated: str | None) -> BuildFailed:
     """A BuildFailed naming the failing step; `error` is also appended to the log."""
     log.flush()
     log.feed(error.rstrip("\n") + "\n")
-    what = "the Dockerfile generated from the Procfile" if generated else "the Dockerfile"
+    what = (f"the Dockerfile generated for the {generated} stack" if generated
+            else "the Dockerfile")
     where = f" at step {log.step}" if log.step else ""
     if log.instruction.upper().startswith("FROM ") and "invalid reference" not in error:
         # Nothing can be pulled here, so a missing base image is the likely cause.
@@ -167,7 +168,8 @@ def _failure(log: _Log, error: str, *, generated: bool) -> BuildFailed:
     return BuildFailed(f"{what} failed to build{where}: {_sentence(error)}", log.tail())
 
 
-def _consume(chunks: Iterator[dict[str, Any]], log: _Log, *, generated: bool) -> str | None:
+def _consume(chunks: Iterator[dict[str, Any]], log: _Log, *,
+             generated: str | None) -> str | None:
     """Read the build stream into `log`; return the image id it reports, raise on error."""
     image_id = None
     for chunk in chunks:
@@ -205,7 +207,7 @@ def build_image(
     validate_image_tag(tag)
     summary = validate_build_context(context=context)
     detection = detect_stack(summary.entries, paas_toml=summary.paas_toml)
-    generated = detection.stack != stacks.DOCKERFILE
+    generated = None if detection.stack == stacks.DOCKERFILE else detection.stack
     if generated:
         stack = stacks.get_stack(detection.stack)
         dockerfile = render_dockerfile(procfile=summary.procfile, stack=stack.name,

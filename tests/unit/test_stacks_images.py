@@ -74,7 +74,8 @@ def test_missing_images_are_made_from_debian_packages(fake_mmdebstrap: Path) -> 
                         "--format=tar"]
     run_argv = argv[argv.index("http://mirror.invalid/debian") + 1:]
     assert run_argv[:2] == ["--variant=minbase", "--include=python3"]
-    assert stackimages.ADD_APP_USER in run_argv and "useradd --uid 10001" in stackimages.ADD_APP_USER
+    assert stackimages.ADD_APP_USER in run_argv
+    assert "useradd --uid 10001" in stackimages.ADD_APP_USER
     assert run_argv[-3] == "bookworm" and run_argv[-1] == "http://mirror.invalid/debian"
     assert "I: fake mmdebstrap" in lines and any(line.startswith("made ") for line in lines)
     # made: nothing more to do
