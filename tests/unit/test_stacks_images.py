@@ -133,3 +133,18 @@ def test_the_mirror_comes_from_the_apt_sources(tmp_path: Path) -> None:
         "http://deb822.invalid/debian"
     assert stackimages.mirror_uri(sources_d=str(tmp_path / "none"),
                                   sources_list=str(tmp_path / "none.list")) == ""
+
+
+def test_two_builds_of_one_stack_at_once_make_its_images_once(fake_mmdebstrap: Path) -> None:
+    import threading
+
+    stack, api = stacks.get_stack("python"), FakeApi()
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(
+        stackimages.ensure_images(stack, docker_client=api))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False, True]
+    assert [i["tag"] for i in api.imported] == [stack.build_image, stack.run_image]
