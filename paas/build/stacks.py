@@ -148,9 +148,13 @@ def load_stack(folder: Traversable) -> Stack:
     packages = {}
     for key, table in (("build", build), ("run", run)):
         packages[key] = _strings(table, "packages", f"{where} [{key}]")
-        if not packages[key] and prebuilt is None:
+        # A build image always needs its toolchain; a run image may be bare minbase (a Go
+        # binary needs nothing more), said with an explicit empty list.
+        missing = not packages[key] if key == "build" else "packages" not in table
+        if missing and prebuilt is None:
             raise BadStack(f"{where}: [{key}] packages must name the Debian packages of the "
-                           f"{key} image.")
+                           f"{key} image" + ("." if key == "build" else
+                                             " (an empty list for bare minbase)."))
         for package in packages[key]:
             if not _PACKAGE_RE.fullmatch(package):
                 raise BadStack(f"{where}: [{key}] package {package[:40]!r} is not a Debian "
