@@ -16,6 +16,9 @@ import pytest
 from paas.build.context import make_build_context
 from paas.cli.client import Client, Target
 from paas.localcluster import LocalCluster, remove_cluster_images
+from tests.waiting import wait_until
+
+__all__ = ["E2E", "REPO", "Hammer", "app_dir", "wait_until"]  # what the scenarios import
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -110,7 +113,7 @@ class Hammer:
                 status, body = 0, ""
             self.statuses[status] += 1
             self.bodies[body.split(" instance ")[0]] += 1
-            time.sleep(0.01)
+            time.sleep(0.01)  # the pace of the load, not a wait for anything
 
     def __enter__(self) -> "Hammer":
         self._thread.start()
@@ -119,17 +122,6 @@ class Hammer:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(10)
-
-
-def wait_until(check: Any, timeout: float = 20.0, interval: float = 0.2, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: {last!r}")
 
 
 @pytest.fixture(scope="session")

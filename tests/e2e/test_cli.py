@@ -1,7 +1,8 @@
 """Issue 4, the `paas` command end to end: run as a subprocess against the e2e cluster, as a
 user or a CI pipeline would. Deploys print their phases and a summary; a failing integration
 test exits with the test phase's code and prints its output; `--json` is JSON; `--help` works
-for every verb; `logs -f` shows a fresh line within 2 s; errors are one sentence."""
+for every verb; `logs -f` shows a fresh line (how soon: bench/reactions); errors are one
+sentence."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from paas.cli.common import EXIT_BUILD, EXIT_TEST
 from paas.cli.client import ClientError
 from tests.e2e.conftest import REPO, app_dir, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 FAILING_TEST = ("#!/bin/sh\necho \"checking $PAAS_TARGET_URL\"\n"
                 "echo 'FAIL: greeting missing' >&2\nexit 3\n")
@@ -182,16 +183,6 @@ def test_every_verb_answers_help(paas):
 
 
 # --- logs ---------------------------------------------------------------------------------
-def logs_endpoint_exists(e2e, app: str) -> bool:
-    try:
-        next(iter(e2e.api.stream_lines(f"/v1/apps/{app}/logs?tail=1", timeout=10)), None)
-    except ClientError as exc:
-        if exc.no_such_route:
-            return False
-        raise
-    return True
-
-
 def lines_of(proc: subprocess.Popen[str]) -> "queue.Queue[str]":
     lines: queue.Queue[str] = queue.Queue()
 
@@ -216,11 +207,9 @@ def wait_for_line(lines: "queue.Queue[str]", needle: str, deadline: float) -> st
             return line
 
 
-def test_logs_follow_shows_a_new_line_within_two_seconds(e2e, paas, deployed):
+def test_logs_follow_shows_a_new_line(e2e, paas, deployed):
     app, done = deployed
     assert done.returncode == 0, done.stderr
-    if not logs_endpoint_exists(e2e, app):
-        pytest.skip("the controller has no GET /v1/apps/{app}/logs yet")
     proc = subprocess.Popen(paas.argv("logs", app, "-f"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO, env=paas.env)
     try:
@@ -230,9 +219,9 @@ def test_logs_follow_shows_a_new_line_within_two_seconds(e2e, paas, deployed):
         marker = f"marker-{secrets.token_hex(4)}"
         subprocess.run(["docker", "exec", container, "sh", "-c", f"echo {marker} > /proc/1/fd/1"],
                        check=True, timeout=20)
-        printed = time.monotonic()
-        line = wait_for_line(lines, marker, printed + 2.0)
+        line = wait_for_line(lines, marker, time.monotonic() + 30)
         assert line.split(" | ")[0].startswith(f"{app}-v1-web-"), line
+        assert line.endswith(f" | {marker}"), line
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -26,7 +26,7 @@ import pytest
 from paas.cli.client import ClientError
 from tests.e2e.conftest import REPO, Hammer, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 FAILING_TEST = "#!/bin/sh\necho \"checking $PAAS_TARGET_URL\"\necho 'FAIL: greeting missing' >&2\nexit 3\n"
 # Isolated from whatever git configuration the machine has (credential helpers, ...).

@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e.conftest import app_dir, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 APP = "logtick"
 TICKER = '( while true; do echo "tick $(date +%s)"; sleep 1; done ) &\n'
@@ -110,8 +110,8 @@ def test_logs_show_every_instance_and_follow_new_lines_and_deployments(e2e, tmp_
         started = time.time()
         follow = Follow(e2e, APP, tail="0")
         try:
-            tick = follow.wait_for(lambda line: " | tick " in line,
-                                   timeout=2 - (time.time() - started))
+            # A fresh tick, waited for generously (how soon it comes: bench/reactions).
+            tick = follow.wait_for(lambda line: " | tick " in line, timeout=30)
             assert tick.split(" | ")[0] in live
             assert int(tick.rsplit(" ", 1)[1]) >= int(started), "an old line, not a new one"
 

@@ -18,7 +18,7 @@ import pytest
 from paas.localcluster import LocalCluster, remove_cluster_images
 from tests.e2e.conftest import E2E, REPO, Hammer, app_dir, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +113,27 @@ def test_agent_killed_ten_times_adopts_its_containers(c3):
         c3.cluster.stop_process("agent-node-1", sig=signal.SIGKILL)
         c3.cluster.start_process("agent-node-1")
         wait_until(lambda: _agent_up(c3, 1), timeout=15, what="agent back")
-    time.sleep(2.5)  # a heartbeat or two after the last restart
+    # The restarted agent has looked at its containers twice and reported them: had it wanted to
+    # replace one, it would have by now.
+    wait_until(lambda: _agent_metric(c3, 1, "paas_agent_reconciles_total") >= 2
+               and _agent_metric(c3, 1, 'paas_agent_heartbeats_total{result="ok"}') >= 1,
+               timeout=30, ignore=(OSError,),
+               what="two reconcile passes and a heartbeat after the last restart")
     assert _inspect(c3.containers(app="adopt")) == before
     assert all(i["state"] == "running" for i in instances(c3, "adopt"))
     c3.api.delete("/v1/apps/adopt")
+
+
+def _agent_metric(c3: E2E, n: int, sample: str) -> float:
+    """One sample of node `n`'s agent /metrics (0 if it is not there yet)."""
+    import urllib.request
+
+    url = f"http://{c3.cluster.node_ip(n)}:{c3.cluster.agent_admin_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback
+        for line in r.read().decode().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.split()[-1])
+    return 0.0
 
 
 def _agent_up(c3: E2E, n: int) -> bool:
@@ -143,15 +160,13 @@ def test_controller_killed_during_deploys_resumes_every_deployment(c3):
         release = api.post("/v1/apps/crashy/releases", {"image": base["image"]})["release"]
         dep = api.post("/v1/apps/crashy/deployments",
                        {"release": release["version"], "replicas": 2})["deployment"]
-        time.sleep(rng.uniform(0.2, 4.0))
+        time.sleep(rng.uniform(0.2, 4.0))  # the kill lands at a random step: what is tested
         c3.cluster.stop_process("controller", sig=signal.SIGKILL)
         c3.cluster.start_process("controller")
         wait_until(lambda: _controller_up(c3), timeout=15, what="controller back")
-        t0 = time.monotonic()
         final = wait_until(lambda: (d := api.get(f"/v1/apps/crashy/deployments/{dep['id']}")
                                     ["deployment"])["status"] != "running" and d,
-                           timeout=60, what=f"deployment {dep['id']} to end")
-        assert time.monotonic() - t0 < 60
+                           timeout=90, what=f"deployment {dep['id']} to end")
         outcomes[final["status"]] += 1
         if final["status"] == "failed":
             assert final["reason"], final
@@ -209,7 +224,7 @@ def test_consul_server_stopped_for_30s_routes_keep_serving_and_all_comes_back(c3
     ids = {i["id"] for i in instances(c3, "steady")}
     with Hammer(c3, "steady") as hammer:
         c3.cluster.stop_process("consul-server")
-        time.sleep(30)
+        time.sleep(30)  # the outage lasts 30 s: the duration is the scenario, not a wait
         during = dict(hammer.statuses)
         c3.cluster.start_process("consul-server")
         wait_until(lambda: c3.cluster._consul_leader(c3.cluster.consul_url), timeout=30,

@@ -8,7 +8,7 @@ import pytest
 
 from tests.e2e.conftest import REPO, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def test_deploy_route_restart_and_delete(e2e):

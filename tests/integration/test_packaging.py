@@ -15,6 +15,8 @@ from pathlib import Path
 import docker
 import pytest
 
+pytestmark = pytest.mark.docker
+
 REPO = Path(__file__).resolve().parents[2]
 SKIPPED = {".git", ".venv", ".local", ".pytest_cache", "__pycache__"}
 

@@ -168,7 +168,7 @@ async def test_long_poll_returns_when_assignments_change(api, admin, join):
     assert first["instances"] == []
     waiting = asyncio.ensure_future(api.get(
         f"/v1/nodes/node-1/assignments?index={first['index']}&wait=20", headers=join))
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # not a wait for something: nothing changed, so the poll is held
     assert not waiting.done()
     ctl = api.server.app[CONTROLLER]
     await api.post("/v1/apps", json={"name": "web"}, headers=admin)
@@ -176,12 +176,9 @@ async def test_long_poll_returns_when_assignments_change(api, admin, join):
                           source="test", config={"A": "b"}, processes={"web": "./run"},
                           test_command=None, health={"path": "/health"}, policy={},
                           created_by="admin")
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
     ctl.store.add_instances([{"id": "web-v1-web-abcdef", "app": "web", "release": 1,
                               "process": "web", "role": "live", "node": "node-1"}])
-    resp = await asyncio.wait_for(waiting, 5)
-    assert loop.time() - t0 < 1.0
+    resp = await asyncio.wait_for(waiting, 10)  # woken by the change, well before its wait=20
     body = await resp.json()
     assert body["index"] > first["index"]
     [inst] = body["instances"]
@@ -214,8 +211,9 @@ def test_openapi_describes_every_route():
     json.dumps(openapi_document())
 
 
+@pytest.mark.docker
 async def test_a_failing_build_says_so_with_the_log_tail_and_changes_nothing(api, admin):
-    """Needs the real Docker engine (it is part of `make test`)."""
+    """Needs the real Docker engine (it is part of `make test`, not `make test-quick`)."""
     await api.post("/v1/apps", json={"name": "broken"}, headers=admin)
     context = tar_gz({"Dockerfile": b"FROM paas/busybox:latest\nRUN echo about-to-fail && false\n"})
     resp = await api.post("/v1/apps/broken/releases", data=context,

@@ -23,6 +23,7 @@ from paas.controller.deployments import Deployments
 from paas.controller.metrics import Metrics
 from paas.controller.settings import ControllerSettings
 from paas.controller.store import Store
+from tests.waiting import wait_until_async
 
 APP = "shop"
 NODES = {"n1": "127.0.0.2", "n2": "127.0.0.3"}
@@ -503,8 +504,8 @@ def never_ending(h: Harness) -> Deployments:
 async def test_a_deleted_app_cancels_its_deployment(h: Harness) -> None:
     deployments = never_ending(h)
     dep = await deployments.deploy(APP, release=1, replicas=1)
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await wait_until_async(lambda: h.world.ticks > 0, 10, 0,
+                           what="the deployment to wait for its control instance's health")
     # As `Apps.delete` does: cancel the app's deployment, then delete its rows.
     deployments.cancel_app(APP)
     h.store.delete_app(APP)

@@ -114,6 +114,7 @@ def test_app_without_hostnames_gets_no_use_backend() -> None:
     assert not any(line.startswith("use_backend app_hello") for line in config)
 
 
+@pytest.mark.docker  # runs the HAProxy binary: not in the quick suite
 @pytest.mark.skipif(shutil.which("haproxy", path="/usr/sbin:/usr/bin") is None,
                     reason="haproxy not installed")
 def test_rendered_config_passes_haproxy_check(tmp_path: Path) -> None:

@@ -1,16 +1,13 @@
-"""Helpers shared by the agent's integration tests (addresses, HTTP, polling, Consul reads)."""
+"""Helpers shared by the agent's integration tests (addresses, HTTP, Consul reads); they wait
+with tests.waiting."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 CONSUL_ADDR = "127.0.6.1"
@@ -37,30 +34,6 @@ def http_get(url: str, timeout: float = 2.0,
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
-
-
-def wait_until(cond, timeout: float, interval: float = 0.1, what: str = "condition"):
-    """Poll `cond()` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-async def wait_for(cond, timeout: float, interval: float = 0.1, what: str = "condition"):
-    """`wait_until` for async tests: sleeps without blocking the event loop."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 def consul_json(consul_url: str, path: str):

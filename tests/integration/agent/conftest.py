@@ -17,7 +17,8 @@ import docker
 import docker.errors
 import pytest
 
-from agent_it import CONSUL_ADDR, IMAGE, REPO, http_get, wait_until
+from agent_it import CONSUL_ADDR, IMAGE, REPO, http_get
+from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="session")

@@ -28,10 +28,10 @@ from agent_it import (
     check_status,
     free_port,
     http_get,
-    wait_for,
 )
+from tests.waiting import wait_until_async
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 TOKEN = "join-" + secrets.token_hex(8)
 BOOT_THEN_HTTPD = [HTTPD[0], HTTPD[1], "echo booting $PAAS_INSTANCE_ID; " + HTTPD[2]]
 
@@ -176,16 +176,17 @@ async def test_runs_adopts_drains_and_removes(controller, agent: AgentProcess, c
     fake.assign([inst])
     await agent.start()
 
-    report = await wait_for(lambda: (r := fake.last_report(iid)) and r["state"] == "running"
-                            and r, 15, what="a heartbeat reporting the instance running")
+    report = await wait_until_async(
+        lambda: (r := fake.last_report(iid)) and r["state"] == "running" and r, 30,
+        what="a heartbeat reporting the instance running")
     [node] = fake.nodes.values()
     assert node == {"address": NODE_ADDR, "cpu": 2.0, "memory_mb": 512, "labels": {"zone": "a"},
                     "consul_url": consul_url, "agent_url": agent.admin_url}
     [container] = containers(docker_client, run_id, iid)
     assert report["container_id"] == container.id and report["restarts"] == 0
     assert http_get(f"http://{NODE_ADDR}:{report['host_port']}/") == (200, "hi\n")
-    await wait_for(lambda: check_status(consul_url, iid) == "passing", 10,
-                   what="the instance's Consul check to pass")
+    await wait_until_async(lambda: check_status(consul_url, iid) == "passing", 20,
+                           what="the instance's Consul check to pass")
     status, health = http_get(f"{agent.admin_url}/healthz")
     assert status == 200 and '"ok": true' in health
     status, metrics = http_get(f"{agent.admin_url}/metrics")
@@ -202,26 +203,28 @@ async def test_runs_adopts_drains_and_removes(controller, agent: AgentProcess, c
     assert container.status == "running"
     beats = len(fake.heartbeats)
     await agent.start()
-    await wait_for(lambda: len(fake.heartbeats) > beats + 2, 15, what="heartbeats after restart")
+    await wait_until_async(lambda: len(fake.heartbeats) > beats + 2, 30,
+                           what="heartbeats after restart")
     assert fake.last_report(iid)["container_id"] == container.id  # type: ignore[index]
     container.reload()
     assert container.attrs["State"]["StartedAt"] == started_at
     assert check_status(consul_url, iid) == "passing"
 
     # Draining: deregistered from Consul, the container keeps running. The long-poll (wait 30 s)
-    # must wake the agent at once.
+    # must wake the agent at once: the waits below stay well under those 30 s.
     fake.assign([{**inst, "desired": "draining"}])
-    await wait_for(lambda: check_status(consul_url, iid) is None, 5,
-                   what="the draining instance to leave Consul")
+    await wait_until_async(lambda: check_status(consul_url, iid) is None, 20,
+                           what="the draining instance to leave Consul")
     container.reload()
     assert container.status == "running"
 
     # Unassigned: stopped (SIGTERM) and removed.
     fake.assign([])
-    await wait_for(lambda: not containers(docker_client, run_id, iid), 8,
-                   what="the unassigned container to be removed")
+    await wait_until_async(lambda: not containers(docker_client, run_id, iid), 20,
+                           what="the unassigned container to be removed")
     assert check_status(consul_url, iid) is None
-    await wait_for(lambda: fake.heartbeats[-1]["instances"] == [], 5, what="an empty heartbeat")
+    await wait_until_async(lambda: fake.heartbeats[-1]["instances"] == [], 20,
+                           what="an empty heartbeat")
 
 
 async def test_a_crashed_container_is_restarted_and_reported(
@@ -232,27 +235,30 @@ async def test_a_crashed_container_is_restarted_and_reported(
     iid = inst["id"]
     fake.assign([inst])
     await agent.start()
-    first = await wait_for(lambda: (r := fake.last_report(iid)) and r["state"] == "running"
-                           and r, 15, what="the instance running")
-    await wait_for(lambda: check_status(consul_url, iid) == "passing", 10, what="passing check")
+    first = await wait_until_async(
+        lambda: (r := fake.last_report(iid)) and r["state"] == "running" and r, 30,
+        what="the instance running")
+    await wait_until_async(lambda: check_status(consul_url, iid) == "passing", 20,
+                           what="passing check")
 
     [container] = containers(docker_client, run_id, iid)
     container.kill()
-    again = await wait_for(lambda: (r := fake.last_report(iid)) and r["state"] == "running"
-                           and r["restarts"] == 1 and r, 15, what="the instance restarted")
+    again = await wait_until_async(
+        lambda: (r := fake.last_report(iid)) and r["state"] == "running" and r["restarts"] == 1
+        and r, 30, what="the instance restarted")
     assert again["container_id"] == first["container_id"]
     assert http_get(f"http://{NODE_ADDR}:{again['host_port']}/") == (200, "hi\n")
     # Re-registered on its new host port, and passing again.
-    await wait_for(lambda: check_status(consul_url, iid) == "passing", 10,
-                   what="the restarted instance passing in Consul")
+    await wait_until_async(lambda: check_status(consul_url, iid) == "passing", 20,
+                           what="the restarted instance passing in Consul")
     services = http_get(f"{consul_url}/v1/agent/service/{iid}")[1]
     assert f'"Port": {again["host_port"]}' in services or \
         f'"Port":{again["host_port"]}' in services
 
     # The controller forgets the node (404 on its heartbeats): the agent registers again.
     fake.nodes.clear()
-    await wait_for(lambda: fake.nodes, 5, what="the node to register again")
+    await wait_until_async(lambda: fake.nodes, 20, what="the node to register again")
 
     fake.assign([])
-    await wait_for(lambda: not containers(docker_client, run_id, iid), 8,
-                   what="the container to be removed")
+    await wait_until_async(lambda: not containers(docker_client, run_id, iid), 20,
+                           what="the container to be removed")

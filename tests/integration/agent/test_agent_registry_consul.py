@@ -11,8 +11,11 @@ import pytest
 from agent.assignments import Assignment, HealthCheck
 from agent.driver import DockerDriver
 from agent.registry import ConsulRegistry
-from agent_it import HTTPD, IMAGE, NODE_ADDR, check_status, consul_json, wait_for
+from agent_it import HTTPD, IMAGE, NODE_ADDR, check_status, consul_json
 from paas.consul import ConsulClient, ConsulUnavailable
+from tests.waiting import wait_until_async
+
+pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
@@ -40,8 +43,8 @@ async def test_register_passes_lists_and_deregisters(consul_url: str, run_id: st
                            address=NODE_ADDR)
     try:
         await registry.register(a, host_port=info.host_port)
-        await wait_for(lambda: check_status(consul_url, a.id) == "passing", 5,
-                       what="the HTTP check to pass")
+        await wait_until_async(lambda: check_status(consul_url, a.id) == "passing", 20,
+                               what="the HTTP check to pass")
 
         [entry] = consul_json(consul_url, f"/v1/health/service/{a.app}?passing=1")
         svc = entry["Service"]

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -28,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 HOST = "127.0.5.1"
@@ -48,20 +49,14 @@ def free_port(host: str = HOST) -> int:
         return s.getsockname()[1]
 
 
+#: What a probe of a process that is starting or reloading may raise: "not yet", not a failure.
+NOT_YET = (OSError, http.client.HTTPException, ValueError)
+
+
 def wait_for(predicate: Callable[[], object], *, timeout: float, what: str,
-              interval: float = 0.05) -> object:
-    """Poll `predicate` until it returns something truthy; fail the test after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+             interval: float = 0.05) -> object:
+    """`tests.waiting.wait_until`, with the probe's connection errors counted as "not yet"."""
+    return wait_until(predicate, timeout, interval, what=what, ignore=NOT_YET)
 
 
 def stop_process(proc: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
