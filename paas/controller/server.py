@@ -58,9 +58,14 @@ def make_app(settings: ControllerSettings) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware],
                           client_max_size=settings.max_context_bytes + 1024)
     add_routes(app)
+    waiters = AssignmentWaiters()
+
+    async def stopping(app: web.Application) -> None:
+        waiters.close()  # held long-polls answer now instead of holding the shutdown
+
+    app.on_shutdown.append(stopping)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        waiters = AssignmentWaiters()
         store = Store(settings.data_dir / "state.db", on_assignments_changed=waiters.notify)
         session = aiohttp.ClientSession()
         ctl = Controller.assemble(settings=settings, store=store,
