@@ -105,25 +105,28 @@ def _flag(query: Mapping[str, str], name: str) -> bool:
     raise ValueError(f"{name} must be 1 or 0")
 
 
-def admin_app(*, metrics: AgentMetrics, health: HealthFn, logs: LogsFn | None = None,
-              token: str = "") -> web.Application:
-    """The admin application: `health()` returns (healthy, details); `logs(instance_id, tail)`
-    returns an instance's log (ContainerMissing if none) and is served only to callers that
-    present the join token."""
+@dataclass(frozen=True, kw_only=True)
+class _Handlers:
+    """The admin routes, over what the daemon gives them."""
 
-    async def healthz(_: web.Request) -> web.Response:
-        healthy, details = health()
+    metrics: AgentMetrics
+    health: HealthFn
+    logs: LogsFn | None
+    token: str
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        healthy, details = self.health()
         return web.json_response({"ok": healthy, **details}, status=200 if healthy else 503)
 
-    async def metrics_view(_: web.Request) -> web.Response:
-        body = generate_latest(metrics.registry)
+    async def metrics_view(self, _: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
         resp = web.Response(body=body)
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
-    async def instance_logs(request: web.Request) -> web.StreamResponse:
-        if not token or not hmac.compare_digest(request.headers.get("Authorization", ""),
-                                                f"Bearer {token}"):
+    async def instance_logs(self, request: web.Request) -> web.StreamResponse:
+        if not self.token or not hmac.compare_digest(request.headers.get("Authorization", ""),
+                                                     f"Bearer {self.token}"):
             return web.json_response({"error": "send Authorization: Bearer <join token>"},
                                      status=401)
         try:
@@ -135,11 +138,11 @@ def admin_app(*, metrics: AgentMetrics, health: HealthFn, logs: LogsFn | None = 
             query = LogQuery.parse(request.query)
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        assert logs is not None
-        source = logs(iid, query.tail)
+        assert self.logs is not None
+        source = self.logs(iid, query.tail)
         if isinstance(source, ContainerLog):
             if query.follow:
-                return await follow(request, iid, source.follow(since=query.since,
+                return await self.follow(request, iid, source.follow(since=query.since,
                                                                 timestamps=query.timestamps))
             reading: Awaitable[str] = source.read(since=query.since,
                                                   timestamps=query.timestamps)
@@ -158,7 +161,7 @@ def admin_app(*, metrics: AgentMetrics, health: HealthFn, logs: LogsFn | None = 
             return web.json_response({"error": str(exc)}, status=503)
         return web.Response(text=text, content_type="text/plain")
 
-    async def follow(request: web.Request, iid: str,
+    async def follow(self, request: web.Request, iid: str,
                      follower: LogFollower) -> web.StreamResponse:
         try:
             await follower.open()
@@ -166,7 +169,7 @@ def admin_app(*, metrics: AgentMetrics, health: HealthFn, logs: LogsFn | None = 
             return _no_container(iid)
         except DriverError as exc:
             return web.json_response({"error": str(exc)}, status=503)
-        metrics.log_follows.inc()
+        self.metrics.log_follows.inc()
         resp = web.StreamResponse(headers={"Cache-Control": "no-store"})
         resp.content_type = "text/plain"
         resp.charset = "utf-8"
@@ -187,19 +190,27 @@ def admin_app(*, metrics: AgentMetrics, health: HealthFn, logs: LogsFn | None = 
             pass  # the caller went away mid-write
         finally:
             await follower.close()
-            metrics.log_follows.dec()
+            self.metrics.log_follows.dec()
         return resp
 
-    async def stopping(app: web.Application) -> None:
-        app[STOPPING].set()  # ends every follow, so that shutting down never waits on one
 
+async def _stopping(app: web.Application) -> None:
+    app[STOPPING].set()  # ends every follow, so that shutting down never waits on one
+
+
+def admin_app(*, metrics: AgentMetrics, health: HealthFn, logs: LogsFn | None = None,
+              token: str = "") -> web.Application:
+    """The admin application: `health()` returns (healthy, details); `logs(instance_id, tail)`
+    returns an instance's log (ContainerMissing if none) and is served only to callers that
+    present the join token."""
+    handlers = _Handlers(metrics=metrics, health=health, logs=logs, token=token)
     app = web.Application()
     app[STOPPING] = asyncio.Event()
-    app.on_shutdown.append(stopping)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_view)
+    app.on_shutdown.append(_stopping)
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/metrics", handlers.metrics_view)
     if logs is not None:
-        app.router.add_get("/v1/instances/{instance}/logs", instance_logs)
+        app.router.add_get("/v1/instances/{instance}/logs", handlers.instance_logs)
     return app
 
 
