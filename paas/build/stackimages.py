@@ -192,8 +192,9 @@ def _make_image(stack: Stack, *, api: Any, tag: str, packages: tuple[str, ...], 
             packages = (*packages, "ca-certificates")
             if os.path.isfile(HOST_CA_BUNDLE):
                 trust = ["--customize-hook", f"upload {HOST_CA_BUNDLE} {HOST_CA_BUNDLE}"]
-        argv = ["mmdebstrap", "--variant=minbase", f"--include={','.join(packages)}",
-                "--format=tar", *(SLIM if run else []), *trust,
+        # An empty `--include=` is a usage error to mmdebstrap: a bare minbase names none.
+        include = [f"--include={','.join(packages)}"] if packages else []
+        argv = ["mmdebstrap", "--variant=minbase", *include, "--format=tar", *(SLIM if run else []), *trust,
                 *(["--customize-hook", ADD_APP_USER] if run else []), SUITE, out, uri]
         _run(argv, emit=emit, what=f"mmdebstrap for {tag}")
         changes = [PATH_ENV, f"LABEL {LABEL_STACK}={stack.name}",

@@ -196,6 +196,36 @@ class Client:
                 raise ClientError(f"the log stream from {self.target.url} broke off ({exc})",
                                   hint="run the command again") from None
 
+    def stream_objects(self, method: str, path: str, *, data: bytes, content_type: str,
+                       timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Send `data` and yield the JSON objects of an `application/x-ndjson` answer as they
+        come; a plain JSON answer is yielded as one object."""
+        resp = self._open(method, path, body=data, content_type=content_type,
+                          accept="application/x-ndjson, application/json",
+                          timeout=timeout or self.timeout)
+        with resp:
+            try:
+                if not resp.headers.get("Content-Type", "").startswith("application/x-ndjson"):
+                    yield self._decode(resp.read(), path)
+                    return
+                for raw in resp:
+                    if raw.strip():
+                        yield self._decode(raw, path)
+            except OSError as exc:
+                raise ClientError(f"the build log from {self.target.url} broke off ({exc})",
+                                  hint="see the app's releases, then run the command again"
+                                  ) from None
+
+    def _decode(self, raw: bytes, path: str) -> dict[str, Any]:
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            raise ClientError(f"{self.target.url} answered {path} with something that is not "
+                              "a JSON object", hint="is --url the controller's address?")
+        return obj
+
     def _http_error(self, exc: urllib.error.HTTPError) -> ClientError:
         try:
             body = json.loads(exc.read() or b"{}")

@@ -19,6 +19,7 @@ from typing import Any
 from paas.cli.common import (EXIT_BUILD, EXIT_INTERRUPTED, EXIT_OK, EXIT_PUBLISH, EXIT_USAGE,
                              CliError, add_app_argument, app_name, client, emit, human_size,
                              note, output_flags, parse_version, remote_flags, the_app, warn)
+from paas.cli.buildlog import STACK_HEADER, PhaseLines, build_release
 from paas.cli.follow import EventPrinter, failure, follow, phase_header
 from paas.cli.source import Assembled, assemble, same_tree, write_context
 from paas.cli.client import Client, ClientError
@@ -76,14 +77,14 @@ def reusable(api: Client, app: str, assembled: Assembled, *,
         if commit else None)
 
 
-def upload(api: Client, app: str, assembled: Assembled) -> dict[str, Any]:
-    """POST the context; a failed build exits 3 with the build log's tail."""
-    path = f"/v1/apps/{app}/releases"
-    if assembled.source:
-        path += f"?source={assembled.source}"
+def upload(api: Client, app: str, assembled: Assembled,
+           printer: PhaseLines | None = None) -> dict[str, Any]:
+    """POST the context and follow the build's log (`printer` shows the stack phase and the
+    package steps); a failed build exits 3 with the build log's tail."""
     try:
-        return api.request("POST", path, data=assembled.data, content_type="application/gzip",
-                           timeout=BUILD_TIMEOUT_S)["release"]
+        return build_release(api, app, assembled.data, source=assembled.source or "",
+                             on_line=printer or (lambda phase, line: None),
+                             timeout=BUILD_TIMEOUT_S)
     except ClientError as exc:
         if exc.status != 422:
             raise
@@ -114,10 +115,13 @@ def package(api: Client, app: str, directory: Path, *, from_head: bool = False,
                                      "(--rebuild builds again)"))
         return release, True
     started = time.monotonic()
-    release = upload(api, app, assembled)
-    note(phase_header("package", f"built {release['image']} (release {release['name']}, "
-                                 f"stack {release.get('stack') or 'unknown'}) "
-                                 f"in {time.monotonic() - started:.1f}s"))
+    printer = PhaseLines(header=lambda phase: note(phase_header(phase, {
+        "stack": STACK_HEADER, "package": f"building {app}"}[phase])),
+        detail=lambda line: note(f"  {line}"))
+    release = upload(api, app, assembled, printer)
+    done = (f"built {release['image']} (release {release['name']}, stack "
+            f"{release.get('stack') or 'unknown'}) in {time.monotonic() - started:.1f}s")
+    note(f"  {done}" if printer.phase == "package" else phase_header("package", done))
     return release, False
 
 

@@ -3,6 +3,7 @@ mapped to JSON in one middleware. The work itself is in `paas.controller.service
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 import json
@@ -12,6 +13,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from paas.build.builder import STACK_LOG_PREFIX
 from paas.errors import ApiError, BadRequest, Forbidden, Unauthorized
 from paas.names import InvalidName, validate_app_name, validate_node_name
 from paas.controller import logstream
@@ -158,9 +160,78 @@ async def create_release(request: web.Request) -> web.Response:
     else:
         data = await request.read()
         source = request.query.get("source", "")
-        release = await ctl.releases.release_from_context(app, data, source=source,
-                                                 token=request[TOKEN_KIND])
+        stream = request.query.get("stream", "0")
+        if stream not in ("0", "1"):
+            raise BadRequest("stream must be 0 or 1")
+
+        def build(on_log: Callable[[str], None] | None) -> Awaitable[dict[str, Any]]:
+            return ctl.releases.release_from_context(app, data, source=source,
+                                                     token=request[TOKEN_KIND], on_log=on_log)
+        if stream == "1":
+            return await _stream_build(request, build)
+        release = await build(None)
     return web.json_response({"release": release}, status=201)
+
+
+def build_event(line: str) -> dict[str, str]:
+    """One log line of a release build as a stream object: the stack image's lines (the
+    builder prefixes them) are the `stack` phase, the rest the `package` phase."""
+    if line.startswith(STACK_LOG_PREFIX):
+        return {"phase": "stack", "line": line.removeprefix(STACK_LOG_PREFIX)}
+    return {"phase": "package", "line": line}
+
+
+def _ndjson(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj).encode() + b"\n"
+
+
+async def _stream_build(request: web.Request,
+                        build: Callable[[Callable[[str], None]], Awaitable[dict[str, Any]]]
+                        ) -> web.StreamResponse:
+    """`?stream=1`: the build's log lines as `application/x-ndjson` as they come, then one
+    last object, `{"release": ...}` or `{"error", "status", "log_tail"}`. An error before the
+    first line (a bad context, no such app) is the usual JSON error with its HTTP status."""
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    # The build runs in a thread; its lines are handed to this loop in order.
+    task = asyncio.ensure_future(build(lambda line: loop.call_soon_threadsafe(
+        lines.put_nowait, line)))
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a client gone: logged
+    resp: web.StreamResponse | None = None
+    while True:
+        getter = asyncio.ensure_future(lines.get())
+        await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+        if not getter.done():
+            getter.cancel()
+            break
+        resp = resp or await _open_stream(request)
+        await resp.write(_ndjson(build_event(getter.result())))
+    if resp is None:  # nothing streamed: answer as without ?stream=1
+        return web.json_response({"release": task.result()}, status=201)
+    while not lines.empty():
+        await resp.write(_ndjson(build_event(lines.get_nowait())))
+    await resp.write(_ndjson(_last_object(request, task)))
+    await resp.write_eof()
+    return resp
+
+
+async def _open_stream(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(status=200, headers={"Cache-Control": "no-cache"})
+    resp.content_type = "application/x-ndjson"
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    return resp
+
+
+def _last_object(request: web.Request, task: "asyncio.Future[dict[str, Any]]") -> dict[str, Any]:
+    """The stream's last object: the release, or the error the JSON answer would have had."""
+    exc = task.exception()
+    if exc is None:
+        return {"release": task.result()}
+    if isinstance(exc, ApiError):
+        return {"error": exc.message, "status": exc.status, **exc.details}
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return {"error": "internal error in the controller; see its log", "status": 500}
 
 
 async def list_releases(request: web.Request) -> web.Response:

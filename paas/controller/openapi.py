@@ -35,6 +35,27 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+def _release_post() -> dict[str, Any]:
+    op = _op("Build a release from a gzip tar build context, or make one from an image already "
+             "on the hosts. With stream=1 a build answers application/x-ndjson as its log "
+             "comes: one object per line, {\"phase\": \"stack\"|\"package\", \"line\": ...} "
+             "(the stack phase only while a stack's images are made, on first use), then a last "
+             "{\"release\": {...}} or {\"error\", \"status\", \"log_tail\"}; an error "
+             "before the first line is the usual JSON error", "201", params=["app"],
+             query=[("source", "string"), ("stream", "integer")],
+             errors=("400", "401", "404", "413", "422", "503"),
+             body={"application/gzip": {"schema": {"type": "string", "format": "binary"}},
+                   **_json({"type": "object", "required": ["image"],
+                            "properties": {"image": {"type": "string"}}})})
+    line = {"type": "object", "properties": {
+        "phase": {"type": "string", "enum": ["stack", "package"]}, "line": {"type": "string"},
+        "release": {"type": "object"}, "error": {"type": "string"},
+        "status": {"type": "integer"}, "log_tail": {"type": "string"}}}
+    op["responses"]["200"] = {"description": "stream=1: the build's log, then its outcome",
+                              "content": {"application/x-ndjson": {"schema": line}}}
+    return op
+
+
 def openapi_document() -> dict[str, Any]:
     app = ["app"]
     return {
@@ -63,14 +84,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/apps/{app}/releases": {
                 "get": _op("List releases", params=app),
-                "post": _op("Build a release from a gzip tar build context, or make one from "
-                            "an image already on the hosts", "201", params=app,
-                            query=[("source", "string")],
-                            errors=("400", "401", "404", "413", "422", "503"),
-                            body={"application/gzip": {"schema": {"type": "string",
-                                                                  "format": "binary"}},
-                                  **_json({"type": "object", "required": ["image"],
-                                           "properties": {"image": {"type": "string"}}})}),
+                "post": _release_post(),
             },
             "/v1/apps/{app}/releases/{version}": {
                 "get": _op("Show a release", params=["app", "version"]),

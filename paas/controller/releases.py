@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,17 @@ def _log_stack_lines(line: str) -> None:
         log.info("%s", line)
 
 
+def _both(first: Callable[[str], None],
+          second: Callable[[str], None] | None) -> Callable[[str], None]:
+    if second is None:
+        return first
+
+    def both(line: str) -> None:
+        first(line)
+        second(line)
+    return both
+
+
 @dataclass(kw_only=True)
 class Releases:
     settings: ControllerSettings
@@ -48,8 +60,12 @@ class Releases:
         """Held while a release number of `app` is allocated and used."""
         return self._locks.setdefault(app, asyncio.Lock())
 
-    async def release_from_context(self, app: str, data: bytes, *, source: str,
-                                   token: str) -> dict[str, Any]:
+    async def release_from_context(self, app: str, data: bytes, *, source: str, token: str,
+                                   on_log: Callable[[str], None] | None = None
+                                   ) -> dict[str, Any]:
+        """Build release vN from a build context. `on_log` gets every log line as it comes,
+        from the build's thread: the stack image's lines (prefixed `stack: `) then the app's
+        build; the stack's lines also go to the controller's log either way."""
         if len(data) > self.settings.max_context_bytes:
             raise PayloadTooLarge("the build context is larger than the limit")
         try:
@@ -73,7 +89,7 @@ class Releases:
             try:
                 result = await asyncio.to_thread(builder.build_image, context=data, tag=tag,
                                                  docker_client=self.engine.client,
-                                                 on_log=_log_stack_lines)
+                                                 on_log=_both(_log_stack_lines, on_log))
             except builder.BuildFailed as exc:
                 self.metrics.builds_failed.inc()
                 raise Unprocessable(exc.message, log_tail="\n".join(exc.log_tail)) from None

@@ -10,7 +10,9 @@ objects, which `git archive` reads. Every line printed reaches the pusher at onc
 
 1. assemble — the commit's files as `paas assemble --from-head` packs them
    (`paas.cli.source.commit_context`: `git archive`, the same bytes for the same commit);
-2. package — `POST /v1/apps/<app>/releases?source=git:<sha>`, unless the app's latest release
+2. package — `POST /v1/apps/<app>/releases?source=git:<sha>&stream=1` (its log followed
+   live: a `stack` phase when a stack's images are made on first use, then the build's
+   steps; `paas.cli.buildlog`), unless the app's latest release
    was built from that commit or one with the same files (then it is reused, and deployed
    only when it is not live), the same rule as `paas package` (`paas.cli.reuse`); the push
    option `force` (`git push -o force`) builds a new release anyway;
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, TextIO
 
 from paas.build.context import git_source, source_commit
+from paas.cli.buildlog import STACK_HEADER, PhaseLines, build_release
 from paas.cli.client import Client, ClientError, Target
 from paas.cli.common import CliError
 from paas.cli.follow import StillRunning, follow
@@ -217,11 +220,12 @@ class Pusher:
     def package(self, sha: str, context: bytes) -> dict[str, Any]:
         self.out.phase(f"build: a new release of {self.app} from {git_source(short(sha))}")
         started = time.monotonic()
+        printer = PhaseLines(header=lambda phase: self.out.phase(
+            f"stack: {STACK_HEADER}" if phase == "stack" else "build: the app's image"),
+            detail=self.out.detail, announce_package=False)
         try:
-            release = self.api.request("POST", f"/v1/apps/{self.app}/releases?source="
-                                       f"{git_source(sha)}",
-                                       data=context, content_type="application/gzip",
-                                       timeout=BUILD_TIMEOUT)["release"]
+            release = build_release(self.api, self.app, context, source=git_source(sha),
+                                    on_line=printer, timeout=BUILD_TIMEOUT)
         except ClientError as exc:
             if exc.status == 422:
                 raise HookError(f"the build failed: {exc.message}",

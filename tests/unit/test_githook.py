@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -129,6 +129,7 @@ class FakeApi:
         self.releases, self.ends = releases, ends
         self.built: list[tuple[str, bytes]] = []
         self.deployed: list[int] = []
+        self.stream: list[dict[str, Any]] = []  # the log objects a build answers first
 
     def get(self, path: str, **_: Any) -> dict[str, Any]:
         if path.endswith("/releases"):
@@ -142,9 +143,11 @@ class FakeApi:
             return {"deployment": self.deployment("succeeded" if self.ends else "running")}
         return {"app": {"urls": ["http://hello.localhost/"]}}
 
-    def request(self, method: str, path: str, *, data: bytes, **_: Any) -> dict[str, Any]:
+    def stream_objects(self, method: str, path: str, *, data: bytes,
+                       **_: Any) -> Iterator[dict[str, Any]]:
         self.built.append((path, data))
-        return {"release": {"version": len(self.releases) + 1, "image": "paas/hello:vN"}}
+        yield from self.stream
+        yield {"release": {"version": len(self.releases) + 1, "image": "paas/hello:vN"}}
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         self.deployed.append(body["release"])
@@ -168,7 +171,7 @@ def test_a_new_commit_is_packed_built_deployed_and_followed(bare):
     api = FakeApi([])
     out = push(api, sha)
     [(path, context)] = api.built
-    assert path.endswith(f"?source=git:{sha}")
+    assert path.endswith(f"?stream=1&source=git:{sha}")
     assert context == commit_context(work, sha), "the same bytes as paas assemble --from-head"
     assert api.deployed == [1]
     assert "-----> control\n       control instance healthy\n-----> finish\n" in out
@@ -323,3 +326,25 @@ def test_main_without_its_environment_rejects():
 def test_tail_keeps_the_last_lines():
     assert githook.tail("\n".join(str(i) for i in range(100)), 3) == ["97", "98", "99"]
     assert githook.tail("") == []
+
+
+def test_the_stack_phase_is_printed_live_only_when_a_stack_is_made(bare):
+    _, sha = bare
+    api = FakeApi([])
+    api.stream = [{"phase": "stack", "line": "making paas-stack/go-build:1 from Debian"},
+                  {"phase": "stack", "line": "made paas-stack/go-build:1 in 80.0s"},
+                  {"phase": "package", "line": "Step 1/9 : FROM paas-stack/go-build:1"},
+                  {"phase": "package", "line": " ---> 1234"}]
+    out = push(api, sha)
+    assert ("-----> stack: making the stack's images: first use only, cached after\n"
+            "       making paas-stack/go-build:1 from Debian\n"
+            "       made paas-stack/go-build:1 in 80.0s\n"
+            "-----> build: the app's image\n"
+            "       Step 1/9 : FROM paas-stack/go-build:1\n") in out
+    assert " ---> 1234" not in out
+
+    cached = FakeApi([])
+    cached.stream = api.stream[2:]
+    out = push(cached, sha)
+    assert "-----> stack" not in out and "-----> build: the app's image" not in out
+    assert "       Step 1/9 : FROM paas-stack/go-build:1\n" in out

@@ -82,6 +82,18 @@ def test_missing_images_are_made_from_debian_packages(fake_mmdebstrap: Path) -> 
     assert stackimages.ensure_images(stack, docker_client=api) is False
 
 
+def test_a_run_image_of_no_packages_is_bare_minbase(fake_mmdebstrap: Path) -> None:
+    """The go stack's `[run] packages = []`: no `--include=` at all (mmdebstrap refuses an
+    empty one with its usage text)."""
+    stack = stacks.get_stack("go")
+    assert stack.run_packages == ()
+    stackimages.ensure_images(stack, docker_client=FakeApi())
+    argv = fake_mmdebstrap.read_text().splitlines()
+    run_argv = argv[argv.index("http://mirror.invalid/debian") + 1:]
+    assert run_argv[:2] == ["--variant=minbase", "--format=tar"]
+    assert not [a for a in run_argv if a.startswith("--include")]
+
+
 def test_only_stale_images_are_made_again_and_the_old_one_goes(fake_mmdebstrap: Path) -> None:
     stack = stacks.get_stack("python")
     api = FakeApi({stack.build_image: labelled(stack),
