@@ -59,44 +59,44 @@ def _release_post() -> dict[str, Any]:
 def _meta_paths() -> dict[str, Any]:
     """Liveness, metrics and this document."""
     return {
-    "/healthz": {"get": _op("Liveness of the controller", auth=False, errors=())},
-    "/metrics": {"get": _op("Prometheus metrics", auth=False, errors=())},
-    "/v1/openapi.json": {"get": _op("This document", errors=("401",))},
+        "/healthz": {"get": _op("Liveness of the controller", auth=False, errors=())},
+        "/metrics": {"get": _op("Prometheus metrics", auth=False, errors=())},
+        "/v1/openapi.json": {"get": _op("This document", errors=("401",))},
     }
 
 
 def _app_paths() -> dict[str, Any]:
-    """Apps, their releases, host names and config."""
+    """Apps, their releases and host names."""
     app = ["app"]
     return {
-    "/v1/apps": {
-        "get": _op("List apps", errors=("401",)),
-        "post": _op("Create an app", "201", errors=("400", "401", "409"), body=_json({
-            "type": "object", "required": ["name"],
-            "properties": {"name": {"type": "string",
-                                    "pattern": "^[a-z][a-z0-9-]{0,29}$"}}})),
-    },
-    "/v1/apps/{app}": {
-        "get": _op("Show an app", params=app),
-        "delete": _op("Delete an app, its instances, services and route", params=app),
-    },
-    "/v1/apps/{app}/releases": {
-        "get": _op("List releases", params=app),
-        "post": _release_post(),
-    },
-    "/v1/apps/{app}/releases/{version}": {
-        "get": _op("Show a release", params=["app", "version"]),
-    },
-    "/v1/apps/{app}/releases/{version}/publish": {
-        "post": _op("Make a release's image available to every node",
-                    params=["app", "version"], errors=("400", "401", "404", "409", "422")),
-    },
-    "/v1/apps/{app}/domains": {
-        "put": _op("Set the app's host names (<app>.<domain> is always kept) and "
-                   "publish its route", params=app, errors=("400", "401", "404", "409"),
-                   body=_json({"type": "object", "properties": {
-                       "hostnames": {"type": "array", "items": {"type": "string"}}}})),
-    },
+        "/v1/apps": {
+            "get": _op("List apps", errors=("401",)),
+            "post": _op("Create an app", "201", errors=("400", "401", "409"), body=_json({
+                "type": "object", "required": ["name"],
+                "properties": {"name": {"type": "string",
+                                        "pattern": "^[a-z][a-z0-9-]{0,29}$"}}})),
+        },
+        "/v1/apps/{app}": {
+            "get": _op("Show an app", params=app),
+            "delete": _op("Delete an app, its instances, services and route", params=app),
+        },
+        "/v1/apps/{app}/releases": {
+            "get": _op("List releases", params=app),
+            "post": _release_post(),
+        },
+        "/v1/apps/{app}/releases/{version}": {
+            "get": _op("Show a release", params=["app", "version"]),
+        },
+        "/v1/apps/{app}/releases/{version}/publish": {
+            "post": _op("Make a release's image available to every node",
+                        params=["app", "version"], errors=("400", "401", "404", "409", "422")),
+        },
+        "/v1/apps/{app}/domains": {
+            "put": _op("Set the app's host names (<app>.<domain> is always kept) and "
+                       "publish its route", params=app, errors=("400", "401", "404", "409"),
+                       body=_json({"type": "object", "properties": {
+                           "hostnames": {"type": "array", "items": {"type": "string"}}}})),
+        },
     }
 
 
@@ -105,52 +105,52 @@ def _deployment_paths() -> dict[str, Any]:
     the instances they leave running."""
     app = ["app"]
     return {
-    "/v1/apps/{app}/deployments": {
-        "get": _op("List deployments", params=app),
-        "post": _op("Deploy a release (default: the latest) at a replica count", "202",
-                    params=app, errors=("400", "401", "404", "409"), body=_json({
-                        "type": "object", "properties": {
-                            "release": {"type": "integer"},
-                            "replicas": {"oneOf": [
-                                {"type": "integer", "minimum": 0},
-                                {"type": "object",
-                                 "additionalProperties": {"type": "integer"}}]}}})),
-    },
-    "/v1/apps/{app}/deployments/{id}": {
-        "get": _op("Show a deployment; ?wait=S blocks while it runs",
-                   params=["app", "id"], query=[("wait", "number")]),
-    },
-    "/v1/apps/{app}/instances": {"get": _op("List an app's instances", params=app)},
-    "/v1/apps/{app}/promote": {
-        "post": _op("Mark a succeeded release stable (default: the last deployed)",
-                    params=app, errors=("400", "401", "404", "409"), body=_json({
-                        "type": "object",
-                        "properties": {"release": {"type": "integer"}}})),
-    },
-    "/v1/apps/{app}/rollback": {
-        "post": _op("Deploy an earlier release (default: the previous stable) through "
-                    "the same flow", "202", params=app,
-                    errors=("400", "401", "404", "409"), body=_json({
-                        "type": "object", "properties": {
-                            "release": {"type": "integer"},
-                            "skip_checks": {"type": "boolean"}}})),
-    },
-    "/v1/apps/{app}/scale": {
-        "post": _op("Change replica counts per process type", "202", params=app,
-                    errors=("400", "401", "404", "409"), body=_json({
-                        "type": "object", "required": ["replicas"], "properties": {
-                            "replicas": {"type": "object",
-                                         "additionalProperties": {"type": "integer"}}}})),
-    },
-    "/v1/apps/{app}/config": {
-        "get": _op("Show config vars", params=app),
-        "patch": _op("Set or unset config vars: makes a new release with the same image "
-                     "and deploys it", params=app, errors=("400", "401", "404", "409"),
-                     body=_json({"type": "object", "properties": {
-                         "set": {"type": "object",
-                                 "additionalProperties": {"type": "string"}},
-                         "unset": {"type": "array", "items": {"type": "string"}}}})),
-    },
+        "/v1/apps/{app}/deployments": {
+            "get": _op("List deployments", params=app),
+            "post": _op("Deploy a release (default: the latest) at a replica count", "202",
+                        params=app, errors=("400", "401", "404", "409"), body=_json({
+                            "type": "object", "properties": {
+                                "release": {"type": "integer"},
+                                "replicas": {"oneOf": [
+                                    {"type": "integer", "minimum": 0},
+                                    {"type": "object",
+                                     "additionalProperties": {"type": "integer"}}]}}})),
+        },
+        "/v1/apps/{app}/deployments/{id}": {
+            "get": _op("Show a deployment; ?wait=S blocks while it runs",
+                       params=["app", "id"], query=[("wait", "number")]),
+        },
+        "/v1/apps/{app}/instances": {"get": _op("List an app's instances", params=app)},
+        "/v1/apps/{app}/promote": {
+            "post": _op("Mark a succeeded release stable (default: the last deployed)",
+                        params=app, errors=("400", "401", "404", "409"), body=_json({
+                            "type": "object",
+                            "properties": {"release": {"type": "integer"}}})),
+        },
+        "/v1/apps/{app}/rollback": {
+            "post": _op("Deploy an earlier release (default: the previous stable) through "
+                        "the same flow", "202", params=app,
+                        errors=("400", "401", "404", "409"), body=_json({
+                            "type": "object", "properties": {
+                                "release": {"type": "integer"},
+                                "skip_checks": {"type": "boolean"}}})),
+        },
+        "/v1/apps/{app}/scale": {
+            "post": _op("Change replica counts per process type", "202", params=app,
+                        errors=("400", "401", "404", "409"), body=_json({
+                            "type": "object", "required": ["replicas"], "properties": {
+                                "replicas": {"type": "object",
+                                             "additionalProperties": {"type": "integer"}}}})),
+        },
+        "/v1/apps/{app}/config": {
+            "get": _op("Show config vars", params=app),
+            "patch": _op("Set or unset config vars: makes a new release with the same image "
+                         "and deploys it", params=app, errors=("400", "401", "404", "409"),
+                         body=_json({"type": "object", "properties": {
+                             "set": {"type": "object",
+                                     "additionalProperties": {"type": "string"}},
+                             "unset": {"type": "array", "items": {"type": "string"}}}})),
+        },
     }
 
 
@@ -158,68 +158,68 @@ def _app_stream_paths() -> dict[str, Any]:
     """git push, logs and the deployment history."""
     app = ["app"]
     return {
-    "/v1/apps/{app}/git": {
-        "get": _op("The app's git push URL and deploy branch (null: main or master)",
-                   params=app),
-        "put": _op("Set the deploy branch; {\"branch\": null} goes back to main or "
-                   "master", params=app, body=_json({
-                       "type": "object", "required": ["branch"],
-                       "properties": {"branch": {"type": "string", "nullable": True}}})),
-    },
-    "/v1/apps/{app}/logs": {
-        "get": _op("The app's logs as text lines '<instance> | <line>', from the agents; "
-                   "?follow=1 keeps streaming", params=app,
-                   query=[("follow", "boolean"), ("instance", "string"),
-                          ("since", "number"), ("tail", "integer")]),
-    },
-    "/v1/apps/{app}/events": {
-        "get": _op("Deployment events, step by step", params=app,
-                   query=[("after", "integer"), ("deployment", "integer")]),
-    },
+        "/v1/apps/{app}/git": {
+            "get": _op("The app's git push URL and deploy branch (null: main or master)",
+                       params=app),
+            "put": _op("Set the deploy branch; {\"branch\": null} goes back to main or "
+                       "master", params=app, body=_json({
+                           "type": "object", "required": ["branch"],
+                           "properties": {"branch": {"type": "string", "nullable": True}}})),
+        },
+        "/v1/apps/{app}/logs": {
+            "get": _op("The app's logs as text lines '<instance> | <line>', from the agents; "
+                       "?follow=1 keeps streaming", params=app,
+                       query=[("follow", "boolean"), ("instance", "string"),
+                              ("since", "number"), ("tail", "integer")]),
+        },
+        "/v1/apps/{app}/events": {
+            "get": _op("Deployment events, step by step", params=app,
+                       query=[("after", "integer"), ("deployment", "integer")]),
+        },
     }
 
 
 def _stack_paths() -> dict[str, Any]:
     """The language stacks."""
     return {
-    "/v1/stacks": {"get": _op("List the language stacks and the state of their images",
-                              errors=("401", "503"))},
-    "/v1/stacks/{name}/build": {
-        "post": _op("Make a stack's images now unless they are current (force=true: "
-                    "make them again); answers when done, with the log's tail",
-                    params=["name"], query=[("force", "boolean")],
-                    errors=("400", "401", "404", "422", "503")),
-    },
+        "/v1/stacks": {"get": _op("List the language stacks and the state of their images",
+                                  errors=("401", "503"))},
+        "/v1/stacks/{name}/build": {
+            "post": _op("Make a stack's images now unless they are current (force=true: "
+                        "make them again); answers when done, with the log's tail",
+                        params=["name"], query=[("force", "boolean")],
+                        errors=("400", "401", "404", "422", "503")),
+        },
     }
 
 
 def _node_paths() -> dict[str, Any]:
     """Nodes and what their agents call."""
     return {
-    "/v1/nodes": {"get": _op("List nodes", errors=("401",))},
-    "/v1/nodes/{node}": {
-        "put": _op("Register a node (join token)", params=["node"], body=_json({
-            "type": "object", "required": ["address"], "properties": {
-                "address": {"type": "string"}, "cpu": {"type": "number"},
-                "memory_mb": {"type": "integer"}, "labels": {"type": "object"},
-                "consul_url": {"type": "string"}}})),
-    },
-    "/v1/nodes/{node}/drain": {
-        "post": _op("Drain a node (move its instances elsewhere under the rolling rules) "
-                    "or make it eligible again with {\"drain\": false}",
-                    params=["node"], errors=("400", "401", "404", "409"),
-                    body=_json({"type": "object",
-                                "properties": {"drain": {"type": "boolean"}}})),
-    },
-    "/v1/nodes/{node}/heartbeat": {
-        "post": _op("Report a node's instance states (join token)", params=["node"],
-                    body=_json({"type": "object", "properties": {
-                        "instances": {"type": "array", "items": {"type": "object"}}}})),
-    },
-    "/v1/nodes/{node}/assignments": {
-        "get": _op("Long-poll a node's assignments (join token)", params=["node"],
-                   query=[("index", "integer"), ("wait", "number")]),
-    },
+        "/v1/nodes": {"get": _op("List nodes", errors=("401",))},
+        "/v1/nodes/{node}": {
+            "put": _op("Register a node (join token)", params=["node"], body=_json({
+                "type": "object", "required": ["address"], "properties": {
+                    "address": {"type": "string"}, "cpu": {"type": "number"},
+                    "memory_mb": {"type": "integer"}, "labels": {"type": "object"},
+                    "consul_url": {"type": "string"}}})),
+        },
+        "/v1/nodes/{node}/drain": {
+            "post": _op("Drain a node (move its instances elsewhere under the rolling rules) "
+                        "or make it eligible again with {\"drain\": false}",
+                        params=["node"], errors=("400", "401", "404", "409"),
+                        body=_json({"type": "object",
+                                    "properties": {"drain": {"type": "boolean"}}})),
+        },
+        "/v1/nodes/{node}/heartbeat": {
+            "post": _op("Report a node's instance states (join token)", params=["node"],
+                        body=_json({"type": "object", "properties": {
+                            "instances": {"type": "array", "items": {"type": "object"}}}})),
+        },
+        "/v1/nodes/{node}/assignments": {
+            "get": _op("Long-poll a node's assignments (join token)", params=["node"],
+                       query=[("index", "integer"), ("wait", "number")]),
+        },
     }
 
 
