@@ -38,7 +38,10 @@ APP_UID = 10001
 # A fixed hook (no user input): the run image's non-root user, home /app, no login shell.
 ADD_APP_USER = (f'chroot "$1" useradd --uid {APP_UID} --user-group --no-create-home '
                 '--home-dir /app --shell /usr/sbin/nologin app')
-SLIM = [f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("doc", "man", "info", "locale")]
+SLIM = [*(f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("doc", "man", "info", "locale")),
+        # Without it, a postinst that registers a man page with update-alternatives (OpenJDK's
+        # java.1.gz) fails: the excluded tree has no man1 folder to put the link in.
+        "--essential-hook", 'mkdir -p "$1/usr/share/man/man1"']
 PATH_ENV = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # A build image trusts what this machine trusts (a TLS-inspecting proxy's CA, say), so pip and
 # npm reach their registries from it as they do from here.
