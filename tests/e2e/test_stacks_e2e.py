@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import docker
 import pytest
 
 from paas.build import stackimages, stacks
+from tests.build_stages import remove_build_stages
 from tests.e2e.conftest import REPO, wait_until
 from tests.e2e.test_git_push import GIT_ENV, created_app, git, git_url, push
 
@@ -65,11 +67,15 @@ EXAMPLES = [
 
 
 @pytest.fixture(scope="module", autouse=True)
-def stack_images() -> None:
-    """The python and go stacks' images, made once per machine (minutes, cold)."""
+def stack_images() -> Iterator[None]:
+    """The python and go stacks' images, made once per machine (minutes, cold); the build
+    stages this module's pushes leave are removed when it ends."""
     client = docker.from_env()
     for name in ("python", "go"):
         stackimages.ensure_images(stacks.get_stack(name), docker_client=client)
+    yield
+    remove_build_stages(client.api, ("python", "go"))
+    client.close()
 
 
 def cli(e2e, tmp: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -18,6 +18,7 @@ import pytest
 
 from paas.build import stackimages, stacks
 from paas.build.builder import STACK_LOG_PREFIX, BuildFailed, build_image
+from tests.build_stages import remove_build_stages
 from test_builder import get, targz  # the same folder (pytest puts it on sys.path)
 
 pytestmark = pytest.mark.docker
@@ -49,7 +50,7 @@ def api() -> Iterator[docker.APIClient]:
     except Exception as exc:  # noqa: BLE001 - any failure means there is no engine to test
         pytest.skip(f"no Docker engine: {exc}")
     yield client
-    remove_build_stages(client)
+    remove_build_stages(client, ["python"])
     for container in client.containers(all=True, filters={"label": f"paas.test-run={RUN}"}):
         client.remove_container(container["Id"], force=True)
     for image in client.images(filters={"label": f"paas.test-run={RUN}"}):
@@ -57,25 +58,6 @@ def api() -> Iterator[docker.APIClient]:
             client.remove_container(container["Id"], force=True)
         client.remove_image(image["Id"], force=True)
     client.close()
-
-
-def remove_build_stages(api: docker.APIClient) -> None:
-    """The classic builder keeps each build stage as an untagged image (the layer cache of a
-    warm rebuild); remove those this module made: untagged descendants of the build image."""
-    try:
-        build = api.inspect_image(stacks.get_stack("python").build_image)["Id"]
-    except docker.errors.ImageNotFound:
-        return
-    for image in api.images(filters={"dangling": True}, quiet=True):
-        chain, current = [], image
-        while current and current != build:
-            chain.append(current)
-            current = api.inspect_image(current).get("Parent") or ""
-        if current == build:
-            try:
-                api.remove_image(image, force=True)
-            except docker.errors.APIError:
-                pass  # another build still uses it
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from paas.build import stackimages, stacks
 from paas.build.builder import STACK_LOG_PREFIX, build_image
 from paas.build.context import make_build_context
 from paas.build.testrunner import run_integration_test
+from tests.build_stages import remove_build_stages
 from test_builder import get  # the same folder (pytest puts it on sys.path)
 
 pytestmark = pytest.mark.docker
@@ -64,7 +65,7 @@ def api() -> Iterator[docker.APIClient]:
     except Exception as exc:  # noqa: BLE001 - any failure means there is no engine to test
         pytest.skip(f"no Docker engine: {exc}")
     yield client
-    remove_build_stages(client)
+    remove_build_stages(client, CASES)
     for container in client.containers(all=True, filters={"label": f"paas.test-run={RUN}"}):
         client.remove_container(container["Id"], force=True)
     for image in client.images(filters={"label": f"paas.test-run={RUN}"}):
@@ -76,27 +77,6 @@ def api() -> Iterator[docker.APIClient]:
         text = json.dumps(TIMINGS, indent=2, sort_keys=True)
         print(f"\nstack timings (seconds):\n{text}")
         (Path(tempfile.gettempdir()) / "paas-stacks-more-timings.json").write_text(text + "\n")
-
-
-def remove_build_stages(api: docker.APIClient) -> None:
-    """The classic builder keeps each build stage as an untagged image (the layer cache of a
-    warm rebuild); remove those this module made: untagged descendants of the build images."""
-    builds = set()
-    for name in CASES:
-        try:
-            builds.add(api.inspect_image(stacks.get_stack(name).build_image)["Id"])
-        except docker.errors.ImageNotFound:
-            pass
-    for image in api.images(filters={"dangling": True}, quiet=True):
-        chain, current = [], image
-        while current and current not in builds:
-            chain.append(current)
-            current = api.inspect_image(current).get("Parent") or ""
-        if current in builds:
-            try:
-                api.remove_image(image, force=True)
-            except docker.errors.APIError:
-                pass  # another build still uses it
 
 
 @pytest.fixture(scope="module")
