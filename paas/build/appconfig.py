@@ -21,6 +21,7 @@ Defaults (documented in README):
 | `[process.NAME] strategy` | `spread` for web, `binpack` for other process types |
 | `[process.NAME] constraints` | none: a table of node labels, e.g. `{ zone = "a" }` |
 | `[build] stack` | none: the stack is detected (`paas.build.stacks`) |
+| `[build] timeout` | `600` s (wall clock; from 10 s to 4 h): a longer build is stopped |
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from paas.names import InvalidName, validate_process_name
 
 _PATH_RE = re.compile(r"^/[A-Za-z0-9._~/%-]*$")
 _STACK_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
+DEFAULT_BUILD_TIMEOUT_S = 600.0
+BUILD_TIMEOUT_RANGE_S = (10, 4 * 3600)
 
 
 class BadAppConfig(ValueError):
@@ -74,6 +77,7 @@ class AppConfig:
     test_timeout: float = 120.0
     resources: dict[str, Resources] = field(default_factory=dict)
     stack: str | None = None  # `[build] stack`
+    build_timeout: float = DEFAULT_BUILD_TIMEOUT_S  # `[build] timeout`, seconds of wall clock
 
     def health_dict(self) -> dict[str, Any]:
         return asdict(self.health)
@@ -119,8 +123,8 @@ def _resources(doc: dict[str, Any], processes: dict[str, str | None]) -> dict[st
     return out
 
 
-def build_stack(toml_text: str | None) -> str | None:
-    """paas.toml's `[build] stack`: the stack to build with instead of detecting one."""
+def _build_table(toml_text: str | None) -> dict[str, Any]:
+    """paas.toml's `[build]` table, empty when there is none."""
     try:
         doc = tomllib.loads(toml_text) if toml_text else {}
     except tomllib.TOMLDecodeError as exc:
@@ -128,10 +132,27 @@ def build_stack(toml_text: str | None) -> str | None:
     table = doc.get("build", {})
     if not isinstance(table, dict):
         raise BadAppConfig("paas.toml [build] must be a table")
+    return table
+
+
+def build_stack(toml_text: str | None) -> str | None:
+    """paas.toml's `[build] stack`: the stack to build with instead of detecting one."""
+    table = _build_table(toml_text)
     stack = table.get("stack")
     if stack is not None and (not isinstance(stack, str) or not _STACK_RE.fullmatch(stack)):
         raise BadAppConfig("paas.toml build.stack must be a stack's name, like \"python\"")
     return stack
+
+
+def build_timeout(toml_text: str | None) -> float:
+    """paas.toml's `[build] timeout`: the seconds a release build may run before it is stopped."""
+    table = _build_table(toml_text)
+    value = table.get("timeout", DEFAULT_BUILD_TIMEOUT_S)
+    low, high = BUILD_TIMEOUT_RANGE_S
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise BadAppConfig(f"paas.toml build.timeout must be a number of seconds from {low} to "
+                           f"{high}, like 600")
+    return float(value)
 
 
 def parse_procfile(text: str) -> dict[str, str]:
@@ -199,4 +220,5 @@ def parse_app_config(*, procfile: str | None, toml_text: str | None) -> AppConfi
     return AppConfig(processes=processes, health=health, policy=policy,
                      test_command=command.strip() if command else None,
                      test_timeout=_number(t, "timeout", 120, low=1, high=3600, where="test"),
-                     resources=_resources(doc, processes), stack=build_stack(toml_text))
+                     resources=_resources(doc, processes), stack=build_stack(toml_text),
+                     build_timeout=build_timeout(toml_text))

@@ -11,6 +11,12 @@ It is synchronous; the controller runs it in a thread (`asyncio.to_thread`).
 A build that fails because of the app raises `BuildFailed` with one sentence naming the failing
 step and the last lines of the log; an engine that cannot be reached raises
 `BuilderUnavailable`, which the caller should retry later.
+
+A build that runs longer than `build_timeout_s` (paas.toml `[build] timeout`, wall clock) is
+stopped: a timer removes the step's container (named by the log's `---> Running in <id>` line),
+which ends the build, and the stream is closed. A failed build leaves nothing behind
+(`_BuildLeftovers`): its containers and the untagged images it made are removed. A successful
+build keeps its untagged stage images: they are the layer cache of a warm rebuild.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import io
 import json
 import re
 import tarfile
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -31,7 +39,7 @@ import requests.exceptions
 import urllib3.exceptions
 
 from paas.build import stackimages, stacks
-from paas.build.appconfig import BadAppConfig, build_stack
+from paas.build.appconfig import DEFAULT_BUILD_TIMEOUT_S, BadAppConfig, build_stack
 from paas.build.context import (BadBuildContext, archive_members, pack_context,
                                 validate_build_context)
 
@@ -40,11 +48,15 @@ STACK_LOG_PREFIX = "stack: "  # a line of a stack image's build, shown as the `s
 MAX_LOG_LINES = 5000  # kept in BuildResult.log_lines; older lines are still streamed to on_log
 LOG_TAIL_LINES = 20
 DEFAULT_TIMEOUT_S = 1800.0
+CLEANUP_WAIT_S = 10.0  # how long a failed build's containers are waited for to be removable
+CLEANUP_POLL_S = 0.2
 
 # A local image reference `repository:tag` (no registry host); see docker/distribution/reference.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _TAG_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}$")
 _STEP_RE = re.compile(r"^Step (\d+/\d+) : (.*)$")
+_IMAGE_LINE_RE = re.compile(r"^ *---> ([0-9a-f]{12,64})$")  # a step's resulting image
+_CONTAINER_LINE_RE = re.compile(r"^ *---> Running in ([0-9a-f]{12,64})$")
 
 
 class BuildFailed(Exception):
@@ -118,6 +130,8 @@ class _Log:
         self.instruction = ""  # the current step's instruction, e.g. "RUN make"
         self._partial = ""
         self._on_log = on_log
+        self.images: list[str] = []  # ids of `---> <id>` lines, in order (short or full)
+        self.containers: list[str] = []  # ids of `---> Running in <id>` lines, in order
 
     def feed(self, text: str) -> None:
         text = self._partial + text
@@ -138,6 +152,10 @@ class _Log:
             self.instruction = instruction
             shown = instruction if len(instruction) <= 80 else instruction[:77] + "..."
             self.step = f"{number} ({shown})"
+        if found := _IMAGE_LINE_RE.match(line):
+            self.images.append(found.group(1))
+        elif found := _CONTAINER_LINE_RE.match(line):
+            self.containers.append(found.group(1))
         self.lines.append(line)
         if self._on_log is not None:
             self._on_log(line)
@@ -168,11 +186,96 @@ def _failure(log: _Log, error: str, *, generated: str | None) -> BuildFailed:
     return BuildFailed(f"{what} failed to build{where}: {_sentence(error)}", log.tail())
 
 
-def _consume(chunks: Iterator[dict[str, Any]], log: _Log, *,
-             generated: str | None) -> str | None:
+class _TimedOut(Exception):
+    """The build's wall-clock limit passed while its stream was being read."""
+
+
+class _Deadline:
+    """Stops a build that runs past `timeout_s`: when it fires, the current step's container
+    is removed, which ends the build with an error the stream reports."""
+
+    def __init__(self, *, api: Any, log: _Log, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.fired = threading.Event()
+        self._api, self._log = api, log
+        self._timer = threading.Timer(timeout_s, self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        self.fired.set()
+        for container in list(self._log.containers)[-1:]:
+            _remove_container(self._api, container)
+
+
+def _remove_container(api: Any, container: str, *, wait_s: float = 0.0) -> None:
+    """Remove `container` if it exists; retry for up to `wait_s` while the engine is busy
+    with it (the classic builder may be removing or stopping it at the same time)."""
+    give_up = time.monotonic() + wait_s
+    while True:
+        try:
+            api.remove_container(container, force=True)
+            return
+        except docker.errors.NotFound:
+            return
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+            if time.monotonic() >= give_up:
+                return  # the engine is away or will not let go: nothing more to do here
+        try:
+            if not api.containers(all=True, quiet=True, filters={"id": container}):
+                return
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+            return
+        time.sleep(CLEANUP_POLL_S)
+
+
+class _BuildLeftovers:
+    """What a failed build leaves: its step containers and the untagged images it made.
+
+    The images the engine had before the build are noted first, so cached steps (another
+    build's warm cache) and base images are never removed.
+    """
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+        try:
+            self._before = {str(i).removeprefix("sha256:")
+                            for i in api.images(all=True, quiet=True)}
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+            self._before = None  # cannot tell what is new: remove nothing
+
+    def _is_new(self, short: str) -> bool:
+        return self._before is not None and not any(i.startswith(short) for i in self._before)
+
+    def remove(self, log: _Log) -> None:
+        for container in log.containers:
+            _remove_container(self._api, container, wait_s=CLEANUP_WAIT_S)
+        for image in reversed(log.images):  # the newest first: children before parents
+            if not self._is_new(image):
+                continue
+            try:
+                tags = self._api.inspect_image(image).get("RepoTags") or []
+                if any(t != "<none>:<none>" for t in tags):
+                    continue
+                self._api.remove_image(image)
+            except (docker.errors.DockerException, requests.exceptions.RequestException,
+                    OSError):
+                pass  # gone with its child already, or still used by another image
+
+
+def _consume(chunks: Iterator[dict[str, Any]], log: _Log, *, generated: str | None,
+             deadline: _Deadline | None = None) -> str | None:
     """Read the build stream into `log`; return the image id it reports, raise on error."""
     image_id = None
     for chunk in chunks:
+        if deadline is not None and deadline.fired.is_set():
+            raise _TimedOut()
         if "stream" in chunk:
             log.feed(str(chunk["stream"]))
         elif "status" in chunk:  # pulling a base image; progress bars are left out
@@ -197,11 +300,14 @@ def build_image(
     on_log: Callable[[str], None] | None = None,
     labels: Mapping[str, str] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    build_timeout_s: float = DEFAULT_BUILD_TIMEOUT_S,
 ) -> BuildResult:
     """Build `context` (a gzip tar) into the image `tag`, streaming log lines to `on_log`.
 
     `docker_client` is a docker-py `APIClient` or `DockerClient`. `labels` are set on the
-    image; `timeout_s` bounds how long the engine may stay silent during a step.
+    image; `timeout_s` bounds how long the engine may stay silent during a step;
+    `build_timeout_s` how long the app's build may run (wall clock, the stack's images aside).
+    A failed build's containers and untagged images are removed.
     Raises BadBuildContext, BadImageTag, BuildFailed or BuilderUnavailable.
     """
     validate_image_tag(tag)
@@ -216,14 +322,37 @@ def build_image(
         context = _with_dockerfile(context, dockerfile)
     api = getattr(docker_client, "api", docker_client)
     log = _Log(on_log)
+    leftovers = _BuildLeftovers(api)
+    deadline = _Deadline(api=api, log=log, timeout_s=build_timeout_s)
+    try:
+        with deadline:
+            image_id, inspected = _run_build(api, context=context, tag=tag, log=log,
+                                             labels=labels, timeout_s=timeout_s,
+                                             generated=generated, deadline=deadline)
+    except (BuildFailed, BuilderUnavailable, _TimedOut) as exc:
+        leftovers.remove(log)
+        if deadline.fired.is_set() and not isinstance(exc, BuilderUnavailable):
+            raise BuildFailed(f"the build ran longer than its [build] timeout of "
+                              f"{build_timeout_s:g} s and was stopped; make the build faster "
+                              "or raise [build] timeout in paas.toml.", log.tail()) from None
+        raise  # _TimedOut is raised only once the deadline fired, so it never gets here
+    return BuildResult(image_id=str(inspected.get("Id") or image_id), tag=tag,
+                       log_lines=tuple(log.lines), stack=detection.stack)
+
+
+def _run_build(api: Any, *, context: bytes, tag: str, log: _Log,
+               labels: Mapping[str, str] | None, timeout_s: float, generated: str | None,
+               deadline: _Deadline) -> tuple[str | None, dict[str, Any]]:
+    """Drive the engine's build and read its stream; return (image id, the image inspected)."""
+    chunks = None
     try:
         chunks = api.build(
             fileobj=io.BytesIO(context), custom_context=True, encoding="gzip", tag=tag,
             rm=True, forcerm=True, decode=True, pull=False, labels=dict(labels or {}),
             timeout=timeout_s,
         )
-        image_id = _consume(chunks, log, generated=generated)
-        inspected = api.inspect_image(tag)
+        image_id = _consume(chunks, log, generated=generated, deadline=deadline)
+        return image_id, api.inspect_image(tag)
     except docker.errors.ImageNotFound:
         raise BuildFailed(f"the build ended without tagging {tag}; see the build log.",
                           log.tail()) from None
@@ -239,8 +368,10 @@ def build_image(
             docker.errors.DockerException, OSError):
         raise BuilderUnavailable("the Docker engine could not be reached; retry the build when "
                                  "it is running.") from None
-    return BuildResult(image_id=str(inspected.get("Id") or image_id), tag=tag,
-                       log_lines=tuple(log.lines), stack=detection.stack)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # a stopped build's stream is not read to its end: let it go now
 
 
 def detect_stack(entries: Iterable[str], *, paas_toml: str | None) -> stacks.Detection:

@@ -89,7 +89,8 @@ class Releases:
             try:
                 result = await asyncio.to_thread(builder.build_image, context=data, tag=tag,
                                                  docker_client=self.engine.client,
-                                                 on_log=_both(_log_stack_lines, on_log))
+                                                 on_log=_both(_log_stack_lines, on_log),
+                                                 build_timeout_s=config.build_timeout)
             except builder.BuildFailed as exc:
                 self.metrics.builds_failed.inc()
                 raise Unprocessable(exc.message, log_tail="\n".join(exc.log_tail)) from None

@@ -10,6 +10,7 @@ import gzip
 import io
 import secrets
 import tarfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +93,30 @@ def get(url: str, *, deadline_s: float = 30.0) -> str:
     return wait_until(body, deadline_s, what=url, ignore=(OSError,))
 
 
+def dangling(api: docker.APIClient) -> set[str]:
+    return set(api.images(filters={"dangling": True}, quiet=True))
+
+
+def nothing_left_behind(api: docker.APIClient, lines: list[str], *,
+                        before: set[str]) -> bool:
+    """No new dangling image, no container the build log names, and no untagged image it
+    names that was not there `before` (every image id, `api.images(all=True, quiet=True)`)."""
+    assert dangling(api) <= before, "the build left dangling images"
+    for line in lines:
+        words = line.split()
+        if line.strip().startswith("---> Running in "):
+            assert not api.containers(all=True, filters={"id": words[-1]}), line
+        elif len(words) == 2 and words[0] == "--->":
+            if any(i.removeprefix("sha256:").startswith(words[1]) for i in before):
+                continue  # a cached step or the base image
+            try:
+                tags = api.inspect_image(words[1]).get("RepoTags") or []
+            except docker.errors.ImageNotFound:
+                continue
+            assert any(t != "<none>:<none>" for t in tags), f"untagged {words[1]} is left"
+    return True
+
+
 def test_builds_the_hello_example_and_it_serves(api: docker.APIClient, tag: str) -> None:
     lines: list[str] = []
     result = build_image(context=make_build_context(directory=HELLO), tag=tag,
@@ -143,6 +168,7 @@ def test_failing_run_raises_build_failed_with_the_tail(api: docker.APIClient, ta
                   "&& exit 3\n"
                   "CMD [\"true\"]\n")
     lines: list[str] = []
+    before = set(api.images(all=True, quiet=True))
     with pytest.raises(BuildFailed) as caught:
         build_image(context=targz({"Dockerfile": dockerfile}), tag=tag, docker_client=api,
                     on_log=lines.append)
@@ -155,15 +181,8 @@ def test_failing_run_raises_build_failed_with_the_tail(api: docker.APIClient, ta
     assert "noise 25" in failure.log_tail
     with pytest.raises(docker.errors.ImageNotFound):
         api.inspect_image(tag)
-    # The step that succeeded left an untagged layer (build cache): remove what we made.
-    for line in lines:
-        if line.strip().startswith("---> ") and " " not in line.strip()[5:]:
-            layer = line.strip()[5:]
-            if layer != api.inspect_image("paas/busybox:latest")["Id"].split(":")[1][:12]:
-                try:
-                    api.remove_image(layer)
-                except docker.errors.APIError:
-                    pass
+    # The step that succeeded made an untagged layer; the failed build removed it.
+    assert nothing_left_behind(api, lines, before=before)
 
 
 def test_bad_dockerfile_instruction_raises_build_failed(api: docker.APIClient, tag: str) -> None:
@@ -242,3 +261,41 @@ def test_unreachable_engine_raises_builder_unavailable(tmp_path: Path) -> None:
     with pytest.raises(BuilderUnavailable, match="retry"):
         build_image(context=targz({"Dockerfile": "FROM paas/busybox:latest\n"}),
                     tag="paas/buildtest-unreachable:v1", docker_client=client)
+
+
+def test_a_build_past_its_timeout_is_stopped_and_leaves_nothing(
+        api: docker.APIClient, tag: str) -> None:
+    run = secrets.token_hex(4)  # a new first step, so it is not taken from the cache
+    dockerfile = (f"FROM paas/busybox:latest\nRUN echo {run} > /made\n"
+                  "RUN echo sleeping && sleep 60\nCMD [\"true\"]\n")
+    lines: list[str] = []
+    before = set(api.images(all=True, quiet=True))
+    started = time.monotonic()
+    with pytest.raises(BuildFailed) as caught:
+        build_image(context=targz({"Dockerfile": dockerfile}), tag=tag, docker_client=api,
+                    on_log=lines.append, build_timeout_s=2)
+    took = time.monotonic() - started
+    assert took < 8, f"stopped after {took:.1f} s"
+    assert caught.value.message.startswith(
+        "the build ran longer than its [build] timeout of 2 s and was stopped; ")
+    assert "sleeping" in lines
+    assert any(line.strip().startswith("---> Running in ") for line in lines)
+    assert nothing_left_behind(api, lines, before=before)
+    with pytest.raises(docker.errors.ImageNotFound):
+        api.inspect_image(tag)
+
+
+def test_a_multi_stage_build_whose_second_stage_fails_leaves_no_dangling_image(
+        api: docker.APIClient, tag: str) -> None:
+    run = secrets.token_hex(4)
+    dockerfile = (f"FROM paas/busybox:latest AS first\nRUN echo {run} > /stage1\n"
+                  "FROM paas/busybox:latest\nCOPY --from=first /stage1 /stage1\n"
+                  f"RUN echo {run} second && exit 4\n")
+    lines: list[str] = []
+    before = set(api.images(all=True, quiet=True))
+    with pytest.raises(BuildFailed, match="at step 5/5 .*non-zero code: 4"):
+        build_image(context=targz({"Dockerfile": dockerfile}), tag=tag, docker_client=api,
+                    on_log=lines.append)
+    made = [line for line in lines if line.strip().startswith("---> ")]
+    assert len(made) >= 4, lines  # the first stage and the COPY made images
+    assert nothing_left_behind(api, lines, before=before)
