@@ -22,7 +22,6 @@ build keeps its untagged stage images: they are the layer cache of a warm rebuil
 from __future__ import annotations
 
 import io
-import json
 import re
 import tarfile
 import threading
@@ -31,7 +30,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import chain
-from pathlib import Path
 from typing import Any
 
 import docker.errors

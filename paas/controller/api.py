@@ -102,6 +102,12 @@ def _seconds(request: web.Request, name: str, upper: float) -> float:
     return min(max(value, 0.0), upper)
 
 
+def _release(body: dict[str, Any]) -> int | None:
+    """The body's optional `release` (a number, or "vN")."""
+    release = body.get("release")
+    return None if release is None else _int(release, "release")
+
+
 def _int(value: Any, what: str) -> int:
     if isinstance(value, bool):
         raise BadRequest(f"{what} must be an integer")
@@ -262,9 +268,8 @@ async def create_deployment(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
     app = _app_name(request)
     body = await _json_body(request)
-    release = body.get("release")
-    dep = await ctl.deployments.deploy(app, release=None if release is None else _int(release, "release"),
-                           replicas=body.get("replicas"))
+    dep = await ctl.deployments.deploy(app, release=_release(body),
+                                       replicas=body.get("replicas"))
     return web.json_response({"deployment": dep}, status=202)
 
 
@@ -284,22 +289,18 @@ async def show_deployment(request: web.Request) -> web.Response:
 async def promote(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
     body = await _json_body(request)
-    release = body.get("release")
-    rel = await ctl.releases.promote(_app_name(request),
-                                    None if release is None else _int(release, "release"))
+    rel = await ctl.releases.promote(_app_name(request), _release(body))
     return web.json_response({"release": rel})
 
 
 async def rollback(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
     body = await _json_body(request)
-    release = body.get("release")
     skip = body.get("skip_checks", False)
     if not isinstance(skip, bool):
         raise BadRequest("skip_checks must be true or false")
-    dep = await ctl.deployments.rollback(_app_name(request),
-                             release=None if release is None else _int(release, "release"),
-                             skip_checks=skip)
+    dep = await ctl.deployments.rollback(_app_name(request), release=_release(body),
+                                         skip_checks=skip)
     return web.json_response({"deployment": dep}, status=202)
 
 
@@ -311,14 +312,15 @@ async def scale(request: web.Request) -> web.Response:
 
 
 async def get_config(request: web.Request) -> web.Response:
-    return web.json_response({"config": request.app[CONTROLLER].apps.get_config(_app_name(request))})
+    config = request.app[CONTROLLER].apps.get_config(_app_name(request))
+    return web.json_response({"config": config})
 
 
 async def set_config(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
     body = await _json_body(request)
     result = await ctl.apps.set_config(_app_name(request), set_=body.get("set"),
-                                  unset=body.get("unset"))
+                                       unset=body.get("unset"))
     return web.json_response(result)
 
 
@@ -330,8 +332,8 @@ async def list_events(request: web.Request) -> web.Response:
         dep_id = int(dep) if dep else None
     except ValueError:
         raise BadRequest("after and deployment must be integers") from None
-    return web.json_response({"events": ctl.deployments.events(_app_name(request), after=after,
-                                                        deployment_id=dep_id)})
+    events = ctl.deployments.events(_app_name(request), after=after, deployment_id=dep_id)
+    return web.json_response({"events": events})
 
 
 async def list_instances(request: web.Request) -> web.Response:

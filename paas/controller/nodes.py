@@ -92,8 +92,9 @@ class Nodes:
                     for node in splan.placements]
             if rows:
                 self.store.add_instances(rows)
+                placed = ", ".join(f"{r['id']} on {r['node']}" for r in rows)
                 self.store.add_event(app=p.app, deployment_id=None, step="reschedule",
-                                     message=f"placed {', '.join(r['id'] + ' on ' + r['node'] for r in rows)}")
+                                     message=f"placed {placed}")
             if splan.unplaced:
                 pending.setdefault(p.app, {})[p.process] = {"count": splan.unplaced,
                                                             "reason": splan.reason}

@@ -13,12 +13,11 @@ import secrets
 from collections.abc import Iterator
 
 import docker
-import docker.errors
 import pytest
 
 from paas.build import stackimages, stacks
 from paas.build.builder import STACK_LOG_PREFIX, BuildFailed, build_image
-from tests.build_stages import remove_build_stages
+from tests.build_stages import engine_for_run
 from test_builder import get, targz  # the same folder (pytest puts it on sys.path)
 
 pytestmark = pytest.mark.docker
@@ -44,20 +43,8 @@ APP = {
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[docker.APIClient]:
-    client = docker.APIClient(version="auto")
-    try:
-        client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means there is no engine to test
-        pytest.skip(f"no Docker engine: {exc}")
-    yield client
-    remove_build_stages(client, ["python"])
-    for container in client.containers(all=True, filters={"label": f"paas.test-run={RUN}"}):
-        client.remove_container(container["Id"], force=True)
-    for image in client.images(filters={"label": f"paas.test-run={RUN}"}):
-        for container in client.containers(all=True, filters={"ancestor": image["Id"]}):
-            client.remove_container(container["Id"], force=True)
-        client.remove_image(image["Id"], force=True)
-    client.close()
+    with engine_for_run(RUN, ["python"]) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -25,14 +25,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import docker
-import docker.errors
 import pytest
 
 from paas.build import stackimages, stacks
 from paas.build.builder import STACK_LOG_PREFIX, build_image
 from paas.build.context import make_build_context
 from paas.build.testrunner import run_integration_test
-from tests.build_stages import remove_build_stages
+from tests.build_stages import engine_for_run
 from test_builder import get  # the same folder (pytest puts it on sys.path)
 
 pytestmark = pytest.mark.docker
@@ -59,20 +58,8 @@ TIMINGS: dict[str, dict[str, float]] = {}
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[docker.APIClient]:
-    client = docker.APIClient(version="auto")
-    try:
-        client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means there is no engine to test
-        pytest.skip(f"no Docker engine: {exc}")
-    yield client
-    remove_build_stages(client, CASES)
-    for container in client.containers(all=True, filters={"label": f"paas.test-run={RUN}"}):
-        client.remove_container(container["Id"], force=True)
-    for image in client.images(filters={"label": f"paas.test-run={RUN}"}):
-        for container in client.containers(all=True, filters={"ancestor": image["Id"]}):
-            client.remove_container(container["Id"], force=True)
-        client.remove_image(image["Id"], force=True)
-    client.close()
+    with engine_for_run(RUN, CASES) as client:
+        yield client
     if TIMINGS:
         text = json.dumps(TIMINGS, indent=2, sort_keys=True)
         print(f"\nstack timings (seconds):\n{text}")

@@ -6,7 +6,6 @@ as a plain 422. The controller is a fake HTTP server on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
@@ -15,6 +14,7 @@ import pytest
 
 from paas.cli import main as cli
 from paas.cli.buildlog import PhaseLines
+from tests.fakehttp import serving
 from tests.unit.test_cli_client import send_json
 
 RELEASE = {"version": 1, "name": "v1", "image": "paas/hello:v1", "stack": "go",
@@ -63,12 +63,8 @@ class Controller:
 def ctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Controller]:
     monkeypatch.setenv("PAAS_HOME", str(tmp_path / "home"))
     server = Controller()
-    thread = threading.Thread(target=server.server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
+    with serving(server.server):
+        yield server
 
 
 def package(ctl: Controller, tmp_path: Path) -> int:

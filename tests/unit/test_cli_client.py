@@ -10,7 +10,6 @@ import json
 import os
 import socket
 import stat
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -19,6 +18,7 @@ import pytest
 
 from paas.cli import main as cli
 from paas.cli.client import ClientError, Target, load_login, resolve_target, save_login
+from tests.fakehttp import serving
 
 TOKEN = "good-token"
 
@@ -134,12 +134,8 @@ def fake(home, monkeypatch) -> Iterator[Fake]:
     monkeypatch.delenv("PAAS_URL", raising=False)
     monkeypatch.delenv("PAAS_TOKEN", raising=False)
     server = Fake()
-    thread = threading.Thread(target=server.server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
+    with serving(server.server):
+        yield server
 
 
 def run(fake: Fake, *argv: str, token: str = TOKEN) -> int:
