@@ -6,6 +6,8 @@ manifest, else a lone Procfile means busybox), makes the stack's images on first
 (`paas.build.stackimages`, its log lines streamed to `on_log` prefixed with `STACK_LOG_PREFIX`),
 renders the stack's `Dockerfile.j2` into the context, and drives the Docker engine's classic
 builder through docker-py's low-level `APIClient.build`, streaming each log line to the caller.
+A build whose stack fetches nothing, or whose dependencies are all vendored
+(`Stack.vendored`), runs with no network at all (`network_mode="none"`) and its log says so.
 It is synchronous; the controller runs it in a thread (`asyncio.to_thread`).
 
 A build that fails because of the app raises `BuildFailed` with one sentence naming the failing
@@ -83,6 +85,7 @@ class BuildResult:
     tag: str
     log_lines: tuple[str, ...]  # the last MAX_LOG_LINES lines of the build log
     stack: str = stacks.DOCKERFILE  # the stack it was built with, "dockerfile" for the app's own
+    offline: bool = False  # built with no network (the stack fetches nothing, or all is vendored)
 
 
 def validate_image_tag(tag: str) -> str:
@@ -312,21 +315,26 @@ def build_image(
     summary = validate_build_context(context=context)
     detection = detect_stack(summary.entries, paas_toml=summary.paas_toml)
     generated = None if detection.stack == stacks.DOCKERFILE else detection.stack
+    offline = None
     if generated:
         stack = stacks.get_stack(detection.stack)
         dockerfile = render_dockerfile(procfile=summary.procfile, stack=stack.name,
                                        manifest=detection.manifest, paths=summary.entries)
         ensure_stack(stack, docker_client=docker_client, on_log=on_log)
         context = _with_dockerfile(context, dockerfile)
+        offline = stack.vendored(summary.entries)
     api = getattr(docker_client, "api", docker_client)
     log = _Log(on_log)
+    if offline:
+        log.feed(f"network: off for this build: {offline}\n")
     leftovers = _BuildLeftovers(api)
     deadline = _Deadline(api=api, log=log, timeout_s=build_timeout_s)
     try:
         with deadline:
             image_id, inspected = _run_build(api, context=context, tag=tag, log=log,
                                              labels=labels, timeout_s=timeout_s,
-                                             generated=generated, deadline=deadline)
+                                             generated=generated, deadline=deadline,
+                                             offline=offline is not None)
     except (BuildFailed, BuilderUnavailable, _TimedOut) as exc:
         leftovers.remove(log)
         if deadline.fired.is_set() and not isinstance(exc, BuilderUnavailable):
@@ -335,19 +343,21 @@ def build_image(
                               "or raise [build] timeout in paas.toml.", log.tail()) from None
         raise  # _TimedOut is raised only once the deadline fired, so it never gets here
     return BuildResult(image_id=str(inspected.get("Id") or image_id), tag=tag,
-                       log_lines=tuple(log.lines), stack=detection.stack)
+                       log_lines=tuple(log.lines), stack=detection.stack,
+                       offline=offline is not None)
 
 
 def _run_build(api: Any, *, context: bytes, tag: str, log: _Log,
                labels: Mapping[str, str] | None, timeout_s: float, generated: str | None,
-               deadline: _Deadline) -> tuple[str | None, dict[str, Any]]:
-    """Drive the engine's build and read its stream; return (image id, the image inspected)."""
+               deadline: _Deadline, offline: bool) -> tuple[str | None, dict[str, Any]]:
+    """Drive the engine's build and read its stream; return (image id, the image inspected).
+    `offline`: the build's RUN steps get no network (only a loopback interface)."""
     chunks = None
     try:
         chunks = api.build(
             fileobj=io.BytesIO(context), custom_context=True, encoding="gzip", tag=tag,
             rm=True, forcerm=True, decode=True, pull=False, labels=dict(labels or {}),
-            timeout=timeout_s,
+            timeout=timeout_s, network_mode="none" if offline else None,
         )
         image_id = _consume(chunks, log, generated=generated, deadline=deadline)
         return image_id, api.inspect_image(tag)

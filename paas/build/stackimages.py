@@ -1,15 +1,17 @@
 """The images of a stack, made on this machine from Debian's packages: no image is pulled.
 
 `ensure_images` makes a stack's build and run images unless they are already there with the
-stack folder's digest in their label. Each image is a Debian bookworm root file system made by
-`mmdebstrap --variant=minbase --include=<packages> --format=tar` from the mirror in this
-machine's apt sources (the same rule as `scripts/setup.sh`'s `mirror_uri`), then `docker
-import`ed. The run image also gets the user `app` (uid 10001) that apps run as.
+digest of their recipe in their label (`Stack.digest`: name, version, packages). Each image is
+a Debian bookworm root file system made by `mmdebstrap --variant=minbase --include=<packages>
+--format=tar` from the mirror in this machine's apt sources (the same rule as
+`scripts/setup.sh`'s `mirror_uri`), then `docker import`ed. The run image also gets the user
+`app` (uid 10001) that apps run as.
 
 Images carry the labels `paas.stack`, `paas.stack.version` and `paas.stack.digest`. A changed
-stack folder (another digest) makes them again; the old ones are removed when nothing uses
-them. One build of a stack at a time, across threads and processes (a file lock), so two
-deploys that need a stack for the first time build it once. Log lines go to `on_log`.
+recipe (another digest) makes them again, while an edit of the app's template does not; the old
+ones are removed when nothing uses them. One build of a stack at a time, across threads and
+processes (a file lock), so two deploys that need a stack for the first time build it once. Log
+lines go to `on_log`.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def mirror_uri(*, sources_d: str = "/etc/apt/sources.list.d",
 
 
 def image_digest(stack: Stack) -> str:
-    """The label of a stack's images: its folder's digest and the recipe here."""
+    """The label of a stack's images: their recipe's digest and how they are made here."""
     return f"{stack.digest[:32]}-r{RECIPE}"
 
 

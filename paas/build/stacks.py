@@ -5,7 +5,7 @@ A stack is a folder, not code (README, "Languages"). Each holds:
 
 | file | what |
 | --- | --- |
-| `stack.toml` | `name`, `version`, `detect` (manifest files at the app's root), `[build] packages` and `[run] packages` (Debian packages of its two images), `[start] default` (the web command when the Procfile has none, `""` = a Procfile is required); optional `[run] image` names an image made elsewhere (busybox: `stacks/busybox/build.sh`, run by setup) |
+| `stack.toml` | `name`, `version`, `detect` (manifest files at the app's root), `[build] packages` and `[run] packages` (Debian packages of its two images), `[start] default` (the web command when the Procfile has none, `""` = a Procfile is required); optional `[run] image` names an image made elsewhere (busybox: `stacks/busybox/build.sh`, run by setup); optional `[build] offline = true` (the build never fetches a dependency, so it always runs with no network) or `[build] offline_with` (top-level names, such as `vendor`, whose presence means every dependency is in the source: the build then runs with no network) |
 | `Dockerfile.j2` | a multi-stage Dockerfile template; it gets `build_image`, `run_image`, `cmd_json`, `manifest` and `paths` |
 | `README.md` | the stack's conventions: start command, port, dependencies, vendoring |
 
@@ -60,8 +60,10 @@ class Stack:
     run_packages: tuple[str, ...]
     default_start: str  # "" = the Procfile must name a web command
     prebuilt_image: str | None  # `[run] image`: made elsewhere, used for both stages
+    offline: bool = False  # `[build] offline`: the build never fetches, so it has no network
+    offline_with: tuple[str, ...] = ()  # `[build] offline_with`: vendored dependencies' paths
     folder: Traversable
-    digest: str  # sha256 of the folder's files: a changed folder makes new images
+    digest: str  # images_digest(): a change to the images' recipe makes them again
 
     @property
     def build_image(self) -> str:
@@ -71,12 +73,22 @@ class Stack:
     def run_image(self) -> str:
         return self.prebuilt_image or f"{IMAGE_REPO}/{self.name}-run:{self.version}"
 
+    def vendored(self, paths: Iterable[str]) -> str | None:
+        """Why a build of a source with these entries needs no network (a sentence's end),
+        or None when it may fetch dependencies from a registry."""
+        if self.offline:
+            return f"the {self.name} stack fetches nothing"
+        names = set(top_level(paths))
+        found = [name for name in self.offline_with if name in names]
+        return f"the dependencies are vendored ({', '.join(found)})" if found else None
+
     def view(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "detect": list(self.detect),
                 "build_image": self.build_image, "run_image": self.run_image,
                 "build_packages": list(self.build_packages),
                 "run_packages": list(self.run_packages), "default_start": self.default_start,
-                "prebuilt": self.prebuilt_image is not None, "digest": self.digest}
+                "prebuilt": self.prebuilt_image is not None, "offline": self.offline,
+                "offline_with": list(self.offline_with), "digest": self.digest}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,15 +116,12 @@ def _table(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
-def folder_digest(folder: Traversable) -> str:
-    """sha256 over the names and contents of the folder's files, in name order."""
-    h = hashlib.sha256()
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.is_file():
-            data = entry.read_bytes()
-            h.update(json.dumps([entry.name, len(data)]).encode())
-            h.update(data)
-    return h.hexdigest()
+def images_digest(*, name: str, version: str, build_packages: tuple[str, ...],
+                  run_packages: tuple[str, ...], prebuilt: str | None) -> str:
+    """sha256 over what a stack's images are made from: a change to any of it makes them
+    again, while the app's template, the README or the start command leave them as they are."""
+    recipe = [name, version, list(build_packages), list(run_packages), prebuilt]
+    return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()
 
 
 def load_stack(folder: Traversable) -> Stack:
@@ -162,10 +171,29 @@ def load_stack(folder: Traversable) -> Stack:
     default = start.get("default", "")
     if not isinstance(default, str):
         raise BadStack(f"{where}: [start] default must be a string (\"\" = Procfile required).")
+    offline, offline_with = _offline(build, where)
     return Stack(name=name, version=version, detect=detect,
                  build_packages=packages["build"], run_packages=packages["run"],
                  default_start=default.strip(), prebuilt_image=prebuilt, folder=folder,
-                 digest=folder_digest(folder))
+                 digest=images_digest(name=name, version=version,
+                                      build_packages=packages["build"],
+                                      run_packages=packages["run"], prebuilt=prebuilt),
+                 offline=offline, offline_with=offline_with)
+
+
+def _offline(build: dict[str, Any], where: str) -> tuple[bool, tuple[str, ...]]:
+    """`[build] offline` and `[build] offline_with`, checked."""
+    offline = build.get("offline", False)
+    if not isinstance(offline, bool):
+        raise BadStack(f"{where}: [build] offline must be true or false.")
+    offline_with = _strings(build, "offline_with", f"{where} [build]")
+    for name in offline_with:
+        if not _FILE_RE.fullmatch(name):
+            raise BadStack(f"{where}: [build] offline_with entry {name[:40]!r} must be a "
+                           "top-level name of the source, like \"vendor\".")
+    if offline and offline_with:
+        raise BadStack(f"{where}: [build] offline = true needs no offline_with; keep one.")
+    return offline, offline_with
 
 
 def load_stacks(root: Traversable | None = None) -> dict[str, Stack]:

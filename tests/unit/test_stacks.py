@@ -122,6 +122,12 @@ def test_the_packaged_stacks_load_and_python_is_detected_first() -> None:
     ('name = "bad"\nversion = "1"\ndetect = []\nbuild = 1\n', "[build] must be a table"),
     ('name = "bad"\nversion = "1"\ndetect = []\n[build]\npackages=["ab"]\n[run]\n'
      'packages=["ab"]\n[start]\ndefault = 1\n', "default must be a string"),
+    ('name = "bad"\nversion = "1"\ndetect = []\n[build]\npackages=["ab"]\noffline = "yes"\n'
+     '[run]\npackages=["ab"]\n', "offline must be true or false"),
+    ('name = "bad"\nversion = "1"\ndetect = []\n[build]\npackages=["ab"]\n'
+     'offline_with = ["../vendor"]\n[run]\npackages=["ab"]\n', "top-level name"),
+    ('name = "bad"\nversion = "1"\ndetect = []\n[build]\npackages=["ab"]\noffline = true\n'
+     'offline_with = ["vendor"]\n[run]\npackages=["ab"]\n', "keep one"),
 ])
 def test_a_bad_stack_folder_is_one_sentence(tmp_path, toml, mistake) -> None:
     make_stack(tmp_path, "bad", "", toml=toml)
@@ -138,12 +144,45 @@ def test_a_stack_folder_needs_its_three_files(tmp_path) -> None:
         stacks.load_stacks(tmp_path)
 
 
-def test_the_digest_follows_the_folder(tmp_path) -> None:
+def test_the_digest_follows_what_the_images_are_made_from(tmp_path) -> None:
     folder = make_stack(tmp_path, "python")
     before = stacks.load_stacks(tmp_path)["python"].digest
     assert stacks.load_stacks(tmp_path)["python"].digest == before
+    # The app's template, the README and the start command do not go into the images.
     (folder / "Dockerfile.j2").write_text("FROM {{ run_image }}\n")
-    assert stacks.load_stacks(tmp_path)["python"].digest != before
+    (folder / "README.md").write_text("changed\n")
+    assert stacks.load_stacks(tmp_path)["python"].digest == before
+    toml = (folder / "stack.toml").read_text()
+    for old, new in (('version = "1"', 'version = "2"'), ('"python3"', '"python3", "curl"')):
+        assert old in toml
+        (folder / "stack.toml").write_text(toml.replace(old, new, 1))
+        assert stacks.load_stacks(tmp_path)["python"].digest != before
+
+
+# (stack, the source's entries, why its build needs no network, or None: it may fetch)
+OFFLINE_CASES = [
+    ("python", ["requirements.txt", "app.py"], None),
+    ("python", ["requirements.txt", "vendor/six-1.16.0-py2.py3-none-any.whl"],
+     "the dependencies are vendored (vendor)"),
+    ("python", ["pyproject.toml", "src/vendor/x.whl"], None),  # only a top-level vendor/ counts
+    ("node", ["package.json", "server.js"], None),
+    ("node", ["package.json", "node_modules/express/index.js"],
+     "the dependencies are vendored (node_modules)"),
+    ("node", ["package.json", "package-lock.json", "npm-cache/_cacache/index-v5/00"],
+     "the dependencies are vendored (npm-cache)"),
+    ("go", ["go.mod", "main.go"], "the go stack fetches nothing"),
+    ("go", ["go.mod", "vendor/modules.txt"], "the go stack fetches nothing"),
+    ("jvm", ["pom.xml", "src/main/java/A.java"], "the jvm stack fetches nothing"),
+    ("ruby", ["Gemfile", "config.ru"], "the ruby stack fetches nothing"),
+    ("busybox", ["Procfile", "start.sh"], "the busybox stack fetches nothing"),
+]
+
+
+@pytest.mark.parametrize("name,paths,why", OFFLINE_CASES,
+                         ids=[f"{c[0]}-{c[1][-1]}" for c in OFFLINE_CASES])
+def test_a_build_has_no_network_when_the_stack_fetches_nothing_or_all_is_vendored(
+        name, paths, why) -> None:
+    assert stacks.get_stack(name).vendored(paths) == why
 
 
 def lines(text: str) -> list[str]:
