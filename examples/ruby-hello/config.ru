@@ -7,6 +7,10 @@ RELEASE = "v#{ENV.fetch('PAAS_RELEASE', '0')}"
 INSTANCE = ENV.fetch("PAAS_INSTANCE_ID") { Socket.gethostname }
 TEXT = { "content-type" => "text/plain" }.freeze
 
+# One line on start, which `paas logs` shows.
+$stdout.sync = true
+puts "ruby-hello #{RELEASE} instance #{INSTANCE} starting on port #{ENV.fetch('PORT', '5000')}"
+
 run(lambda do |env|
   case env["PATH_INFO"]
   when "/health"

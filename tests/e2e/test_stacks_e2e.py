@@ -1,9 +1,11 @@
-"""Issue 9, end to end: the python-api and go-service examples, from source, on one 2-node
-cluster. For each: `git push` builds it on its stack and deploys it (the bundled integration
-test runs against the control instance, its own lines in the push's output), the router
-serves it, `paas logs` shows its start line, `paas config set` reaches `/`, it scales to 2 and
-rolls back; a one-line change rebuilds warm; a commit whose test fails exits 5 and one that
-does not build exits 3 (pip's line, the compiler's line), and the old version keeps serving.
+"""Issue 9, end to end: every stack's example (python-api, go-service, node-web, jvm-service,
+ruby-hello), from source, on one 2-node cluster. For each: `git push` builds it on its stack and
+deploys it (the bundled integration test runs against the control instance, its own lines in
+the push's output), the router serves it, `paas logs` shows its start line, `paas config set`
+reaches `/`, it scales to 2 and rolls back; a commit whose test fails exits 5 and one that does
+not build exits 3 (the build tool's own line: pip's, the compiler's, npm's, javac's,
+bundler's), and the old version keeps serving. For python and go a one-line change also
+rebuilds warm through a push (bench/build times every stack's warm rebuild).
 
 The stack images are made before the first push (once per machine), so the pushes' times are
 the figures of the issue: a first push on built stacks, then a warm push."""
@@ -43,8 +45,10 @@ class Example:
     started: str  # the start line `paas logs` shows
     source: str  # the file a one-line change goes into
     break_test: tuple[str, str, str]  # (file, old, new): the integration test fails
-    break_build: tuple[str, str]  # (file, line appended): the build fails
+    break_build: tuple[str, str, str]  # (file, old, new; old "" = append new): it fails to build
     build_error: str  # the build tool's own line in the failing log
+    comment: str = "#"  # how a line of `source` is commented out
+    warm_push: bool = False  # also push a one-line change and see it built warm
 
 
 EXAMPLES = [
@@ -53,28 +57,57 @@ EXAMPLES = [
             source="app.py",
             break_test=("tests/test_integration.py", '("/health", 200, "text/plain", "ok")',
                         '("/health", 200, "text/plain", "not-ok-e2e")'),
-            break_build=("requirements.txt", "paas-e2e-no-such-package==1.0.0"),
-            build_error="No matching distribution found for paas-e2e-no-such-package"),
+            break_build=("requirements.txt", "", "paas-e2e-no-such-package==1.0.0"),
+            build_error="No matching distribution found for paas-e2e-no-such-package",
+            warm_push=True),
     Example(name="go-service", app="gosvc", stack="go",
             test_passed=r"\| --- PASS: TestEndpoints ", started="go-service v{v} instance ",
             source="main.go",
             break_test=("integration/integration_test.go",
                         '{"health", "/health", http.StatusOK, []string{"ok"}}',
                         '{"health", "/health", http.StatusOK, []string{"not-ok-e2e"}}'),
-            break_build=("main.go", 'var broken int = "e2e"'),
-            build_error="cannot use \"e2e\""),
+            break_build=("main.go", "", 'var broken int = "e2e"'),
+            build_error="cannot use \"e2e\"", comment="//", warm_push=True),
+    Example(name="node-web", app="nodeweb", stack="node",
+            test_passed=r"\| \d+ passed, 0 failed", started="node-web v{v} instance ",
+            source="server.js",
+            break_test=("test/integration.js",
+                        "{ name: 'health', path: '/health', status: 200, body: 'ok' }",
+                        "{ name: 'health', path: '/health', status: 200, body: 'not-ok-e2e' }"),
+            break_build=("package.json", '"express": "5.3.0"',
+                         '"express": "5.3.0",\n    "paas-e2e-no-such-package": "1.0.0"'),
+            build_error="paas-e2e-no-such-package@1.0.0", comment="//"),  # npm 404s or names the lock
+    Example(name="jvm-service", app="jvmsvc", stack="jvm",
+            test_passed=r"\| \d+ passed, 0 failed", started="jvm-service v{v} instance ",
+            source="src/main/java/example/Server.java",
+            break_test=("src/main/java/example/IntegrationTest.java",
+                        'new Case("health", "/health", 200, "ok")',
+                        'new Case("health", "/health", 200, "not-ok-e2e")'),
+            break_build=("src/main/java/example/Server.java", "",
+                         'class Broken { int x = "e2e"; }'),
+            build_error="incompatible types: java.lang.String cannot be converted to int",
+            comment="//"),
+    Example(name="ruby-hello", app="rubyhello", stack="ruby",
+            test_passed=r"\| \d+ passed, 0 failed", started="ruby-hello v{v} instance ",
+            source="config.ru",
+            break_test=("test/integration.rb",
+                        '{ name: "health", path: "/health", status: 200, body: "ok" }',
+                        '{ name: "health", path: "/health", status: 200, body: "not-ok-e2e" }'),
+            break_build=("Gemfile", "", 'gem "paas-e2e-no-such-gem"'),
+            build_error="Could not find gem 'paas-e2e-no-such-gem'"),
 ]
+STACKS = sorted({ex.stack for ex in EXAMPLES})
 
 
 @pytest.fixture(scope="module", autouse=True)
 def stack_images() -> Iterator[None]:
-    """The python and go stacks' images, made once per machine (minutes, cold); the build
-    stages this module's pushes leave are removed when it ends."""
+    """The examples' stacks' images, made once per machine (minutes, cold); the build stages
+    this module's pushes leave are removed when it ends."""
     client = docker.from_env()
-    for name in ("python", "go"):
+    for name in STACKS:
         stackimages.ensure_images(stacks.get_stack(name), docker_client=client)
     yield
-    remove_build_stages(client.api, ("python", "go"))
+    remove_build_stages(client.api, STACKS)
     client.close()
 
 
@@ -99,7 +132,11 @@ def live(e2e, app: str) -> list[dict]:
 
 
 def edit(path: Path, old: str, new: str) -> None:
+    """Replace `old` by `new` in the file; an empty `old` appends `new` as a line."""
     text = path.read_text()
+    if not old:
+        path.write_text(text + new + "\n")
+        return
     assert old in text, (path, old)
     path.write_text(text.replace(old, new, 1))
 
@@ -146,17 +183,20 @@ def test_example_from_push_to_rollback_and_broken_commits_are_rejected(e2e, tmp_
                    timeout=30, what="v1 again after the rollback")
         assert len([i for i in live(e2e, app) if i["release"] == 1]) == 2
 
-        # A one-line change: a warm build (the dependency layer is reused).
-        with (repo / ex.source).open("a") as handle:
-            handle.write("// warm\n" if ex.source.endswith(".go") else "# warm\n")
-        git(repo, "commit", "-q", "-am", "a one-line change")
-        warm = push(repo, url, "main")
-        assert warm.code == 0, warm.output
-        assert "remote: -----> summary: " + app + " v3 is live" in warm.output, warm.output
-        wait_until(lambda: serving(e2e, app, 3), timeout=30, what="v3 via the router")
-        figure(ex, "warm push", warm.lines[-1][0], warm.output)
+        latest = 1  # the rollback made v1 live; the broken commits below must leave it serving
+        if ex.warm_push:  # a one-line change: a warm build (the dependency layer is reused)
+            with (repo / ex.source).open("a") as handle:
+                handle.write(f"{ex.comment} warm\n")
+            git(repo, "commit", "-q", "-am", "a one-line change")
+            warm = push(repo, url, "main")
+            assert warm.code == 0, warm.output
+            assert "remote: -----> summary: " + app + " v3 is live" in warm.output, warm.output
+            latest = 3
+            wait_until(lambda: serving(e2e, app, 3), timeout=30, what="v3 via the router")
+            figure(ex, "warm push", warm.lines[-1][0], warm.output)
 
-        # A commit whose integration test fails: exit 5, the test's own lines, v3 serves on.
+        # A commit whose integration test fails: exit 5, the test's own lines, the live
+        # version serves on.
         file, old, new = ex.break_test
         edit(repo / file, old, new)
         git(repo, "commit", "-q", "-am", "a test that fails")
@@ -164,20 +204,19 @@ def test_example_from_push_to_rollback_and_broken_commits_are_rejected(e2e, tmp_
         assert bad.returncode == 5, bad.stderr
         assert "not-ok-e2e" in bad.stderr, bad.stderr
         assert "Traceback" not in bad.stderr
-        assert serving(e2e, app, 3)
+        assert serving(e2e, app, latest)
         git(repo, "revert", "--no-edit", "HEAD")
 
-        # A commit that does not build: exit 3, the build tool's own line, v3 serves on.
-        file, line = ex.break_build
-        with (repo / file).open("a") as handle:
-            handle.write(line + "\n")
+        # A commit that does not build: exit 3, the build tool's own line, the
+        # live version serves on.
+        edit(repo / ex.break_build[0], *ex.break_build[1:])
         git(repo, "commit", "-q", "-am", "a build that fails")
         bad = cli(e2e, tmp_path, "deploy", str(repo), "--app", app, "--from-head")
         assert bad.returncode == 3, bad.stderr
         assert "--- the build log (last lines)" in bad.stderr
         assert ex.build_error in bad.stderr, bad.stderr
         assert "Traceback" not in bad.stderr
-        assert serving(e2e, app, 3)
+        assert serving(e2e, app, latest)
         assert [d["status"] for d in e2e.api.get(f"/v1/apps/{app}/deployments")
                 ["deployments"]][-1] == "failed"
 
