@@ -329,9 +329,11 @@ class Deployer:
                 if inst is None:
                     continue
                 if inst["state"] == "exited" or inst["restarts"]:
-                    raise DeployFailed("rollout", f"instance {instance_id} crashed "
-                                       f"(restarted {inst['restarts']} times)",
-                                       await self.logs.tail(instance_id))
+                    restarts = inst["restarts"]
+                    what = ("exited" if not restarts else "crashed and was restarted "
+                            + ("once" if restarts == 1 else f"{restarts} times"))
+                    raise DeployFailed("rollout", f"instance {instance_id} {what}; its log "
+                                       "below says why", await self.logs.tail(instance_id))
                 node = self.store.get_node(inst["node"])
                 if node is None or not self.node_is_ready(node):
                     raise DeployFailed("rollout", f"node {inst['node']} of instance "

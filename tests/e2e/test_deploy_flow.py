@@ -187,8 +187,9 @@ def test_auto_revert_after_a_failed_rollout_keeps_the_stable_release_serving(e2e
         "printf 'ok\\n' > /www/health",
         "[ \"$PAAS_ROLE\" = live ] || printf 'ok\\n' > /www/health")
     assert "PAAS_ROLE" in start
-    bad_dir = app_dir(tmp_path, toml='[test]\ncommand = "./test.sh"\n[deploy]\n'
-                      'healthy_deadline = 4\nauto_revert = true\n')
+    bad_dir = app_dir(tmp_path, toml='[health]\npath = "/health"\n[test]\n'
+                      'command = "./test.sh"\n[deploy]\nhealthy_deadline = 4\n'
+                      'auto_revert = true\n')
     (bad_dir / "start.sh").write_text(start)
     bad = e2e.build("revert", bad_dir)
     with Hammer(e2e, "revert") as hammer:

@@ -229,8 +229,17 @@ def test_python_pyproject_apps_install_the_app() -> None:
 
 def test_a_stack_without_a_default_needs_the_procfile_web_command() -> None:
     with pytest.raises(BadBuildContext, match="no web process"):
-        builder.render_dockerfile(procfile="worker: x", stack="python",
-                                  manifest="requirements.txt", paths=["requirements.txt"])
+        builder.render_dockerfile(procfile="worker: x", stack="busybox", paths=["Procfile"])
+
+
+def test_python_without_a_procfile_starts_gunicorn_on_the_detected_module() -> None:
+    text = builder.render_dockerfile(procfile=None, stack="python",
+                                     manifest="requirements.txt",
+                                     paths=["requirements.txt", "app.py"])
+    cmd = json.loads(text.splitlines()[-1].removeprefix("CMD "))
+    assert cmd[:2] == ["/bin/sh", "-c"]
+    assert "for module in wsgi app main application" in cmd[2]
+    assert 'gunicorn --preload --bind "0.0.0.0:$PORT"' in cmd[2]
 
 
 def test_the_busybox_stack_keeps_its_dockerfile() -> None:

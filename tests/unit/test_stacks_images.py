@@ -73,7 +73,7 @@ def test_missing_images_are_made_from_debian_packages(fake_mmdebstrap: Path) -> 
                         "--include=python3,python3-venv,python3-pip,ca-certificates",
                         "--format=tar"]
     run_argv = argv[argv.index("http://mirror.invalid/debian") + 1:]
-    assert run_argv[:2] == ["--variant=minbase", "--include=python3"]
+    assert run_argv[:2] == ["--variant=minbase", "--include=python3,python3-gunicorn"]
     assert stackimages.ADD_APP_USER in run_argv
     assert "useradd --uid 10001" in stackimages.ADD_APP_USER
     assert run_argv[-3] == "bookworm" and run_argv[-1] == "http://mirror.invalid/debian"

@@ -1,0 +1,82 @@
+"""A newcomer's own app works the first time, and a broken one says why at once.
+
+The apps are what a newcomer writes from a framework's first page, with no `paas.toml` and no
+`Procfile`: Flask's quickstart (`app = Flask(__name__)` in app.py, `flask` in requirements.txt)
+deploys with `paas deploy DIR --app NAME` and answers through the router (the python stack's
+default start serves it with gunicorn; the default health check is `GET /`). One that cannot
+import and one with nothing to serve each fail fast, exit 4, with the sentence that says why,
+and the app serves on."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from paas.build import stackimages, stacks
+from paas.cli.common import EXIT_CONTROL
+from tests.build_stages import remove_build_stages
+from tests.e2e.test_stacks_e2e import cli
+
+pytestmark = pytest.mark.docker
+
+QUICKSTART = '''from flask import Flask
+
+app = Flask(__name__)
+
+
+@app.route("/")
+def hello_world():
+    return "<p>Hello, World!</p>"
+'''
+
+
+@pytest.fixture(scope="module", autouse=True)
+def python_stack():
+    client = docker.from_env()
+    stackimages.ensure_images(stacks.get_stack("python"), docker_client=client)
+    yield
+    remove_build_stages(client.api, ["python"])
+    client.close()
+
+
+def app(tmp: Path, name: str, files: dict[str, str]) -> Path:
+    folder = tmp / name
+    folder.mkdir()
+    for path, text in files.items():
+        (folder / path).write_text(text)
+    return folder
+
+
+def test_flask_quickstart_deploys_without_paas_toml_and_broken_versions_say_why(
+        e2e, tmp_path) -> None:
+    name = "newcomer"
+    first = cli(e2e, tmp_path, "deploy",
+                str(app(tmp_path, "v1", {"app.py": QUICKSTART, "requirements.txt": "flask\n"})),
+                "--app", name)
+    assert first.returncode == 0, first.stderr
+    assert e2e.get_via_router(name) == (200, "<p>Hello, World!</p>")
+    logs = cli(e2e, tmp_path, "logs", name)
+    assert "gunicorn serves app:app on port 5000" in logs.stdout, logs.stdout
+
+    # It cannot import: the instance exits, and the deploy fails in seconds with the error.
+    broken = QUICKSTART.replace("from flask import Flask\n",
+                                "from flask import Flask\nimport flask_no_such_extension\n")
+    started = time.monotonic()
+    bad = cli(e2e, tmp_path, "deploy", str(app(tmp_path, "v2", {
+        "app.py": broken, "requirements.txt": "flask\n"})), "--app", name)
+    assert bad.returncode == EXIT_CONTROL, bad.stderr
+    assert time.monotonic() - started < 40, bad.stderr
+    assert "exited" in bad.stderr and "Traceback" not in bad.stderr.split("---")[0], bad.stderr
+    assert "No module named 'flask_no_such_extension'" in bad.stderr, bad.stderr
+
+    # Nothing to serve (no app object, no Procfile): the stack's own sentence.
+    bad = cli(e2e, tmp_path, "deploy", str(app(tmp_path, "v3", {
+        "hello.py": "print('hi')\n", "requirements.txt": "flask\n"})), "--app", name)
+    assert bad.returncode == EXIT_CONTROL, bad.stderr
+    assert "paas: nothing to start: the Procfile has no 'web:' line" in bad.stderr, bad.stderr
+
+    assert e2e.get_via_router(name) == (200, "<p>Hello, World!</p>")
+    e2e.api.request("DELETE", f"/v1/apps/{name}")
