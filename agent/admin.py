@@ -13,7 +13,13 @@ callers presenting the join token, so the controller can show and stream logs fr
 - `follow=1`: then every new line as it is printed, chunked, until the container stops or the
   caller disconnects (which closes Docker's stream: no reader thread outlives its caller).
 
-404 when this node has no container for the instance.
+`GET /v1/instances/{id}/health` (same token) answers what this node sees of an instance that
+may fail its health check, so a deploy can say why: `{"known": bool, "listening": [{"address",
+"port"}], "check": str | null}`: what its container listens on (`agent.sockets`; `known` is
+false, and the list empty, when the container is not running or cannot be looked into) and
+what its health check said last in the local Consul agent (null: no check, or Consul away).
+
+Both answer 404 when this node has no container for the instance.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client import generate_latest
 
 from agent.driver import ContainerLog, ContainerMissing, DriverError, LogFollower
+from paas.listeners import Listener
 from paas.names import InvalidName, validate_instance_id
 
 
@@ -61,6 +68,23 @@ HealthFn = Callable[[], tuple[bool, dict[str, Any]]]
 LogsFn = Callable[[str, int], Awaitable[str]]
 """`logs(instance_id, tail)`: the text of the last lines, awaited. A `ContainerLog` (what the
 Docker driver returns) also serves `since`, `timestamps` and `follow`."""
+
+
+@dataclass(frozen=True)
+class InstanceLook:
+    """What this node sees of an instance's health (`GET /v1/instances/{id}/health`)."""
+
+    listening: list[Listener] | None  # None: not running, or it cannot be looked into
+    check_output: str | None  # None: no check here, or the Consul agent did not answer
+
+    def view(self) -> dict[str, Any]:
+        return {"known": self.listening is not None,
+                "listening": [x.view() for x in self.listening or ()],
+                "check": self.check_output}
+
+
+LookFn = Callable[[str], Awaitable[InstanceLook]]
+"""`look(instance_id)`: raises ContainerMissing when this node has no container for it."""
 MAX_LOG_LINES = 10_000
 DEFAULT_LOG_LINES = 100
 FOLLOW_POLL_S = 0.5
@@ -113,6 +137,7 @@ class _Handlers:
     health: HealthFn
     logs: LogsFn | None
     token: str
+    look: LookFn | None = None
 
     async def healthz(self, _: web.Request) -> web.Response:
         healthy, details = self.health()
@@ -124,16 +149,35 @@ class _Handlers:
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
-    async def instance_logs(self, request: web.Request) -> web.StreamResponse:
+    def _instance(self, request: web.Request) -> str | web.Response:
+        """The instance id of an instance route, or the error answer (no token, bad id)."""
         if not self.token or not hmac.compare_digest(request.headers.get("Authorization", ""),
                                                      f"Bearer {self.token}"):
             return web.json_response({"error": "send Authorization: Bearer <join token>"},
                                      status=401)
         try:
-            iid = validate_instance_id(request.match_info["instance"])
+            return validate_instance_id(request.match_info["instance"])
         except InvalidName:
             return web.json_response({"error": "the instance id is not well-formed"},
                                      status=400)
+
+    async def instance_health(self, request: web.Request) -> web.Response:
+        iid = self._instance(request)
+        if isinstance(iid, web.Response):
+            return iid
+        assert self.look is not None
+        try:
+            seen = await self.look(iid)
+        except ContainerMissing:
+            return _no_container(iid)
+        except DriverError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
+        return web.json_response(seen.view())
+
+    async def instance_logs(self, request: web.Request) -> web.StreamResponse:
+        iid = self._instance(request)
+        if isinstance(iid, web.Response):
+            return iid
         try:
             query = LogQuery.parse(request.query)
         except ValueError as exc:
@@ -199,11 +243,12 @@ async def _stopping(app: web.Application) -> None:
 
 
 def admin_app(*, metrics: AgentMetrics, health: HealthFn, logs: LogsFn | None = None,
-              token: str = "") -> web.Application:
+              token: str = "", look: LookFn | None = None) -> web.Application:
     """The admin application: `health()` returns (healthy, details); `logs(instance_id, tail)`
-    returns an instance's log (ContainerMissing if none) and is served only to callers that
-    present the join token."""
-    handlers = _Handlers(metrics=metrics, health=health, logs=logs, token=token)
+    returns an instance's log and `look(instance_id)` what the node sees of its health (both
+    raise ContainerMissing if there is none); they are served only to callers that present
+    the join token."""
+    handlers = _Handlers(metrics=metrics, health=health, logs=logs, token=token, look=look)
     app = web.Application()
     app[STOPPING] = asyncio.Event()
     app.on_shutdown.append(_stopping)
@@ -211,6 +256,8 @@ def admin_app(*, metrics: AgentMetrics, health: HealthFn, logs: LogsFn | None = 
     app.router.add_get("/metrics", handlers.metrics_view)
     if logs is not None:
         app.router.add_get("/v1/instances/{instance}/logs", handlers.instance_logs)
+    if look is not None:
+        app.router.add_get("/v1/instances/{instance}/health", handlers.instance_health)
     return app
 
 

@@ -20,7 +20,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from agent.admin import AgentMetrics, admin_app, serve_admin
+from agent.admin import AgentMetrics, InstanceLook, admin_app, serve_admin
 from agent.assignments import Assignment, Assignments
 from agent.controller_client import (
     ControllerClient,
@@ -87,7 +87,8 @@ class Agent:
         and its supervisor restarts it (the containers are re-adopted).
         """
         app = admin_app(metrics=self.metrics, health=self.health, token=self.token,
-                        logs=lambda iid, tail: self.driver.logs(iid, tail=tail))
+                        logs=lambda iid, tail: self.driver.logs(iid, tail=tail),
+                        look=self.look)
         try:
             runner = await serve_admin(app, host=self.settings.address,
                                        port=self.settings.admin_port)
@@ -123,6 +124,16 @@ class Agent:
             log.info("agent stopped; containers left running")
         if crashed:
             raise AgentCrashed(f"agent loop(s) {', '.join(crashed)} died; see the log")
+
+    async def look(self, instance_id: str) -> InstanceLook:
+        """What this node sees of an instance's health: what its container listens on and what
+        its check said (`GET /v1/instances/{id}/health`); ContainerMissing if it has none."""
+        listening = await self.driver.listening(instance_id)
+        try:
+            output = await self.registry.check_output(instance_id)
+        except ConsulUnavailable:
+            output = None
+        return InstanceLook(listening=listening, check_output=output)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         dead = [t.get_name() for t in self._tasks if t.done()]

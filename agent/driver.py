@@ -1,4 +1,5 @@
-"""The narrow Docker driver: start, inspect, recover, stop, remove and logs of instance containers.
+"""The narrow Docker driver: start, inspect, recover, stop, remove, logs and listening sockets of
+instance containers.
 
 The contract follows Nomad's task drivers: the agent never talks to Docker except through these
 calls, and `recover` finds every container of this node by its labels, running or not, so a
@@ -30,6 +31,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import CancellableStream, LogConfig
 
+from agent import sockets
 from agent.assignments import (
     LABEL_CLUSTER,
     LABEL_INSTANCE,
@@ -134,6 +136,12 @@ class DockerDriver:
         `tail` lines; the returned `ContainerLog` also reads with `since` and follows."""
         return ContainerLog(self, container_name(self.cluster, instance_id), tail=tail)
 
+    async def listening(self, instance_id: str) -> list[sockets.Listener] | None:
+        """What the instance's container listens on (`agent.sockets`); None when it is not
+        running or cannot be looked into (an engine on another machine: its process ids are
+        not this machine's). ContainerMissing if there is no container."""
+        return await self._call(self._listening_sync, container_name(self.cluster, instance_id))
+
     def close(self) -> None:
         with self._lock:
             if self._api is not None:
@@ -223,6 +231,22 @@ class DockerDriver:
         except docker.errors.NotFound:
             raise ContainerMissing(f"no container {ref}") from None
         return self._info(attrs)
+
+    def _listening_sync(self, ref: str) -> list[sockets.Listener] | None:
+        if not self.base_url.startswith(("unix:", "http+unix:")):
+            return None
+        try:
+            attrs = self._client().inspect_container(ref)
+        except docker.errors.NotFound:
+            raise ContainerMissing(f"no container {ref}") from None
+        state = attrs.get("State") or {}
+        pid = state.get("Pid") or 0
+        if not state.get("Running") or not pid:
+            return None
+        try:
+            return sockets.listeners(int(pid))
+        except OSError:
+            return None  # it exited since the inspect
 
     def _recover_sync(self) -> list[ContainerInfo]:
         api = self._client()

@@ -28,6 +28,11 @@ def duration(seconds: float) -> str:
     return f"{max(1, int(round(seconds * 1000)))}ms"
 
 
+def check_id(instance_id: str) -> str:
+    """The id of an instance's health check in its Consul agent."""
+    return f"service:{instance_id}"
+
+
 def service_meta(assignment: Assignment, *, cluster: str, node: str) -> dict[str, str]:
     return {
         "paas_cluster": cluster,
@@ -52,7 +57,7 @@ def service_definition(assignment: Assignment, *, cluster: str, node: str, addre
         "Tags": list(service_tags(assignment)),
         "Meta": service_meta(assignment, cluster=cluster, node=node),
         "Check": {
-            "CheckID": f"service:{assignment.id}",
+            "CheckID": check_id(assignment.id),
             "Name": f"{assignment.app} {assignment.id} HTTP {health.path}",
             "HTTP": f"http://{address}:{host_port}{health.path}",
             "Method": "GET",
@@ -84,6 +89,10 @@ class ConsulRegistry:
     async def deregister(self, instance_id: str) -> None:
         """Remove the instance's service (and its check); no error if it is not registered."""
         await self.consul.deregister_service(instance_id)
+
+    async def check_output(self, instance_id: str) -> str | None:
+        """What the instance's health check said last, None if it has none here."""
+        return await self.consul.agent_check_output(check_id(instance_id))
 
     async def registered(self) -> dict[str, Service]:
         """The services this agent registered, by instance id."""

@@ -92,6 +92,8 @@ class HealthEntry:
     service: Service
     status: str
     """passing, warning or critical."""
+    output: str = ""
+    """What the first check that is not passing said (Consul's `Output`), else ""."""
 
 
 def next_index(previous: int, returned: int) -> int:
@@ -107,6 +109,14 @@ def worst_status(statuses: Sequence[str]) -> str:
         if status in statuses:
             return status
     return "passing"
+
+
+def failing_output(checks: Sequence[Mapping[str, Any]]) -> str:
+    """The `Output` of the first check that is not passing ("" when all pass)."""
+    for check in checks:
+        if check.get("Status") != "passing":
+            return str(check.get("Output") or "")
+    return ""
 
 
 class ConsulClient:
@@ -167,7 +177,8 @@ class ConsulClient:
             returned, rows = answer
             entries = [HealthEntry(service=_service(row["Service"], node=row.get("Node")),
                                    status=worst_status([c["Status"] for c in
-                                                        row.get("Checks") or []]))
+                                                        row.get("Checks") or []]),
+                                   output=failing_output(row.get("Checks") or []))
                        for row in rows or []]
             return Blocking(next_index(index, int(returned)), entries)
 
@@ -184,6 +195,19 @@ class ConsulClient:
             return {sid: _service(svc) for sid, svc in (answer or {}).items()}
 
         return await self._call("GET agent services", self._api().agent.services(), parse=parse)
+
+    async def agent_check_output(self, check_id: str) -> str | None:
+        """What this agent's check `check_id` said last (its `Output`), None if there is no
+        such check. The agent's own view is current; the catalog's may lag by minutes
+        (Consul syncs an unchanged status's output only every `check_update_interval`)."""
+        def parse(answer: Any) -> str | None:
+            checks = answer or {}
+            if not all(isinstance(c, dict) and "Status" in c for c in checks.values()):
+                raise ValueError("not a map of checks")
+            check = checks.get(check_id)
+            return None if check is None else str(check.get("Output") or "")
+
+        return await self._call("GET agent checks", self._api().agent.checks(), parse=parse)
 
     async def register_service(self, *, service_id: str, name: str, address: str, port: int,
                                tags: Sequence[str], meta: Mapping[str, str],
@@ -227,10 +251,12 @@ class ConsulClient:
 
     async def service_health(self, app: str) -> list[dict[str, Any]]:
         """Every registered instance of the app's service with its aggregated check status:
-        `[{"id", "address", "port", "tags", "meta", "status"}]` (status passing|warning|critical)."""
+        `[{"id", "address", "port", "tags", "meta", "status", "output"}]` (status
+        passing|warning|critical; output: what a failing check said)."""
         validate_app_name(app)
         return [{"id": e.service.id, "address": e.service.address, "port": e.service.port,
-                 "tags": list(e.service.tags), "meta": dict(e.service.meta), "status": e.status}
+                 "tags": list(e.service.tags), "meta": dict(e.service.meta), "status": e.status,
+                 "output": e.output}
                 for e in (await self.health(app)).value]
 
     # -- the one place where failures are mapped ------------------------------------------------

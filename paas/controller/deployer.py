@@ -1,7 +1,10 @@
 """Runs deployments: the deploy state machine of DESIGN.md.
 
 1. **control** — one control instance of the release, tagged `control` (never routed); wait
-   until its health check passes, up to `healthy_deadline`.
+   until its health check passes, up to `healthy_deadline`. An instance that is not healthy
+   yet is looked into (`paas.controller.unhealthy`: what it listens on, what its check said):
+   the failure says why, and a fault that waiting cannot mend (it listens on 127.0.0.1 or on
+   another port, or answers the health path with a 4xx) fails it early.
 2. **test** — the release's integration test in a one-off container from the same image, with
    `PAAS_TARGET_URL` at the control instance. No test configured: the step is skipped, visibly.
 3. **rollout** — per process type, batches of `max_parallel` new live instances; each must pass
@@ -19,7 +22,7 @@ failing log's tail. Control and test run only when the release is not already li
 scale keeps the running instances).
 
 Everything outside the store comes in as a collaborator (`paas.controller.probes`: health,
-router, logs, tests, clock; and the node readiness, promote and publish callables), so the
+router, logs, looks, tests, clock; and the node readiness, promote and publish callables), so the
 state machine runs against fakes in virtual time (tests/unit/test_deployer.py).
 """
 
@@ -32,15 +35,21 @@ from typing import Any, Awaitable, Callable
 
 from paas.consul import ConsulUnavailable
 from paas.controller import scheduler
-from paas.controller.placement import NodeReady, cluster_view, new_instance_id, placement_request
-from paas.controller.probes import Clock, HealthSource, InstanceLogs, RouterProbe, TestRunner
+from paas.controller.placement import (CONTAINER_PORT, NodeReady, cluster_view, new_instance_id,
+                                       placement_request)
+from paas.controller.probes import (Clock, HealthSource, InstanceLogs, InstanceLooks,
+                                    RouterProbe, TestRunner)
 from paas.controller.settings import ControllerSettings
 from paas.controller.store import Store
+from paas.controller.unhealthy import Diagnosis, diagnose
 from paas.errors import ApiError
 
 log = logging.getLogger("paas.controller.deployer")
 
 ROUTED_PROCESS = "web"
+LOOK_AFTER_S = 5.0  # an instance not yet healthy is first looked into after this long,
+LOOK_EVERY_S = 2.5  # then this often (what it listens on, what its check said);
+CERTAIN_FOR_S = 5.0  # a fault that waiting cannot mend, seen this long, fails the deploy
 
 
 class DeployFailed(Exception):
@@ -60,6 +69,7 @@ class Deployer:
     health: HealthSource
     router: RouterProbe
     logs: InstanceLogs
+    looks: InstanceLooks
     tests: TestRunner
     clock: Clock
     node_is_ready: NodeReady
@@ -308,14 +318,17 @@ class Deployer:
     async def wait_healthy(self, app: str, ids: list[str], *, process: str,
                            policy: dict[str, Any]) -> None:
         """Return once every instance in `ids` has been healthy for `min_healthy_time`;
-        raise DeployFailed at `healthy_deadline` or as soon as one exits."""
+        raise DeployFailed at `healthy_deadline`, as soon as one exits, or once one shows a
+        fault that waiting cannot mend (`paas.controller.unhealthy`) for `CERTAIN_FOR_S`."""
         limit = float(policy.get("healthy_deadline", self.settings.healthy_deadline))
-        deadline = self.clock.now() + limit
+        start = self.clock.now()
+        deadline, next_look = start + limit, start + LOOK_AFTER_S
         min_time = float(policy.get("min_healthy_time", 1.0))
         healthy_since: dict[str, float] = {}
+        faulty_since: dict[str, float] = {}
         while True:
             now = self.clock.now()
-            passing = await self._passing(app, ids, process)
+            passing, outputs = await self._passing(app, ids, process)
             for instance_id in ids:
                 if instance_id in passing:
                     healthy_since.setdefault(instance_id, now)
@@ -325,35 +338,70 @@ class Deployer:
                     now - t >= min_time for t in healthy_since.values()):
                 return
             for instance_id in ids:
-                inst = self.store.get_instance(instance_id)
-                if inst is None:
-                    continue
-                if inst["state"] == "exited" or inst["restarts"]:
-                    restarts = inst["restarts"]
-                    what = ("exited" if not restarts else "crashed and was restarted "
-                            + ("once" if restarts == 1 else f"{restarts} times"))
-                    raise DeployFailed("rollout", f"instance {instance_id} {what}; its log "
-                                       "below says why", await self.logs.tail(instance_id))
-                node = self.store.get_node(inst["node"])
-                if node is None or not self.node_is_ready(node):
-                    raise DeployFailed("rollout", f"node {inst['node']} of instance "
-                                       f"{instance_id} was lost")
+                await self._check_alive(instance_id)
             if now >= deadline:
                 late = [i for i in ids if i not in healthy_since] or ids
+                why = await self._why(app, late[0], outputs.get(late[0], ""), process)
                 raise DeployFailed("rollout", f"instance {late[0]} did not pass its health "
-                                   f"check within {limit:g}s", await self.logs.tail(late[0]))
+                                   f"check within {limit:g}s"
+                                   + (f": {why.sentence}" if why.sentence else ""),
+                                   await self.logs.tail(late[0]))
+            if process == ROUTED_PROCESS and now >= next_look:
+                next_look = now + LOOK_EVERY_S
+                for instance_id in (i for i in ids if i not in healthy_since):
+                    why = await self._why(app, instance_id, outputs.get(instance_id, ""),
+                                          process)
+                    if not why.certain:
+                        faulty_since.pop(instance_id, None)
+                    elif now - faulty_since.setdefault(instance_id, now) >= CERTAIN_FOR_S:
+                        raise DeployFailed("rollout", f"instance {instance_id} cannot pass its "
+                                           f"health check: {why.sentence}",
+                                           await self.logs.tail(instance_id))
             await self.clock.sleep(0.1)
 
-    async def _passing(self, app: str, ids: list[str], process: str) -> set[str]:
+    async def _check_alive(self, instance_id: str) -> None:
+        """Raise DeployFailed if the instance exited, crashed or lost its node."""
+        inst = self.store.get_instance(instance_id)
+        if inst is None:
+            return
+        if inst["state"] == "exited" or inst["restarts"]:
+            restarts = inst["restarts"]
+            what = ("exited" if not restarts else "crashed and was restarted "
+                    + ("once" if restarts == 1 else f"{restarts} times"))
+            raise DeployFailed("rollout", f"instance {instance_id} {what}; its log "
+                               "below says why", await self.logs.tail(instance_id))
+        node = self.store.get_node(inst["node"])
+        if node is None or not self.node_is_ready(node):
+            raise DeployFailed("rollout", f"node {inst['node']} of instance "
+                               f"{instance_id} was lost")
+
+    async def _why(self, app: str, instance_id: str, output: str, process: str) -> Diagnosis:
+        """Why the instance is not healthy yet (a web instance: what it listens on, what its
+        check said); an empty sentence for other process types."""
+        if process != ROUTED_PROCESS:
+            return Diagnosis("", certain=False)
+        inst = self.store.get_instance(instance_id)
+        release = self.store.get_release(app, inst["release"]) if inst else None
+        path = ((release or {}).get("health") or {}).get("path") or "/"
+        seen = await self.looks.look(instance_id)
+        # The node's own Consul agent is current; the catalog's output may lag by minutes.
+        return diagnose(listening=seen.listening, port=CONTAINER_PORT, path=path,
+                        check_output=seen.check_output or output)
+
+    async def _passing(self, app: str, ids: list[str],
+                       process: str) -> tuple[set[str], dict[str, str]]:
+        """The instances of `ids` that pass, and what the failing checks said."""
         if process != ROUTED_PROCESS:
             return {i for i in ids
-                    if (inst := self.store.get_instance(i)) and inst["state"] == "running"}
+                    if (inst := self.store.get_instance(i)) and inst["state"] == "running"}, {}
         try:
             services = await self.health.service_health(app)
         except ConsulUnavailable as exc:
             log.warning("waiting for health: %s", exc)
-            return set()
-        return {s["id"] for s in services if s["status"] == "passing" and s["id"] in ids}
+            return set(), {}
+        mine = [s for s in services if s["id"] in ids]
+        return ({s["id"] for s in mine if s["status"] == "passing"},
+                {s["id"]: s.get("output", "") for s in mine if s["status"] != "passing"})
 
     # --- draining ---------------------------------------------------------------------------
     async def drain(self, dep: dict[str, Any], ids: list[str]) -> None:

@@ -18,7 +18,8 @@ from paas.controller import reconciler, scheduler
 from paas.controller.deployments import Deployments
 from paas.controller.longpoll import AssignmentWaiters
 from paas.controller.metrics import Metrics
-from paas.controller.placement import cluster_view, new_instance_id, placement_request
+from paas.controller.placement import (CONTAINER_PORT, cluster_view, new_instance_id,
+                                       placement_request)
 from paas.controller.store import DeploymentRunning, Store
 from paas.controller.views import deployment_view, require_app, require_node
 from paas.errors import BadRequest, Conflict
@@ -26,7 +27,6 @@ from paas.errors import BadRequest, Conflict
 log = logging.getLogger("paas.controller.nodes")
 
 INSTANCE_STATES = {"pending", "starting", "running", "exited", "missing", "stopping"}
-CONTAINER_PORT = 5000
 
 
 class Heartbeats:

@@ -12,6 +12,7 @@ from paas.controller import scheduler
 from paas.controller.store import Store
 
 NodeReady = Callable[[dict[str, Any]], bool]
+CONTAINER_PORT = 5000  # $PORT inside every instance's container; the agent publishes it
 
 
 def placement_request(app: str, process: str, count: int,

@@ -6,6 +6,7 @@ real implementation beside it:
 | `HealthSource` | which instances pass their health check | the Consul client (`paas.consul`) |
 | `RouterProbe` | wait until the router no longer routes some addresses | `RouterStatus`: the router's `/routes` |
 | `InstanceLogs` | the last lines an instance printed | `AgentLogs`: the agent of its node |
+| `InstanceLooks` | what an instance listens on, what its check said | `AgentLooks`: the agent of its node |
 | `TestRunner` | run the integration test against a control instance | `ContainerTests`: a one-off container |
 | `Clock` | what time it is, and sleeping | `LoopClock`: the event loop's monotonic clock |
 
@@ -17,6 +18,7 @@ ones.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any, Protocol
 
@@ -25,6 +27,8 @@ import aiohttp
 from paas.build.testrunner import TestOutcome, run_integration_test
 from paas.controller.engine import Engine
 from paas.controller.store import Store
+from paas.controller.unhealthy import Look
+from paas.listeners import listeners
 
 log = logging.getLogger("paas.controller.probes")
 
@@ -37,7 +41,7 @@ class Clock(Protocol):
 
 class HealthSource(Protocol):
     async def service_health(self, app: str) -> list[dict[str, Any]]:
-        """`[{"id", "address", "port", "tags", "meta", "status"}]`; raises
+        """`[{"id", "address", "port", "tags", "meta", "status", "output"}]`; raises
         `paas.consul.ConsulUnavailable` when it cannot tell."""
         ...
 
@@ -51,6 +55,12 @@ class RouterProbe(Protocol):
 class InstanceLogs(Protocol):
     async def tail(self, instance_id: str, lines: int = 30) -> str:
         """The last lines the instance printed, or one sentence saying why there are none."""
+        ...
+
+
+class InstanceLooks(Protocol):
+    async def look(self, instance_id: str) -> Look:
+        """What the instance's node sees of its health (an empty Look when it cannot tell)."""
         ...
 
 
@@ -101,31 +111,59 @@ class RouterStatus:
                     self._timeout)
 
 
-class AgentLogs:
-    """An instance's log tail, from `GET <agent_url>/v1/instances/{id}/logs` of its node."""
+class _AgentCall:
+    """A GET of an instance's route on the agent of its node, with the join token."""
 
     def __init__(self, *, store: Store, session: aiohttp.ClientSession, join_token: str) -> None:
         self._store = store
         self._session = session
         self._join_token = join_token
 
-    async def tail(self, instance_id: str, lines: int = 30) -> str:
+    async def _get(self, instance_id: str, route: str,
+                   params: dict[str, str] | None = None) -> tuple[int, str]:
+        """(HTTP status, body) of `GET <agent_url>/v1/instances/{id}/{route}`; raises
+        LookupError when the instance's agent is unknown, and aiohttp's errors or
+        TimeoutError when it does not answer."""
         inst = self._store.get_instance(instance_id)
         node = self._store.get_node(inst["node"]) if inst else None
         if node is None or not node["agent_url"]:
-            return f"(no log for {instance_id}: its node's agent is unknown)"
-        url = f"{node['agent_url']}/v1/instances/{instance_id}/logs"
+            raise LookupError("its node's agent is unknown")
+        async with self._session.get(
+                f"{node['agent_url']}/v1/instances/{instance_id}/{route}", params=params,
+                headers={"Authorization": f"Bearer {self._join_token}"},
+                timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            return resp.status, await resp.text()
+
+
+class AgentLogs(_AgentCall):
+    """An instance's log tail, from `GET <agent_url>/v1/instances/{id}/logs` of its node."""
+
+    async def tail(self, instance_id: str, lines: int = 30) -> str:
         try:
-            async with self._session.get(
-                    url, params={"tail": str(lines)},
-                    headers={"Authorization": f"Bearer {self._join_token}"},
-                    timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                text = await resp.text()
-                if resp.status != 200:
-                    return f"(no log for {instance_id}: agent answered HTTP {resp.status})"
-                return text
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            status, text = await self._get(instance_id, "logs", {"tail": str(lines)})
+        except (LookupError, aiohttp.ClientError, TimeoutError) as exc:
             return f"(no log for {instance_id}: {exc})"
+        if status != 200:
+            return f"(no log for {instance_id}: agent answered HTTP {status})"
+        return text
+
+
+class AgentLooks(_AgentCall):
+    """What an instance's node sees of its health, from `GET <agent_url>/v1/instances/{id}/health`:
+    what its container listens on and what its check said there."""
+
+    async def look(self, instance_id: str) -> Look:
+        try:
+            status, text = await self._get(instance_id, "health")
+            answer = json.loads(text) if status == 200 else None
+        except (LookupError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("how %s looks is unknown: %s", instance_id, exc)
+            return Look()
+        if not isinstance(answer, dict):
+            return Look()
+        raw, check = answer.get("listening"), answer.get("check")
+        return Look(listening=listeners(raw) if answer.get("known") and isinstance(raw, list)
+                    else None, check_output=check if isinstance(check, str) else None)
 
 
 class ContainerTests:

@@ -31,7 +31,8 @@ from paas.controller.engine import Engine
 from paas.controller.longpoll import AssignmentWaiters
 from paas.controller.metrics import Metrics
 from paas.controller.nodes import Heartbeats, Nodes
-from paas.controller.probes import AgentLogs, ContainerTests, LoopClock, RouterStatus
+from paas.controller.probes import (AgentLogs, AgentLooks, ContainerTests, LoopClock,
+                                    RouterStatus)
 from paas.controller.releases import Releases
 from paas.controller.settings import ControllerSettings
 from paas.controller.store import Store
@@ -66,6 +67,7 @@ class Controller:
             router=RouterStatus(session=session, url=settings.router_url,
                                 grace=settings.drain_grace, clock=clock),
             logs=AgentLogs(store=store, session=session, join_token=tokens.join),
+            looks=AgentLooks(store=store, session=session, join_token=tokens.join),
             tests=ContainerTests(engine=engine), clock=clock,
             node_is_ready=heartbeats.is_ready, promote=releases.mark_stable,
             publish=releases.publish)

@@ -4,8 +4,9 @@ The apps are what a newcomer writes from a framework's first page, with no `paas
 `Procfile`: Flask's quickstart (`app = Flask(__name__)` in app.py, `flask` in requirements.txt)
 deploys with `paas deploy DIR --app NAME` and answers through the router (the python stack's
 default start serves it with gunicorn; the default health check is `GET /`). One that cannot
-import and one with nothing to serve each fail fast, exit 4, with the sentence that says why,
-and the app serves on."""
+import, one with nothing to serve, one that listens where the platform cannot reach it (Flask's
+`app.run()`: 127.0.0.1:5000) and one with no home page each fail well before the 60 s health
+deadline, exit 4, with the sentence that says why, and the app serves on."""
 
 from __future__ import annotations
 
@@ -77,6 +78,27 @@ def test_flask_quickstart_deploys_without_paas_toml_and_broken_versions_say_why(
         "hello.py": "print('hi')\n", "requirements.txt": "flask\n"})), "--app", name)
     assert bad.returncode == EXIT_CONTROL, bad.stderr
     assert "paas: nothing to start: the Procfile has no 'web:' line" in bad.stderr, bad.stderr
+
+    # `python app.py` with Flask's app.run(): it listens on 127.0.0.1:5000, inside the container
+    # only. The deploy sees that and fails early, saying where it listens.
+    started = time.monotonic()
+    bad = cli(e2e, tmp_path, "deploy", str(app(tmp_path, "v4", {
+        "app.py": QUICKSTART + '\n\nif __name__ == "__main__":\n    app.run()\n',
+        "requirements.txt": "flask\n", "Procfile": "web: python app.py\n"})), "--app", name)
+    assert bad.returncode == EXIT_CONTROL, bad.stderr
+    assert time.monotonic() - started < 45, bad.stderr
+    assert "cannot pass its health check: it listens on 127.0.0.1:5000, which only its own " \
+           "container can reach; the app must listen on 0.0.0.0:$PORT" in bad.stderr, bad.stderr
+    assert "Running on http://127.0.0.1:5000" in bad.stderr  # Flask's own line, in the log
+
+    # An API with no home page: the default check (GET /) gets a 404, and the sentence says
+    # what to set.
+    bad = cli(e2e, tmp_path, "deploy", str(app(tmp_path, "v5", {
+        "app.py": QUICKSTART.replace('@app.route("/")', '@app.route("/api")'),
+        "requirements.txt": "flask\n"})), "--app", name)
+    assert bad.returncode == EXIT_CONTROL, bad.stderr
+    assert "it answers GET / with 404 NOT FOUND" in bad.stderr, bad.stderr
+    assert "set [health] path in paas.toml" in bad.stderr
 
     assert e2e.get_via_router(name) == (200, "<p>Hello, World!</p>")
     e2e.api.request("DELETE", f"/v1/apps/{name}")

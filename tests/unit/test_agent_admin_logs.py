@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from agent.admin import MAX_LOG_LINES, AgentMetrics, LogQuery, admin_app
+from agent.admin import MAX_LOG_LINES, AgentMetrics, InstanceLook, LogQuery, admin_app
 from agent.driver import ContainerMissing
+from paas.listeners import Listener
 
 IID = "hello-v1-web-1a2b3c"
 
@@ -66,3 +67,29 @@ async def test_a_tail_only_source_refuses_more(client, params):
     resp = await client.get(f"/v1/instances/{IID}/logs", params=params,
                             headers={"Authorization": "Bearer t0k"})
     assert resp.status == 501 and "only tail" in (await resp.json())["error"]
+
+
+async def test_health_needs_the_token_and_says_what_the_node_sees():
+    stopped = "hello-v1-web-5d5d5d"
+
+    async def look(iid: str) -> InstanceLook:
+        if iid == stopped:
+            return InstanceLook(listening=None, check_output=None)
+        if iid != IID:
+            raise ContainerMissing(f"no container {iid}")
+        return InstanceLook(listening=[Listener("127.0.0.1", 5000)],
+                            check_output='Get "http://127.0.0.2:32768/": EOF')
+
+    app = admin_app(metrics=AgentMetrics(), health=lambda: (True, {}), token="t0k", look=look)
+    async with TestClient(TestServer(app)) as c:
+        auth = {"Authorization": "Bearer t0k"}
+        assert (await c.get(f"/v1/instances/{IID}/health")).status == 401
+        resp = await c.get(f"/v1/instances/{IID}/health", headers=auth)
+        assert (resp.status, await resp.json()) == (200, {
+            "known": True, "listening": [{"address": "127.0.0.1", "port": 5000}],
+            "check": 'Get "http://127.0.0.2:32768/": EOF'})
+        resp = await c.get(f"/v1/instances/{stopped}/health", headers=auth)
+        assert await resp.json() == {"known": False, "listening": [], "check": None}
+        assert (await c.get("/v1/instances/hello-v1-web-000000/health",
+                            headers=auth)).status == 404
+        assert (await c.get("/v1/instances/NOT..an..id/health", headers=auth)).status == 400

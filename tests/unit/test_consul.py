@@ -122,6 +122,7 @@ CALLS: dict[str, Call] = {
     "list_kv blocking": lambda c: c.list_kv("paas/routes/", index=5, wait_s=0.01),
     "health": lambda c: c.health("hello", passing=True, tag="live"),
     "agent_services": lambda c: c.agent_services(),
+    "agent_check_output": lambda c: c.agent_check_output("service:hello-v1-web-aaaaaa"),
     "put_kv": lambda c: c.put_kv("paas/apps/hello/stable", "3"),
     "delete_kv": lambda c: c.delete_kv("paas/apps/hello", recurse=True),
     "register_service": lambda c: c.register_service(
@@ -133,8 +134,8 @@ CALLS: dict[str, Call] = {
     "list_routes": lambda c: c.list_routes(),
     "service_health": lambda c: c.service_health("hello"),
 }
-READS = ("list_kv", "list_kv blocking", "health", "agent_services", "list_routes",
-         "service_health")
+READS = ("list_kv", "list_kv blocking", "health", "agent_services", "agent_check_output",
+         "list_routes", "service_health")
 
 FAILURES: dict[str, tuple[bytes | None, tuple[str, ...]]] = {
     # name: (what the fake answers, the calls it breaks)
@@ -236,7 +237,8 @@ def health_row(sid: str, *, address: str = "127.0.0.2", port: int = 32768,
     return {"Node": {"Node": "n1", "Address": "127.0.0.9"},
             "Service": {"ID": sid, "Service": "hello", "Address": address, "Port": port,
                         "Tags": list(tags), "Meta": meta},
-            "Checks": [{"CheckID": f"c{i}", "Status": s} for i, s in enumerate(statuses)]}
+            "Checks": [{"CheckID": f"c{i}", "Status": s, "Output": f"check {i} is {s}"}
+                       for i, s in enumerate(statuses)]}
 
 
 async def test_health_aggregates_checks_and_falls_back_to_the_node_address(
@@ -249,9 +251,9 @@ async def test_health_aggregates_checks_and_falls_back_to_the_node_address(
     ]), index=3)
     answer = await client.health("hello", passing=True, tag="live", index=2, wait_s=5)
     assert answer.index == 3
-    assert [(e.service.id, e.status, e.service.address) for e in answer.value] == [
-        ("a", "passing", "127.0.0.2"), ("b", "warning", "127.0.0.2"),
-        ("c", "critical", "127.0.0.2"), ("d", "passing", "127.0.0.9")]
+    assert [(e.service.id, e.status, e.service.address, e.output) for e in answer.value] == [
+        ("a", "passing", "127.0.0.2", ""), ("b", "warning", "127.0.0.2", "check 1 is warning"),
+        ("c", "critical", "127.0.0.2", "check 0 is warning"), ("d", "passing", "127.0.0.9", "")]
     assert answer.value[3] == HealthEntry(
         Service(id="d", name="hello", address="127.0.0.9", port=32768, tags=("live", "web"),
                 meta={"paas_role": "live"}), "passing")
@@ -268,7 +270,8 @@ async def test_service_health_keeps_the_controllers_shape(fake: FakeConsul,
                                                    meta={"paas_release": "1"})]))
     assert await client.service_health("hello") == [{
         "id": "hello-v1-web-aaaaaa", "address": "127.0.0.2", "port": 32768,
-        "tags": ["live", "web"], "meta": {"paas_release": "1"}, "status": "critical"}]
+        "tags": ["live", "web"], "meta": {"paas_release": "1"}, "status": "critical",
+        "output": "check 0 is critical"}]
     assert "passing" not in fake.requests[-1].query and "index" not in fake.requests[-1].query
 
 
@@ -292,6 +295,17 @@ async def test_routes_are_written_listed_and_deleted(fake: FakeConsul,
                                         kv_row("paas/routes/junk", b"not json"),
                                         kv_row("paas/routes/", None)]))
     assert await client.list_routes() == {"hello": {"app": "hello"}}
+
+
+async def test_agent_check_output_is_the_local_agents(fake: FakeConsul,
+                                                      client: ConsulClient) -> None:
+    fake.answer = http(200, json.dumps({"service:x-1": {
+        "CheckID": "service:x-1", "Status": "critical",
+        "Output": "HTTP GET http://127.0.0.2:32768/: 404 NOT FOUND Output: nope"}}))
+    assert await client.agent_check_output("service:x-1") == \
+        "HTTP GET http://127.0.0.2:32768/: 404 NOT FOUND Output: nope"
+    assert fake.requests[-1].path == "/v1/agent/checks"
+    assert await client.agent_check_output("service:x-2") is None
 
 
 async def test_agent_services_and_registration(fake: FakeConsul, client: ConsulClient) -> None:

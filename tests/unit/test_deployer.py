@@ -23,6 +23,8 @@ from paas.controller.deployments import Deployments
 from paas.controller.metrics import Metrics
 from paas.controller.settings import ControllerSettings
 from paas.controller.store import Store
+from paas.controller.unhealthy import Look
+from paas.listeners import Listener
 from tests.waiting import wait_until_async
 
 APP = "shop"
@@ -65,6 +67,12 @@ class World:
     unrouted: list[tuple[str, frozenset[str]]] = field(default_factory=list)
     crash_when: Callable[["World"], bool] | None = None
     ticks: int = 0
+    listening_of: dict[int, list[Listener]] = field(default_factory=dict)
+    """What the containers of a release listen on (absent: nobody can tell)."""
+    check_output: str = 'Get "http://127.0.0.2:30000/health": EOF'
+    """What a failing check says in the catalog (Consul's health endpoint)."""
+    node_check_output: str | None = None
+    """What it says in the node's own Consul agent (None: the agent could not tell)."""
 
     # --- the agents: converge on the assignments, report in the heartbeat ----------------
     def tick(self) -> None:
@@ -112,8 +120,15 @@ class World:
                 continue  # draining instances are deregistered by their agent
             out.append({"id": inst["id"], "address": NODES[inst["node"]],
                         "port": inst["host_port"], "tags": [inst["role"]], "meta": {},
-                        "status": "passing" if self.passing(inst) else "critical"})
+                        "status": "passing" if self.passing(inst) else "critical",
+                        "output": "" if self.passing(inst) else self.check_output})
         return out
+
+    # --- the agents' view into a container --------------------------------------------------
+    async def look(self, instance_id: str) -> Look:
+        inst = self.store.get_instance(instance_id)
+        return Look(listening=self.listening_of.get(inst["release"]) if inst else None,
+                    check_output=self.node_check_output)
 
     # --- the router -----------------------------------------------------------------------
     async def wait_unrouted(self, app: str, addresses: set[str]) -> None:
@@ -172,7 +187,8 @@ class Harness:
             return {"published": {"image": f"registry:5000/{app}:v{version}"}}
 
         return Deployer(store=self.store, settings=self.settings, health=self.world,
-                        router=self.world, logs=FakeLogs(), tests=self.tests,
+                        router=self.world, logs=FakeLogs(), looks=self.world,
+                        tests=self.tests,
                         clock=FakeClock(self.world),
                         node_is_ready=lambda n: n["name"] not in self.world.down,
                         promote=promote, publish=publish)
@@ -311,6 +327,73 @@ async def test_a_failure_stops_what_it_started_and_keeps_the_old_release(
     assert {i["id"] for i in h.live(1)} == before
     assert [i for i in h.store.list_instances(APP) if i["release"] == 2] == []
     assert h.store.get_app(APP)["live_release"] == 1  # type: ignore[index]
+
+
+# (what v2's containers listen on, check output, seconds to the failure, the reason holds)
+UNHEALTHY = [
+    ([Listener("127.0.0.1", 5000)], None, 10.0,
+     "cannot pass its health check: it listens on 127.0.0.1:5000, which only its own"),
+    ([Listener("0.0.0.0", 8000)], None, 10.0, "it listens on 0.0.0.0:8000, not on $PORT"),
+    ([Listener("0.0.0.0", 5000)], "HTTP GET http://127.0.0.2:30001/health: 404 NOT FOUND "
+     "Output: nope", 10.0, "it answers GET /health with 404 NOT FOUND"),
+    ([], None, 60.0, "did not pass its health check within 60s: nothing in its container"),
+    (None, None, 60.0, 'within 60s: its health check said: Get "http://127.0.0.2:30000'),
+    ([Listener("0.0.0.0", 5000)], None, 60.0, "within 60s: it listens on port 5000, but GET "
+     "/health did not answer"),
+]
+
+
+@pytest.mark.parametrize("listening,output,seconds,reason", UNHEALTHY)
+async def test_an_unhealthy_control_says_why_and_fails_early_when_waiting_cannot_help(
+        h: Harness, listening: list[Listener] | None, output: str | None, seconds: float,
+        reason: str) -> None:
+    await serve(h, 1, 2)
+    h.release(2, healthy_deadline=60)
+    h.world.never_healthy.add(2)
+    if listening is not None:
+        h.world.listening_of[2] = listening
+    if output is not None:
+        h.world.check_output = output
+    began = h.world.now
+    dep = await h.deploy(2, 2)
+    assert (dep["status"], dep["step"]) == ("failed", "control")
+    assert reason in dep["reason"], dep["reason"]
+    assert h.world.now - began == pytest.approx(seconds, abs=0.6)
+    assert dep["log_tail"].startswith("last lines of shop-v2-web")
+    assert len(h.live(1)) == 2
+
+
+async def test_the_nodes_own_check_output_wins_over_the_catalogs_stale_one(h: Harness) -> None:
+    """Consul's catalog keeps a critical check's first (empty) output for minutes; the node's
+    agent has what the check says now."""
+    await serve(h, 1, 2)
+    h.release(2, healthy_deadline=60)
+    h.world.never_healthy.add(2)
+    h.world.listening_of[2] = [Listener("0.0.0.0", 5000)]
+    h.world.check_output = ""
+    h.world.node_check_output = "HTTP GET http://127.0.0.2:30001/health: 404 NOT FOUND Output: x"
+    began = h.world.now
+    dep = await h.deploy(2, 2)
+    assert "it answers GET /health with 404 NOT FOUND" in dep["reason"], dep["reason"]
+    assert h.world.now - began == pytest.approx(10.0, abs=0.6)
+
+
+async def test_a_fault_that_mends_itself_in_time_does_not_fail_the_deploy(h: Harness) -> None:
+    """An app that listens on another port for a few seconds before $PORT (a warm-up) passes."""
+    await serve(h, 1, 2)
+    h.release(2, healthy_deadline=60)
+    h.world.listening_of[2] = [Listener("127.0.0.1", 9000)]
+    h.world.healthy_after = 12.0  # without the mend, the fault fails it at 10 s
+    began = h.world.now
+
+    def mend(world: World) -> bool:  # $PORT opens 7 s in: 2 s of a "certain" fault, not 5
+        if world.now >= began + 7.0:
+            world.listening_of[2] = [Listener("0.0.0.0", 5000)]
+        return False
+
+    h.world.crash_when = mend
+    dep = await h.deploy(2, 2)
+    assert dep["status"] == "succeeded", dep["reason"]
 
 
 async def test_a_rollout_failure_after_the_checks_leaves_the_old_release(h: Harness) -> None:

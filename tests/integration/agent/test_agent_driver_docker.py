@@ -9,8 +9,9 @@ import pytest
 
 from agent.assignments import Assignment, HealthCheck
 from agent.driver import ContainerMissing, DockerDriver, ImageMissing
+from paas.listeners import Listener
 from agent_it import HTTPD, IMAGE, NODE_ADDR, http_get
-from tests.waiting import wait_until
+from tests.waiting import wait_until, wait_until_async
 
 pytestmark = pytest.mark.docker
 
@@ -107,3 +108,33 @@ async def test_recover_sees_only_this_node(driver: DockerDriver, run_id: str) ->
     finally:
         await other.remove(a.id)
         other.close()
+
+
+async def test_listening_reads_the_containers_sockets_from_the_host(driver: DockerDriver) -> None:
+    """What the app listens on is read from the kernel: busybox httpd on every address of
+    $PORT, then a second listener on 127.0.0.1 only, started inside the container."""
+    a = assignment()
+    info = await driver.start(a)
+    wait_until(lambda: http_get(f"http://{NODE_ADDR}:{info.host_port}/")[0] == 200, 20, 0.05,
+               what="httpd answering", ignore=(OSError,))
+    found = await driver.listening(a.id)
+    assert found is not None and [x.port for x in found] == [5000], found
+    assert found[0].everywhere, found
+
+    client = docker.APIClient(base_url=driver.base_url, version="auto")
+    run = client.exec_create(info.container_id, ["busybox", "httpd", "-p", "127.0.0.1:7001"])
+    client.exec_start(run["Id"])
+    client.close()
+
+    async def both() -> list[Listener] | None:
+        seen = await driver.listening(a.id)
+        return seen if seen and len(seen) == 2 else None
+
+    found = await wait_until_async(both, 20, 0.1, what="the second listener")
+    assert {(x.port, x.everywhere) for x in found} == {(5000, True), (7001, False)}, found
+
+    await driver.stop(a.id, timeout_s=1)
+    assert await driver.listening(a.id) is None  # not running: nothing to tell
+    await driver.remove(a.id)
+    with pytest.raises(ContainerMissing):
+        await driver.listening(a.id)
