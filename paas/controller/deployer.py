@@ -111,6 +111,20 @@ class Deployer:
                 self.store.update_deployment(dep_id, status="failed", step="cancelled",
                                              reason="the app was deleted")
             raise
+        except Exception as exc:  # noqa: BLE001 - a bug, or Docker or SQLite failing
+            # No deployment may stay `running` after an error nobody expected: it is recorded
+            # as failed at the step it reached, and what it started is stopped.
+            log.exception("deployment %s of %s failed unexpectedly", dep_id, app)
+            self._fail_unexpectedly(dep, exc)
+
+    def _fail_unexpectedly(self, dep: dict[str, Any], exc: Exception) -> None:
+        try:
+            step = (self.store.get_deployment(dep["id"]) or dep)["step"]
+            self._fail(dep, DeployFailed(step, f"an unexpected error in the {step} step: "
+                                         f"{type(exc).__name__}: {exc}"))
+        except Exception:  # noqa: BLE001 - the store itself is failing
+            log.exception("deployment %s of %s could not be marked failed; it resumes when "
+                          "the controller restarts", dep["id"], dep["app"])
 
     async def _publish(self, dep: dict[str, Any], release: dict[str, Any]) -> dict[str, Any]:
         """With a registry, push the release's image first (once); returns the release."""

@@ -10,6 +10,7 @@ collaborator to fake.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -36,15 +37,20 @@ class Crash(BaseException):
 
 
 class CrashingStore(Store):
-    """The real store, where the process can die right after a step is persisted."""
+    """The real store, where the process can die right after a step is persisted, or SQLite
+    can fail once."""
 
     crash_after_step: str | None = None
+    error_after_step: tuple[str, Exception] | None = None
 
     def update_deployment(self, dep_id: int, **values: Any) -> None:
         super().update_deployment(dep_id, **values)
         if values.get("step") is not None and values.get("step") == self.crash_after_step:
             self.crash_after_step = None
             raise Crash()
+        if self.error_after_step and values.get("step") == self.error_after_step[0]:
+            error, self.error_after_step = self.error_after_step[1], None
+            raise error
 
 
 @dataclass
@@ -153,12 +159,16 @@ class FakeTests:
     outcome: Outcome = Outcome(True, 0, "ok 1 - checkout works\n", "the integration test passed")
     calls: list[dict[str, Any]] = field(default_factory=list)
     crash: bool = False
+    error: Exception | None = None  # raised by the next run (Docker failing, say)
 
     async def run(self, **kwargs: Any) -> Outcome:
         self.calls.append(kwargs)
         if self.crash:
             self.crash = False
             raise Crash()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
         return self.outcome
 
 
@@ -394,6 +404,31 @@ async def test_a_fault_that_mends_itself_in_time_does_not_fail_the_deploy(h: Har
     h.world.crash_when = mend
     dep = await h.deploy(2, 2)
     assert dep["status"] == "succeeded", dep["reason"]
+
+
+def docker_fails(h: Harness) -> None:
+    h.tests.error = RuntimeError("500 Server Error: the Docker engine is shutting down")
+
+
+def sqlite_fails(h: Harness) -> None:
+    h.store.error_after_step = ("rollout", sqlite3.OperationalError("disk I/O error"))
+
+
+@pytest.mark.parametrize("arrange,step,error", [
+    (docker_fails, "test", "RuntimeError: 500 Server Error: the Docker engine is shutting"),
+    (sqlite_fails, "rollout", "OperationalError: disk I/O error"),
+])
+async def test_an_unexpected_error_fails_the_deployment_instead_of_leaving_it_running(
+        h: Harness, arrange: Callable[[Harness], None], step: str, error: str) -> None:
+    await serve(h, 1, 2)
+    before = {i["id"] for i in h.live(1)}
+    h.release(2)
+    arrange(h)
+    dep = await h.deploy(2, 2)
+    assert (dep["status"], dep["step"]) == ("failed", step), dep
+    assert f"an unexpected error in the {step} step: {error}" in dep["reason"]
+    assert {i["id"] for i in h.live(1)} == before
+    assert [i for i in h.store.list_instances(APP) if i["release"] == 2] == []
 
 
 async def test_a_rollout_failure_after_the_checks_leaves_the_old_release(h: Harness) -> None:
