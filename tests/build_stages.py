@@ -16,6 +16,7 @@ import docker.errors
 import pytest
 
 from paas.build import stacks
+from tests.engines import SETUP
 
 
 def remove_build_stages(api: docker.APIClient, stack_names: Iterable[str]) -> None:
@@ -41,14 +42,14 @@ def remove_build_stages(api: docker.APIClient, stack_names: Iterable[str]) -> No
 
 @contextmanager
 def engine_for_run(run: str, stack_names: Iterable[str]) -> Iterator[docker.APIClient]:
-    """A low-level client of the engine for a test module (skipped when there is no engine).
+    """A low-level client of the engine for a test module (it fails when there is no engine).
     When the module ends: the build stages of `stack_names`, then every container and image
     labelled `paas.test-run=<run>` (and the containers of those images), are removed."""
     client = docker.APIClient(version="auto")
     try:
         client.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means there is no engine to test
-        pytest.skip(f"no Docker engine: {exc}")
+        pytest.fail(f"no Docker engine: {exc}; {SETUP}")
     try:
         yield client
     finally:

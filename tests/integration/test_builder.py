@@ -29,6 +29,7 @@ from paas.build.builder import (
     render_dockerfile,
 )
 from tests.waiting import wait_until
+from tests.engines import SETUP
 
 pytestmark = pytest.mark.docker
 HELLO = Path(__file__).resolve().parents[2] / "examples" / "hello"
@@ -40,11 +41,11 @@ def api() -> Iterator[docker.APIClient]:
     try:
         client.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means there is no engine to test
-        pytest.skip(f"no Docker engine: {exc}")
+        pytest.fail(f"no Docker engine: {exc}; {SETUP}")
     try:
         client.inspect_image("paas/busybox:latest")
     except docker.errors.ImageNotFound:
-        pytest.skip("paas/busybox:latest is missing: run stacks/busybox/build.sh")
+        pytest.fail(f"paas/busybox:latest is missing; {SETUP}")
     yield client
     client.close()
 

@@ -104,3 +104,28 @@ def test_the_docker_client_cannot_reach_the_engine() -> None:
 def test_the_marker_lifts_the_guard() -> None:
     assert subprocess.Popen is not GuardedPopen
     assert os.environ.get("DOCKER_HOST") != UNREACHABLE_DOCKER
+
+
+def test_a_test_that_needs_an_engine_fails_without_it_and_never_skips() -> None:
+    """Under `make test` a missing Docker engine or Consul is a broken setup: a skip would turn
+    it green. The modules that need them, and their helpers, call pytest.fail instead."""
+    helpers = [TESTS / "build_stages.py", TESTS / "engines.py"]
+    paths = [*helpers, *(p for p in TESTS.glob("integration/**/*.py")),
+             *(p for p in TESTS.glob("e2e/**/*.py"))]
+    skipping = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in ("skip", "skipif") \
+                    and isinstance(node.value, (ast.Name, ast.Attribute)) \
+                    and ast.unparse(node.value) in ("pytest", "pytest.mark"):
+                skipping.append(f"{path.relative_to(TESTS)}:{node.lineno}")
+    allowed = {f"integration/test_vagrantfile.py:{line}" for line in vagrant_skip_lines()}
+    assert set(skipping) <= allowed, sorted(set(skipping) - allowed)
+
+
+def vagrant_skip_lines() -> list[int]:
+    """test_vagrantfile needs no engine (NEEDS_NO_ENGINE) and runs in the quick suite too,
+    where vagrant may be missing: its skip stays."""
+    path = TESTS / "integration/test_vagrantfile.py"
+    return [n.lineno for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, ast.Attribute) and n.attr == "skipif"]

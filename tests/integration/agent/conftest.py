@@ -8,9 +8,7 @@ service meta) and is removed at the end: exactly those containers, and the Consu
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
-from pathlib import Path
 from typing import Iterator
 
 import docker
@@ -19,6 +17,7 @@ import pytest
 
 from agent_it import CONSUL_ADDR, IMAGE, REPO, http_get
 from tests.waiting import wait_until
+from tests.engines import SETUP, consul_binary
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +32,7 @@ def docker_client(run_id: str) -> Iterator[docker.DockerClient]:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as exc:
-        pytest.skip(f"Docker engine unavailable: {exc}")
+        pytest.fail(f"Docker engine unavailable: {exc}; {SETUP}")
     try:
         client.images.get(IMAGE)
     except docker.errors.ImageNotFound:
@@ -42,13 +41,6 @@ def docker_client(run_id: str) -> Iterator[docker.DockerClient]:
     for c in client.containers.list(all=True, filters={"label": f"paas.localcluster={run_id}"}):
         c.remove(force=True)
     client.close()
-
-
-def consul_binary() -> str:
-    found = shutil.which("consul") or str(REPO / ".local/bin/consul")
-    if not Path(found).exists():
-        pytest.skip("no consul binary (run scripts/setup.sh)")
-    return found
 
 
 @pytest.fixture(scope="session")

@@ -28,19 +28,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.engines import consul_binary
 from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 HOST = "127.0.5.1"
 RUN_ID = uuid.uuid4().hex[:6]
-
-
-def consul_binary() -> str | None:
-    found = shutil.which("consul")
-    if found:
-        return found
-    local = REPO / ".local" / "bin" / "consul"
-    return str(local) if local.exists() else None
 
 
 def free_port(host: str = HOST) -> int:
@@ -121,8 +114,6 @@ class Consul:
 @contextlib.contextmanager
 def run_consul() -> Iterator[Consul]:
     binary = consul_binary()
-    if binary is None:
-        pytest.skip("consul binary not found (PATH or .local/bin/consul)")
     tmp = Path(tempfile.mkdtemp(prefix="paas-router-consul-"))
     http_port = free_port()
     argv = [binary, "agent", "-dev", "-bind", HOST, "-client", HOST,
