@@ -5,6 +5,13 @@ with its own Consul client agent on its own loopback address, and the router.
 process runs in the background in its own session, logs into the cluster's folder, and is
 recorded by PID in `pids.json` so that `down` ends exactly what `up` started. Addresses come
 from a /24 prefix: `<prefix>.1` for the server side, `<prefix>.2`, `.3`, ... for the nodes.
+
+A cluster given a `ledger` folder also records itself there (`<cluster id>.json`: its root,
+image repo, the PID of the process that owns it, and its processes' PIDs) until `down`. A test
+run that was stopped midway never reaches `down`; `clear_leftovers(ledger)` at the start of
+the next run stops what such a cluster left (only clusters whose owner is gone, and only
+processes whose working directory is still that cluster's root, so a reused PID is left
+alone) and removes its containers and images, so the new run does not collide with it.
 """
 
 from __future__ import annotations
@@ -80,6 +87,8 @@ class LocalCluster:
     node_labels: dict[int, dict[str, str]] = field(default_factory=dict)
     registry: bool = False
     """Run a private registry (Debian's docker-registry) that `publish` pushes to."""
+    ledger: Path | None = None
+    """A folder where the running cluster records itself for `clear_leftovers`."""
 
     # --- addresses --------------------------------------------------------------------------
     @property
@@ -135,9 +144,16 @@ class LocalCluster:
             return {}
 
     def _save_pids(self, pids: dict[str, int]) -> None:
-        tmp = self._pidfile.with_suffix(".tmp")
-        tmp.write_text(json.dumps(pids, indent=1))
-        tmp.replace(self._pidfile)
+        _write_json(self._pidfile, pids)
+        if self.ledger is not None:
+            _write_json(self._ledger_entry, {
+                "cluster_id": self.cluster_id, "root": str(self.root.resolve()),
+                "image_repo": self.image_repo, "owner": os.getpid(), "pids": pids})
+
+    @property
+    def _ledger_entry(self) -> Path:
+        assert self.ledger is not None
+        return self.ledger / f"{self.cluster_id}.json"
 
     def _spawn(self, name: str, argv: list[str]) -> int:
         pids = self._pids()
@@ -268,18 +284,7 @@ class LocalCluster:
         if pid is None:
             return
         if _pid_alive(pid):
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                pass
-            deadline = time.monotonic() + timeout
-            while _pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if _pid_alive(pid):
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            _stop_group(pid, first=sig, timeout=timeout)
         try:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
@@ -311,6 +316,64 @@ class LocalCluster:
             self.stop_process(name)
         if remove_containers:
             remove_cluster_containers(self.cluster_id)
+        if self.ledger is not None:
+            self._ledger_entry.unlink(missing_ok=True)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    tmp.replace(path)
+
+
+def _runs_in(pid: int, root: str) -> bool:
+    """Whether process `pid` has `root` as its working directory, as every process `up`
+    starts does (also once the folder was deleted: the kernel then adds " (deleted)")."""
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return False
+    return cwd.removesuffix(" (deleted)") == root
+
+
+def _stop_group(pid: int, *, first: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    """Signal the process group `pid` leads (`first`), SIGKILL it after `timeout`."""
+    for sig in (first, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _pid_alive(pid):
+            return
+
+
+def clear_leftovers(ledger: Path) -> list[str]:
+    """Stop what the clusters recorded in `ledger` left running when their owner died (a test
+    run stopped midway): their processes, containers and images. Returns their ids."""
+    cleared = []
+    for entry in sorted(ledger.glob("*.json")) if ledger.is_dir() else []:
+        try:
+            record = json.loads(entry.read_text())
+            owner, root = int(record["owner"]), str(record["root"])
+            pids = [int(pid) for pid in dict(record["pids"]).values()]
+            cluster_id, image_repo = str(record["cluster_id"]), str(record["image_repo"])
+        except (OSError, ValueError, KeyError, TypeError):
+            entry.unlink(missing_ok=True)  # half-written: nothing can be done with it
+            continue
+        if _pid_alive(owner) and owner != os.getpid():
+            continue  # its run is still going
+        for pid in reversed(pids):
+            if _pid_alive(pid) and _runs_in(pid, root):
+                _stop_group(pid)
+        remove_cluster_containers(cluster_id)
+        remove_cluster_images(image_repo)
+        entry.unlink(missing_ok=True)
+        cleared.append(cluster_id)
+    return cleared
 
 
 def remove_cluster_containers(cluster_id: str) -> int:

@@ -15,12 +15,23 @@ import pytest
 
 from paas.build.context import make_build_context
 from paas.cli.client import Client, Target
-from paas.localcluster import LocalCluster, remove_cluster_images
+from paas.localcluster import LocalCluster, clear_leftovers, remove_cluster_images
 from tests.waiting import wait_until
 
-__all__ = ["E2E", "REPO", "Hammer", "app_dir", "wait_until"]  # what the scenarios import
+# what the scenarios import
+__all__ = ["E2E", "REPO", "Hammer", "app_dir", "new_cluster", "wait_until"]
 
 REPO = Path(__file__).resolve().parents[2]
+LEDGER = REPO / ".local" / "test-clusters"
+"""Where the e2e clusters record themselves, so a run clears what a stopped run left."""
+
+
+def new_cluster(root: Path, **options: Any) -> LocalCluster:
+    """A cluster for a test session, after stopping what an earlier run that never reached
+    its teardown left running (its processes hold the same addresses and ports)."""
+    for cluster_id in clear_leftovers(LEDGER):
+        print(f"cleared cluster {cluster_id}, left running by a test run that was stopped")
+    return LocalCluster(root=root, ledger=LEDGER, **options)
 
 
 class E2E:
@@ -126,8 +137,8 @@ class Hammer:
 
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
-    cluster = LocalCluster(root=tmp_path_factory.mktemp("cluster"), prefix="127.0.1",
-                           nodes=2, cluster_id="e2e" + secrets.token_hex(3))
+    cluster = new_cluster(tmp_path_factory.mktemp("cluster"), prefix="127.0.1", nodes=2,
+                          cluster_id="e2e" + secrets.token_hex(3))
     try:
         cluster.up()
         yield E2E(cluster)

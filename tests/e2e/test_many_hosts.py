@@ -15,18 +15,18 @@ from typing import Any, Iterator
 
 import pytest
 
-from paas.localcluster import LocalCluster, remove_cluster_images
-from tests.e2e.conftest import E2E, REPO, Hammer, app_dir, wait_until
+from paas.localcluster import remove_cluster_images
+from tests.e2e.conftest import E2E, REPO, Hammer, app_dir, new_cluster, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def c3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
-    cluster = LocalCluster(root=tmp_path_factory.mktemp("cluster3"), prefix="127.0.4", nodes=3,
-                           cluster_id="e3" + secrets.token_hex(3),
-                           node_labels={1: {"zone": "a"}, 2: {"zone": "b"}, 3: {"zone": "b"}},
-                           registry=True)
+    cluster = new_cluster(tmp_path_factory.mktemp("cluster3"), prefix="127.0.4", nodes=3,
+                          cluster_id="e3" + secrets.token_hex(3),
+                          node_labels={1: {"zone": "a"}, 2: {"zone": "b"}, 3: {"zone": "b"}},
+                          registry=True)
     try:
         cluster.up()
         e = E2E(cluster)
