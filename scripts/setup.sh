@@ -5,7 +5,7 @@
 #
 #   - Debian packages: docker.io, haproxy, busybox-static, git, wrk and hey (load generators),
 #     vagrant (to validate the Vagrantfile), docker-registry (images on many hosts), mmdebstrap
-#     (the language stacks' images, made from Debian's packages: paas.build.stackimages)
+#     (the language stacks' images, made from Debian's packages: paas.builder.stackimages)
 #   - Consul 1.8 from Debian bullseye (not in bookworm): downloaded through an extra apt
 #     sources list that reuses the mirror already in this machine's apt sources, then
 #     unpacked into .local/bin/ (a consul already on PATH wins)

@@ -15,7 +15,7 @@ import docker
 import docker.errors
 import pytest
 
-from paas.build import stacks
+from paas.builder import stacks
 from tests.engines import SETUP
 
 

@@ -4,7 +4,7 @@ a `git push` (`paas.git.hook`) reuse a release instead of building the same sour
 The rule: the app's latest release is reused when it was built from the same source, unless
 the caller forces a build (`--rebuild`, `git push -o force`). "The same source" is one of the
 source strings that name it (`git:<commit>`, `upload:sha256:...`, see
-`paas.build.context`), or, for a release built from a commit, a commit whose files are the
+`paas.builder.context`), or, for a release built from a commit, a commit whose files are the
 same (`same_files`: a monorepo's other folders, or only the message, changed). Only the
 latest release: a config change makes a new release that copies the source, so an older
 release of the same source carries older config, and deploying it would undo the change.
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from paas.build.context import source_commit
+from paas.builder.context import source_commit
 
 
 def reusable_release(releases: Sequence[dict[str, Any]], *, sources: Collection[str],

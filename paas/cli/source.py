@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from paas.build import stacks
-from paas.build.appconfig import BadAppConfig, build_stack
-from paas.build.context import (BadBuildContext, archive_members, directory_members, git_source,
+from paas.builder import stacks
+from paas.builder.appconfig import BadAppConfig, build_stack
+from paas.builder.context import (BadBuildContext, archive_members, directory_members, git_source,
                                 make_build_context, pack_context, upload_source,
                                 validate_build_context)
 from paas.cli.common import CliError

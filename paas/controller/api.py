@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from paas.build.builder import STACK_LOG_PREFIX
+from paas.builder.builder import STACK_LOG_PREFIX
 from paas.errors import ApiError, BadRequest, Forbidden, Unauthorized
 from paas.names import InvalidName, validate_app_name, validate_node_name
 from paas.controller import logstream

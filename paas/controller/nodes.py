@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from paas.build.appconfig import resources_of
+from paas.builder.appconfig import resources_of
 from paas.controller import reconciler, scheduler
 from paas.controller.deployments import Deployments
 from paas.controller.longpoll import AssignmentWaiters

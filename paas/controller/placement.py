@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 from typing import Any, Callable
 
-from paas.build.appconfig import resources_of
+from paas.builder.appconfig import resources_of
 from paas.controller import scheduler
 from paas.controller.store import Store
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from paas.build.testrunner import TestOutcome, run_integration_test
+from paas.builder.testrunner import TestOutcome, run_integration_test
 from paas.controller.engine import Engine
 from paas.controller.store import Store
 from paas.controller.unhealthy import Look
@@ -168,7 +168,7 @@ class AgentLooks(_AgentCall):
 
 class ContainerTests:
     """The integration test in a one-off container of the release's image
-    (`paas.build.testrunner`), off the event loop."""
+    (`paas.builder.testrunner`), off the event loop."""
 
     def __init__(self, *, engine: Engine) -> None:
         self._engine = engine

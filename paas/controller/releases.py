@@ -15,9 +15,9 @@ from typing import Any
 
 import docker.errors
 
-from paas.build import builder, stackimages, stacks
-from paas.build import context as buildcontext
-from paas.build.appconfig import AppConfig, BadAppConfig, parse_app_config
+from paas.builder import builder, stackimages, stacks
+from paas.builder import context as buildcontext
+from paas.builder.appconfig import AppConfig, BadAppConfig, parse_app_config
 from paas.consul import ConsulClient, ConsulUnavailable
 from paas.controller.engine import Engine
 from paas.controller.metrics import Metrics

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, TextIO
 
-from paas.build.context import git_source, source_commit
+from paas.builder.context import git_source, source_commit
 from paas.cli.buildlog import STACK_HEADER, PhaseLines, build_release
 from paas.cli.client import Client, ClientError, Target
 from paas.cli.common import CliError

@@ -16,7 +16,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from paas.build import stackimages, stacks
+from paas.builder import stackimages, stacks
 from paas.cli.common import EXIT_CONTROL
 from tests.build_stages import remove_build_stages
 from tests.e2e.test_stacks_e2e import cli

@@ -25,7 +25,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from paas.build import stackimages, stacks
+from paas.builder import stackimages, stacks
 from tests.build_stages import remove_build_stages
 from tests.e2e.conftest import REPO, wait_until
 from tests.e2e.test_git_push import GIT_ENV, created_app, git, git_url, push

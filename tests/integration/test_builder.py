@@ -19,8 +19,8 @@ import docker
 import docker.errors
 import pytest
 
-from paas.build.context import BadBuildContext, make_build_context
-from paas.build.builder import (
+from paas.builder.context import BadBuildContext, make_build_context
+from paas.builder.builder import (
     BadImageTag,
     BuildFailed,
     BuilderUnavailable,

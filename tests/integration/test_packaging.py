@@ -35,8 +35,8 @@ from pathlib import Path
 import docker
 
 import paas
-from paas.build.builder import build_image
-from paas.build.context import make_build_context
+from paas.builder.builder import build_image
+from paas.builder.context import make_build_context
 from paas.cli.local import render_init
 from router.plan import plan_changes
 from router.render import RenderOptions, render_config

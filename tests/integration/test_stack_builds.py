@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from paas.build import stackimages, stacks
-from paas.build.builder import STACK_LOG_PREFIX, BuildFailed, build_image
+from paas.builder import stackimages, stacks
+from paas.builder.builder import STACK_LOG_PREFIX, BuildFailed, build_image
 from tests.build_stages import engine_for_run
 from test_builder import get, targz  # the same folder (pytest puts it on sys.path)
 

@@ -27,10 +27,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from paas.build import stackimages, stacks
-from paas.build.builder import STACK_LOG_PREFIX, build_image
-from paas.build.context import make_build_context
-from paas.build.testrunner import run_integration_test
+from paas.builder import stackimages, stacks
+from paas.builder.builder import STACK_LOG_PREFIX, build_image
+from paas.builder.context import make_build_context
+from paas.builder.testrunner import run_integration_test
 from tests.build_stages import engine_for_run
 from test_builder import get  # the same folder (pytest puts it on sys.path)
 

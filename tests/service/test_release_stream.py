@@ -1,7 +1,7 @@
 """`POST /v1/apps/{app}/releases?stream=1`: the build's log as application/x-ndjson, the
 stack phase first when a stack's images are made, then one last object with the release or
 the error; an error before the first line keeps its status. The Docker build is a fake that
-logs as the builder does (`paas.build.builder.build_image` calls `on_log` from a thread)."""
+logs as the builder does (`paas.builder.builder.build_image` calls `on_log` from a thread)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from paas.build import builder
+from paas.builder import builder
 from paas.controller.engine import Engine
 from tests.service.test_api import error_of, tar_gz
 

@@ -1,10 +1,10 @@
-"""paas.build.appconfig: what an app without paas.toml gets, and the health path's rules."""
+"""paas.builder.appconfig: what an app without paas.toml gets, and the health path's rules."""
 
 from __future__ import annotations
 
 import pytest
 
-from paas.build.appconfig import BadAppConfig, parse_app_config
+from paas.builder.appconfig import BadAppConfig, parse_app_config
 
 
 @pytest.mark.parametrize("toml,path", [

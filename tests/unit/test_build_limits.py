@@ -15,8 +15,8 @@ from typing import Any
 import docker.errors
 import pytest
 
-from paas.build.appconfig import BadAppConfig, build_timeout, parse_app_config
-from paas.build.builder import BuildFailed, build_image
+from paas.builder.appconfig import BadAppConfig, build_timeout, parse_app_config
+from paas.builder.builder import BuildFailed, build_image
 
 BASE = "sha256:" + "b" * 64  # paas/busybox:latest, there before every build
 CACHED = "sha256:" + "c" * 64  # a stage of an earlier successful build (warm cache)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from paas.build.context import (
+from paas.builder.context import (
     BadBuildContext,
     ContextLimits,
     archive_members,
@@ -241,7 +241,7 @@ def test_archive_members_repack_to_the_same_context() -> None:
 
 
 def test_the_builder_adds_a_generated_dockerfile_through_the_one_writer() -> None:
-    from paas.build.builder import _with_dockerfile
+    from paas.builder.builder import _with_dockerfile
 
     context = targz(file("Procfile", b"web: ./start.sh\n"), file("start.sh"))
     summary = validate_build_context(context=_with_dockerfile(context, "FROM x\n"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from paas.cli import main as cli
-from paas.build.appconfig import parse_app_config
+from paas.builder.appconfig import parse_app_config
 
 TARGETS = ("assemble", "package", "publish", "publish-deploy", "deploy", "promote")
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import pytest
 
-from paas.build.testrunner import TestOutcome as Outcome
+from paas.builder.testrunner import TestOutcome as Outcome
 from paas.consul import ConsulUnavailable
 from paas.controller.deployer import Deployer
 from paas.controller.deployments import Deployments

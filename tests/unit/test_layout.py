@@ -127,8 +127,8 @@ def test_no_import_crosses_a_forbidden_line() -> None:
     ("agent.daemon", "paas.names", True),
     ("agent.daemon", "paas.controller.store", False),
     ("router.render", "paas.templating", True),
-    ("paas.build.builder", "paas.controller.store", False),
-    ("paas.controller.releases", "paas.build.builder", True),
+    ("paas.builder.builder", "paas.controller.store", False),
+    ("paas.controller.releases", "paas.builder.builder", True),
     ("paas.names", "paas.controller.store", False),
 ])
 def test_the_rules_read_from_the_table(source: str, target: str, ok: bool) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from paas.build import builder, stacks
-from paas.build.appconfig import BadAppConfig, build_stack, parse_app_config
-from paas.build.context import BadBuildContext
+from paas.builder import builder, stacks
+from paas.builder.appconfig import BadAppConfig, build_stack, parse_app_config
+from paas.builder.context import BadBuildContext
 
 GOOD_TOML = """name = "{name}"
 version = "1"

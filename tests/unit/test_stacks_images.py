@@ -11,7 +11,7 @@ from typing import Any
 import docker.errors
 import pytest
 
-from paas.build import builder, stackimages, stacks
+from paas.builder import builder, stackimages, stacks
 
 
 class FakeApi:

@@ -20,7 +20,7 @@ Defaults (documented in README):
 | `[process.NAME] memory` | `128` (MB reserved per instance, and the container's limit) |
 | `[process.NAME] strategy` | `spread` for web, `binpack` for other process types |
 | `[process.NAME] constraints` | none: a table of node labels, e.g. `{ zone = "a" }` |
-| `[build] stack` | none: the stack is detected (`paas.build.stacks`) |
+| `[build] stack` | none: the stack is detected (`paas.builder.stacks`) |
 | `[build] timeout` | `600` s (wall clock; from 10 s to 4 h): a longer build is stopped |
 """
 

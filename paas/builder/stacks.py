@@ -12,7 +12,7 @@ A stack is a folder, not code (README, "Languages"). Each holds:
 Detection, in this order (`detect`): a `Dockerfile` wins; else `paas.toml` `[build] stack`;
 else the first stack of `DETECT_ORDER` whose `detect` file is at the root; else a lone Procfile
 means busybox; else one sentence naming what was looked for. Images are built by
-`paas.build.stackimages`.
+`paas.builder.stackimages`.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from typing import Any
 
 import docker.errors
 
-from paas.build.stacks import DETECT_ORDER, Stack, load_stacks
+from paas.builder.stacks import DETECT_ORDER, Stack, load_stacks
 
 SUITE = "bookworm"
 LABEL_STACK, LABEL_VERSION, LABEL_DIGEST = "paas.stack", "paas.stack.version", "paas.stack.digest"

@@ -1,9 +1,9 @@
 """The package step of a deploy: build an app's image `paas/<app>:v<N>` from its build context.
 
-`build_image` validates the context (see `paas.build.context`), picks the app's stack
-(`paas.build.stacks.detect`: a Dockerfile wins, else `paas.toml` `[build] stack`, else a
+`build_image` validates the context (see `paas.builder.context`), picks the app's stack
+(`paas.builder.stacks.detect`: a Dockerfile wins, else `paas.toml` `[build] stack`, else a
 manifest, else a lone Procfile means busybox), makes the stack's images on first use
-(`paas.build.stackimages`, its log lines streamed to `on_log` prefixed with `STACK_LOG_PREFIX`),
+(`paas.builder.stackimages`, its log lines streamed to `on_log` prefixed with `STACK_LOG_PREFIX`),
 renders the stack's `Dockerfile.j2` into the context, and drives the Docker engine's classic
 builder through docker-py's low-level `APIClient.build`, streaming each log line to the caller.
 A build whose stack fetches nothing, or whose dependencies are all vendored
@@ -38,9 +38,9 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
-from paas.build import stackimages, stacks
-from paas.build.appconfig import DEFAULT_BUILD_TIMEOUT_S, BadAppConfig, build_stack
-from paas.build.context import (BadBuildContext, archive_members, pack_context,
+from paas.builder import stackimages, stacks
+from paas.builder.appconfig import DEFAULT_BUILD_TIMEOUT_S, BadAppConfig, build_stack
+from paas.builder.context import (BadBuildContext, archive_members, pack_context,
                                 validate_build_context)
 
 DEFAULT_STACK = stacks.FALLBACK
