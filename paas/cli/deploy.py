@@ -103,10 +103,11 @@ def note_lines(lines: list[str]) -> None:
 
 
 def package(api: Client, app: str, directory: Path, *, from_head: bool = False,
-            rebuild: bool = False) -> tuple[dict[str, Any], bool]:
-    """Assemble and build (or reuse the latest release of the same source). Returns the
-    release and whether it was reused."""
-    assembled = assemble_for(directory, from_head=from_head)
+            rebuild: bool = False, assembled: Assembled | None = None
+            ) -> tuple[dict[str, Any], bool]:
+    """Assemble (unless `assembled` is given) and build, or reuse the latest release of the
+    same source. Returns the release and whether it was reused."""
+    assembled = assembled or assemble_for(directory, from_head=from_head)
     note(phase_header("assemble", describe(assembled)))
     release = reusable(api, app, assembled, rebuild=rebuild)
     if release is not None:
@@ -239,11 +240,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     app = app_name(args.app)
     api = client(args)
     started = time.monotonic()
+    # The source first: a directory that cannot be assembled leaves no new app behind.
+    assembled = None if args.version else assemble_for(Path(args.dir), from_head=args.from_head)
     view = get_app(api, app, create=True)
     if args.version:
         version, reused = parse_version(args.version), True
     else:
-        release, reused = package_args(api, app, args)
+        release, reused = package(api, app, Path(args.dir), rebuild=args.rebuild,
+                                  assembled=assembled)
         version = release["version"]
     publish(api, app, version)
     if args.hostname is not None:

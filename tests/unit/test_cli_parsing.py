@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 
 import pytest
 
@@ -257,3 +258,16 @@ def test_an_unexpected_error_is_one_sentence_too(monkeypatch, capsys):
     monkeypatch.setenv("PAAS_DEBUG", "1")
     with pytest.raises(KeyError):
         cli.main(["nodes"])
+
+
+def test_deploy_assembles_before_it_creates_the_app(tmp_path, capsys):
+    """A source that cannot be assembled (a git repository with no commit yet) is refused
+    before any request: no new, empty app is left behind. The URL answers nothing."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "app.py").write_text("print('hi')\n")
+    code = cli.main(["--url", "http://127.0.0.1:9", "--token", "t", "deploy", str(tmp_path),
+                     "--app", "fresh"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "nothing is committed in the git repository" in err, err
+    assert "created" not in err and "127.0.0.1:9" not in err, err
