@@ -68,6 +68,15 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Host:
+    """A machine of the cluster other than this one's default: the argv prefix that runs a
+    process there (e.g. `nsenter --net=/var/run/netns/NAME`) and its Docker engine's URL."""
+
+    enter: tuple[str, ...] = ()
+    docker_url: str = ""
+
+
 @dataclass
 class LocalCluster:
     """Where and how a local cluster runs. `prefix` is the first three octets."""
@@ -89,6 +98,10 @@ class LocalCluster:
     """Run a private registry (Debian's docker-registry) that `publish` pushes to."""
     ledger: Path | None = None
     """A folder where the running cluster records itself for `clear_leftovers`."""
+    hosts: dict[int, Host] = field(default_factory=dict)
+    """Where each machine's processes run: 0 is the server (Consul server, controller,
+    registry, router), n is node n (its Consul client and agent). A machine not listed is
+    this one, on this machine's Docker engine."""
 
     # --- addresses --------------------------------------------------------------------------
     @property
@@ -155,10 +168,20 @@ class LocalCluster:
         assert self.ledger is not None
         return self.ledger / f"{self.cluster_id}.json"
 
+    def _host_of(self, name: str) -> Host:
+        """The machine a process of the cluster runs on (see `hosts`)."""
+        node = name.rsplit("-", 1)[1] if name.startswith(("agent-node-", "consul-node-")) else 0
+        return self.hosts.get(int(node), Host())
+
+    def _docker_url_args(self, host: int) -> list[str]:
+        url = self.hosts.get(host, Host()).docker_url
+        return ["--docker-url", url] if url else []
+
     def _spawn(self, name: str, argv: list[str]) -> int:
         pids = self._pids()
         if name in pids and _pid_alive(pids[name]):
             return pids[name]
+        argv = [*self._host_of(name).enter, *argv]
         log_dir = self.root / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -208,7 +231,7 @@ class LocalCluster:
                 "--consul-url", self.consul_url, "--router-url", self.router_admin_url,
                 "--domain", self.domain, "--cluster", self.cluster_id,
                 "--image-repo", self.image_repo, "--registry", self.registry_address,
-                "--node-down-after", str(self.node_down_after)]
+                "--node-down-after", str(self.node_down_after), *self._docker_url_args(0)]
 
     def _registry_argv(self) -> list[str]:
         config = self.root / "registry.yml"
@@ -228,7 +251,7 @@ class LocalCluster:
                 "--consul-url", f"http://{self.node_ip(n)}:8500",
                 "--cluster", self.cluster_id, "--cpu", str(self.node_cpu),
                 "--memory-mb", str(self.node_memory_mb),
-                "--admin-port", str(self.agent_admin_port),
+                "--admin-port", str(self.agent_admin_port), *self._docker_url_args(n),
                 *[arg for k, v in sorted(self.node_labels.get(n, {}).items())
                   for arg in ("--label", f"{k}={v}")]]
 
