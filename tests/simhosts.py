@@ -214,7 +214,18 @@ def _teardown(switch: str, hosts: list[str], root: Path) -> None:
     for name in [*hosts, switch]:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
     # The gateway's root-namespace end goes with its peer in the switch namespace.
+    _unmount_below(root)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _unmount_below(root: Path) -> None:
+    """Lazily unmount what an engine left mounted under `root` (its network namespace's bind
+    mount in the exec root, say), deepest first, so the folder can go."""
+    prefix = str(root.resolve()) + "/"
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 def clear_leftovers() -> list[str]:
