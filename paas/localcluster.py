@@ -21,13 +21,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from paas import machines
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -173,15 +174,16 @@ class LocalCluster:
         node = name.rsplit("-", 1)[1] if name.startswith(("agent-node-", "consul-node-")) else 0
         return self.hosts.get(int(node), Host())
 
-    def _docker_url_args(self, host: int) -> list[str]:
-        url = self.hosts.get(host, Host()).docker_url
-        return ["--docker-url", url] if url else []
-
-    def _spawn(self, name: str, argv: list[str]) -> int:
+    def _spawn(self, name: str) -> int:
         pids = self._pids()
         if name in pids and _pid_alive(pids[name]):
             return pids[name]
-        argv = [*self._host_of(name).enter, *argv]
+        process = self._process(name)
+        for folder in process.dirs:
+            folder.mkdir(parents=True, exist_ok=True)
+        for path, text in process.files.items():
+            path.write_text(text)
+        argv = [*self._host_of(name).enter, *process.argv]
         log_dir = self.root / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -195,7 +197,7 @@ class LocalCluster:
 
     @property
     def registry_address(self) -> str:
-        return f"{self.server_ip}:5000" if self.registry else ""
+        return self.server().registry_address
 
     def process_names(self) -> list[str]:
         names = ["consul-server", *(["registry"] if self.registry else []), "controller"]
@@ -207,59 +209,35 @@ class LocalCluster:
         pids = self._pids()
         return {name: name in pids and _pid_alive(pids[name]) for name in self.process_names()}
 
-    # --- argv of each daemon ----------------------------------------------------------------
-    def _consul_server_argv(self) -> list[str]:
-        # A real (one-node) server with a data dir, not -dev: a restarted server keeps its
-        # catalog and KV, as in production.
-        data = self.root / "consul-server"
-        data.mkdir(parents=True, exist_ok=True)
-        return [find_consul(), "agent", "-server", "-bootstrap-expect", "1", "-ui=false",
-                "-hcl", "performance { raft_multiplier = 1 }",
-                "-data-dir", str(data), "-node", f"{self.cluster_id}-server",
-                "-bind", self.server_ip, "-client", self.server_ip, "-log-level", "warn"]
+    # --- what each machine runs (paas.machines, shared with `paas host install`) -----------
+    def server(self) -> machines.Server:
+        return machines.Server(
+            address=self.server_ip, state_dir=self.root, cluster=self.cluster_id,
+            domain=self.domain, image_repo=self.image_repo, registry=self.registry,
+            docker_url=self.hosts.get(0, Host()).docker_url, http_port=self.http_port,
+            controller_port=self.controller_port, router_admin_port=self.router_admin_port,
+            node_down_after=self.node_down_after, consul=find_consul(),
+            docker_registry=shutil.which("docker-registry") or "/usr/bin/docker-registry")
 
-    def _consul_client_argv(self, n: int) -> list[str]:
-        data = self.root / f"consul-{self.node_name(n)}"
-        data.mkdir(parents=True, exist_ok=True)
-        return [find_consul(), "agent", "-node", f"{self.cluster_id}-{self.node_name(n)}",
-                "-data-dir", str(data), "-bind", self.node_ip(n), "-client", self.node_ip(n),
-                "-retry-join", self.server_ip, "-log-level", "warn"]
+    def node(self, n: int) -> machines.Node:
+        return machines.Node(
+            name=self.node_name(n), address=self.node_ip(n), server=self.server_ip,
+            state_dir=self.root, join_token_file=self.data_dir / "join.token",
+            cluster=self.cluster_id, docker_url=self.hosts.get(n, Host()).docker_url,
+            cpu=self.node_cpu, memory_mb=self.node_memory_mb, admin_port=self.agent_admin_port,
+            controller_port=self.controller_port, labels=self.node_labels.get(n, {}),
+            consul=find_consul())
 
-    def _controller_argv(self) -> list[str]:
-        return [sys.executable, "-m", "paas.controller.server", "--data-dir", str(self.data_dir),
-                "--host", self.server_ip, "--port", str(self.controller_port),
-                "--consul-url", self.consul_url, "--router-url", self.router_admin_url,
-                "--domain", self.domain, "--cluster", self.cluster_id,
-                "--image-repo", self.image_repo, "--registry", self.registry_address,
-                "--node-down-after", str(self.node_down_after), *self._docker_url_args(0)]
-
-    def _registry_argv(self) -> list[str]:
-        config = self.root / "registry.yml"
-        config.write_text(
-            "version: 0.1\n"
-            "storage:\n"
-            f"  filesystem:\n    rootdirectory: {self.root / 'registry-data'}\n"
-            "  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.registry_address}\n")
-        return [shutil.which("docker-registry") or "/usr/bin/docker-registry", "serve",
-                str(config)]
-
-    def _agent_argv(self, n: int) -> list[str]:
-        return [sys.executable, "-m", "agent.main", "--node", self.node_name(n),
-                "--address", self.node_ip(n), "--controller-url", self.controller_url,
-                "--join-token-file", str(self.data_dir / "join.token"),
-                "--consul-url", f"http://{self.node_ip(n)}:8500",
-                "--cluster", self.cluster_id, "--cpu", str(self.node_cpu),
-                "--memory-mb", str(self.node_memory_mb),
-                "--admin-port", str(self.agent_admin_port), *self._docker_url_args(n),
-                *[arg for k, v in sorted(self.node_labels.get(n, {}).items())
-                  for arg in ("--label", f"{k}={v}")]]
-
-    def _router_argv(self) -> list[str]:
-        return [sys.executable, "-m", "router.main", "--consul-url", self.consul_url,
-                "--listen-host", self.server_ip, "--listen-port", str(self.http_port),
-                "--admin-host", self.server_ip, "--admin-port", str(self.router_admin_port),
-                "--state-dir", str(self.root / "router")]
+    def _process(self, name: str) -> machines.Process:
+        """The named process of the cluster, as its machine runs it."""
+        if name.startswith(("agent-node-", "consul-node-")):
+            found = machines.node_processes(self.node(int(name.rsplit("-", 1)[1])))
+        else:
+            found = machines.server_processes(self.server())
+        for process in found:
+            if process.name == name:
+                return process
+        raise ClusterError(f"no process named {name!r} in the cluster")
 
     # --- up and down ------------------------------------------------------------------------
     def _wait(self, what: str, check: Any, timeout: float = 30.0) -> None:
@@ -281,20 +259,20 @@ class LocalCluster:
     def up(self) -> None:
         """Start whatever is not running yet and wait until each part answers."""
         self.root.mkdir(parents=True, exist_ok=True)
-        self._spawn("consul-server", self._consul_server_argv())
+        self._spawn("consul-server")
         self._wait("consul server", lambda: self._consul_leader(self.consul_url))
         if self.registry:
-            self._spawn("registry", self._registry_argv())
+            self._spawn("registry")
             self._wait("registry", lambda: _http_ok(f"http://{self.registry_address}/v2/"))
-        self._spawn("controller", self._controller_argv())
+        self._spawn("controller")
         self._wait("controller", lambda: _http_ok(self.controller_url + "/healthz"))
         for n in range(1, self.nodes + 1):
-            self._spawn(f"consul-{self.node_name(n)}", self._consul_client_argv(n))
+            self._spawn(f"consul-{self.node_name(n)}")
         for n in range(1, self.nodes + 1):
             url = f"http://{self.node_ip(n)}:8500"
             self._wait(f"consul agent of {self.node_name(n)}", lambda u=url: self._consul_leader(u))
-            self._spawn(f"agent-{self.node_name(n)}", self._agent_argv(n))
-        self._spawn("router", self._router_argv())
+            self._spawn(f"agent-{self.node_name(n)}")
+        self._spawn("router")
         self._wait("router", lambda: _http_ok(self.router_admin_url + "/healthz"))
         for n in range(1, self.nodes + 1):
             self._wait(f"agent of {self.node_name(n)}", lambda n=n: _http_ok(
@@ -317,20 +295,9 @@ class LocalCluster:
 
     def start_process(self, name: str) -> None:
         """(Re)start one named process of the cluster."""
-        if name == "consul-server":
-            self._spawn(name, self._consul_server_argv())
-        elif name == "controller":
-            self._spawn(name, self._controller_argv())
-        elif name == "router":
-            self._spawn(name, self._router_argv())
-        elif name == "registry" and self.registry:
-            self._spawn(name, self._registry_argv())
-        elif name.startswith("agent-node-"):
-            self._spawn(name, self._agent_argv(int(name.rsplit("-", 1)[1])))
-        elif name.startswith("consul-node-"):
-            self._spawn(name, self._consul_client_argv(int(name.rsplit("-", 1)[1])))
-        else:
+        if name not in self.process_names():
             raise ClusterError(f"no process named {name!r} in the cluster")
+        self._spawn(name)
 
     def down(self, *, remove_containers: bool = True) -> None:
         """Stop every process `up` started (in reverse order) and remove the cluster's

@@ -168,7 +168,9 @@ def test_json_output_parses(paas, deployed):
     instances = paas.json("ps", app)
     assert len([i for i in instances if i["role"] == "live"]) == 2
     assert [r["name"] for r in paas.json("releases", app)] == ["v1"]
-    events = paas.json("events", app, "--deployment", "1")
+    # Deployment ids count across the cluster's apps: take this app's first one.
+    first = paas.json("events", app)[0]["deployment_id"]
+    events = paas.json("events", app, "--deployment", str(first))
     assert {e["step"] for e in events} >= {"control", "test", "rollout", "finish"}
     assert paas.json("git-remote", app)["url"].endswith(f"/git/{app}.git")
 

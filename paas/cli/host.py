@@ -1,0 +1,195 @@
+"""`paas host install`: make this machine a server or a node of a cluster on a team's own
+machines, with systemd units that run what `paas.machines` says the machine runs.
+
+Run `scripts/setup.sh` first (Docker, Consul, HAProxy, this package); then, as root:
+
+    paas host install --role server --address 10.0.0.1
+    paas host install --role node --name node-1 --address 10.0.0.2 --server 10.0.0.1 \\
+        --join-token "$(ssh 10.0.0.1 cat /var/lib/paas/controller/join.token)"
+
+It writes, under `--root` (default `/`; another folder stages the files for review):
+`etc/systemd/system/paas-<process>.service` for each process, the join token of a node
+(`<state dir>/join.token`, mode 0600), and `etc/docker/daemon.json` with the server's registry
+among `insecure-registries` (it is plain HTTP on the cluster's private network; its other keys
+are kept). With `--root /` it then reloads systemd, restarts Docker if its configuration
+changed, and enables and starts the units (`--no-start` leaves that to you). Running it again
+rewrites the same files: it is safe to repeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from paas import machines
+from paas.cli.common import EXIT_OK, CliError, emit, note, output_flags
+from paas.names import InvalidName, validate_node_name
+
+STATE_DIR = Path("/var/lib/paas")
+UNITS = Path("etc/systemd/system")
+DOCKER_CONFIG = Path("etc/docker/daemon.json")
+
+
+def _address(text: str, flag: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise CliError(f"{flag} must be an IP address of this machine's network, not "
+                       f"{text[:60]!r}", code=2) from None
+
+
+def _under(root: Path, path: Path) -> Path:
+    return root / path.relative_to("/") if path.is_absolute() else root / path
+
+
+def _consul(given: str | None) -> str:
+    if given:
+        return given
+    from paas.localcluster import ClusterError, find_consul
+
+    try:
+        return find_consul()
+    except ClusterError:
+        raise CliError("consul is not installed on this machine",
+                       hint="run scripts/setup.sh first, or name it with --consul") from None
+
+
+def plan(args: argparse.Namespace) -> tuple[list[machines.Process], str, Path | None]:
+    """The machine's processes, the registry its engine pulls from, and a node's join-token
+    file (None for the server)."""
+    address = _address(args.address, "--address")
+    state = Path(args.state_dir)
+    if args.role == "server":
+        server = machines.Server(address=address, state_dir=state, domain=args.domain,
+                                 registry=True, consul=_consul(args.consul),
+                                 python=sys.executable)
+        return machines.server_processes(server), server.registry_address, None
+    if not args.server:
+        raise CliError("a node needs --server, the server machine's address", code=2)
+    if not args.join_token:
+        raise CliError("a node needs --join-token, the server's "
+                       f"{STATE_DIR / 'controller' / 'join.token'}", code=2)
+    try:
+        name = validate_node_name(args.name or "")
+    except InvalidName as exc:
+        raise CliError(f"--name: {exc}", code=2) from None
+    labels = {}
+    for item in args.label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--label must be KEY=VALUE, not {item[:60]!r}", code=2)
+        labels[key] = value
+    server_address = _address(args.server, "--server")
+    node = machines.Node(name=name, address=address, server=server_address, state_dir=state,
+                         join_token_file=state / "join.token", cpu=args.cpu,
+                         memory_mb=args.memory_mb, labels=labels, consul=_consul(args.consul),
+                         python=sys.executable)
+    registry = f"{server_address}:{machines.REGISTRY_PORT}"
+    return machines.node_processes(node), registry, node.join_token_file
+
+
+def docker_config(current: str, registry: str) -> str:
+    """daemon.json with `registry` among its insecure registries, every other key kept."""
+    try:
+        config: dict[str, Any] = json.loads(current) if current.strip() else {}
+    except ValueError:
+        raise CliError("etc/docker/daemon.json is not valid JSON; fix or remove it first",
+                       code=2) from None
+    if not isinstance(config, dict):
+        raise CliError("etc/docker/daemon.json must hold a JSON object", code=2)
+    registries = list(config.get("insecure-registries") or [])
+    if registry not in registries:
+        registries.append(registry)
+    return json.dumps({**config, "insecure-registries": registries}, indent=2) + "\n"
+
+
+def cmd_host_install(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    processes, registry, token_file = plan(args)
+    config = _under(root, DOCKER_CONFIG)
+    before = config.read_text() if config.exists() else ""
+    after = docker_config(before, registry)  # checked before anything is written
+    written = []
+    units = _under(root, UNITS)
+    units.mkdir(parents=True, exist_ok=True)
+    for i, process in enumerate(processes):
+        path = units / machines.unit_name(process)
+        path.write_text(machines.systemd_unit(process, after=processes[:i],
+                                              working_dir=Path(args.state_dir)))
+        written.append(str(path))
+    state = _under(root, Path(args.state_dir))
+    state.mkdir(parents=True, exist_ok=True)
+    if token_file is not None:
+        token = _under(root, token_file)
+        token.write_text(args.join_token.strip() + "\n")
+        token.chmod(0o600)
+        written.append(str(token))
+    if after != before:
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(after)
+        written.append(str(config))
+    started = False
+    if root == Path("/") and not args.no_start:
+        _start([machines.unit_name(p) for p in processes], docker_changed=after != before)
+        started = True
+    for path in written:
+        note(f"  wrote {path}")
+    names = [machines.unit_name(p) for p in processes]
+    emit(args, {"role": args.role, "units": names, "written": written, "started": started},
+         lambda: f"{args.role} installed: {', '.join(names)}"
+                 + (" enabled and started" if started else
+                    f" written under {root} (start them with: systemctl daemon-reload && "
+                    f"systemctl enable --now {' '.join(names)})"))
+    return EXIT_OK
+
+
+def _start(units: list[str], *, docker_changed: bool) -> None:
+    if os.geteuid() != 0:
+        raise CliError("installing units needs root", hint="run it with sudo, or stage the "
+                       "files with --root DIR")
+    steps = [["systemctl", "daemon-reload"]]
+    if docker_changed:
+        steps.append(["systemctl", "restart", "docker"])
+    steps.append(["systemctl", "enable", "--now", *units])
+    for argv in steps:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise CliError(f"{' '.join(argv)} failed: "
+                           f"{(done.stderr or done.stdout).strip()[:300]}")
+
+
+def add_parsers(sub: Any) -> None:
+    host = sub.add_parser("host", help="install this machine as a server or node of a cluster",
+                          description=__doc__.split("\n\n")[0])
+    actions = host.add_subparsers(dest="host_action", metavar="ACTION", required=True)
+    p = actions.add_parser("install", parents=[output_flags()],
+                           help="write (and start) the systemd units of a server or a node",
+                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--role", choices=("server", "node"), required=True)
+    p.add_argument("--address", required=True,
+                   help="this machine's address on the cluster's private network")
+    p.add_argument("--server", help="node: the server machine's address")
+    p.add_argument("--name", help="node: its name, e.g. node-1")
+    p.add_argument("--join-token", help="node: the server's join token")
+    p.add_argument("--cpu", type=float, default=2.0, help="node: cores for apps (default 2)")
+    p.add_argument("--memory-mb", type=int, default=4096,
+                   help="node: memory for apps in MB (default 4096)")
+    p.add_argument("--label", action="append", metavar="KEY=VALUE",
+                   help="node: a label for placement constraints (repeatable)")
+    p.add_argument("--domain", default="localhost",
+                   help="server: apps are served at <app>.<domain> (default localhost)")
+    p.add_argument("--state-dir", default=str(STATE_DIR),
+                   help=f"where the machine keeps its state (default {STATE_DIR})")
+    p.add_argument("--root", default="/",
+                   help="write under this folder instead of / (stages the files; nothing starts)")
+    p.add_argument("--consul", help="the consul binary the units run (default: the one "
+                   "scripts/setup.sh installed)")
+    p.add_argument("--no-start", action="store_true",
+                   help="write the files but do not start anything")
+    p.set_defaults(func=cmd_host_install)

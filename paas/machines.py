@@ -1,0 +1,172 @@
+"""What each machine of a cluster runs, in one place: the server's processes (Consul server,
+registry, controller, router) and a node's (its Consul client agent, the node agent), as argv
+lists, and the systemd units that run them on a team's own machines.
+
+Both ways of running a cluster read it: `paas up` (`paas.localcluster`) starts these argv lists
+as background processes, and `paas host install` (`paas.cli.host`) writes them into systemd
+units. So the simulated machines of the end-to-end suite (tests/e2e/test_real_hosts.py) run the
+very commands a real machine's units run.
+
+A machine keeps its state in one folder (`state_dir`; `/var/lib/paas` when installed):
+`consul-server/` or `consul-<node>/` (Consul's data), `controller/` (the SQLite store and the
+admin and join tokens), `router/`, `registry.yml` and `registry-data/`.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONSUL_PORT = 8500
+REGISTRY_PORT = 5000
+
+
+@dataclass(frozen=True)
+class Process:
+    """One long-running process of a machine."""
+
+    name: str  # consul-server, registry, controller, router, consul-<node>, agent-<node>
+    argv: tuple[str, ...]
+    description: str
+    dirs: tuple[Path, ...] = ()  # folders it needs made first
+    files: Mapping[Path, str] = field(default_factory=dict)  # files it needs written first
+
+
+@dataclass(frozen=True, kw_only=True)
+class Server:
+    """The server machine: where the API, the routes and the images live."""
+
+    address: str
+    state_dir: Path
+    cluster: str = "local"
+    domain: str = "localhost"
+    image_repo: str = "paas"
+    registry: bool = False
+    docker_url: str = ""  # the engine builds run on ("" = this machine's default)
+    http_port: int = 8080
+    controller_port: int = 7070
+    router_admin_port: int = 7072
+    node_down_after: float = 6.0
+    consul: str = "consul"
+    python: str = sys.executable
+    docker_registry: str = "/usr/bin/docker-registry"
+
+    @property
+    def consul_url(self) -> str:
+        return f"http://{self.address}:{CONSUL_PORT}"
+
+    @property
+    def controller_url(self) -> str:
+        return f"http://{self.address}:{self.controller_port}"
+
+    @property
+    def router_admin_url(self) -> str:
+        return f"http://{self.address}:{self.router_admin_port}"
+
+    @property
+    def registry_address(self) -> str:
+        return f"{self.address}:{REGISTRY_PORT}" if self.registry else ""
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "controller"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Node:
+    """A machine that runs app instances."""
+
+    name: str
+    address: str
+    server: str  # the server machine's address
+    state_dir: Path
+    join_token_file: Path
+    cluster: str = "local"
+    docker_url: str = ""
+    cpu: float = 2.0
+    memory_mb: int = 4096
+    admin_port: int = 7071
+    controller_port: int = 7070
+    labels: Mapping[str, str] = field(default_factory=dict)
+    consul: str = "consul"
+    python: str = sys.executable
+
+
+def _engine(docker_url: str) -> tuple[str, ...]:
+    return ("--docker-url", docker_url) if docker_url else ()
+
+
+def server_processes(s: Server) -> list[Process]:
+    """The server's processes, in the order they start."""
+    consul_data = s.state_dir / "consul-server"
+    # A real (one-node) server with a data dir, not -dev: a restarted server keeps its catalog
+    # and KV.
+    found = [Process("consul-server", (
+        s.consul, "agent", "-server", "-bootstrap-expect", "1", "-ui=false",
+        "-hcl", "performance { raft_multiplier = 1 }", "-data-dir", str(consul_data),
+        "-node", f"{s.cluster}-server", "-bind", s.address, "-client", s.address,
+        "-log-level", "warn"), "Consul server of the PaaS", dirs=(consul_data,))]
+    if s.registry:
+        config = s.state_dir / "registry.yml"
+        found.append(Process("registry", (s.docker_registry, "serve", str(config)),
+                             "image registry of the PaaS", files={config: (
+                                 "version: 0.1\nstorage:\n  filesystem:\n"
+                                 f"    rootdirectory: {s.state_dir / 'registry-data'}\n"
+                                 "  delete:\n    enabled: true\n"
+                                 f"http:\n  addr: {s.registry_address}\n")}))
+    found.append(Process("controller", (
+        s.python, "-m", "paas.controller.server", "--data-dir", str(s.data_dir),
+        "--host", s.address, "--port", str(s.controller_port), "--consul-url", s.consul_url,
+        "--router-url", s.router_admin_url, "--domain", s.domain, "--cluster", s.cluster,
+        "--image-repo", s.image_repo, "--registry", s.registry_address,
+        "--node-down-after", str(s.node_down_after), *_engine(s.docker_url)),
+        "PaaS controller"))
+    found.append(Process("router", (
+        s.python, "-m", "router.main", "--consul-url", s.consul_url,
+        "--listen-host", s.address, "--listen-port", str(s.http_port),
+        "--admin-host", s.address, "--admin-port", str(s.router_admin_port),
+        "--state-dir", str(s.state_dir / "router")), "PaaS router (HAProxy)"))
+    return found
+
+
+def node_processes(n: Node) -> list[Process]:
+    """A node's processes, in the order they start."""
+    consul_data = n.state_dir / f"consul-{n.name}"
+    return [
+        Process(f"consul-{n.name}", (
+            n.consul, "agent", "-node", f"{n.cluster}-{n.name}", "-data-dir", str(consul_data),
+            "-bind", n.address, "-client", n.address, "-retry-join", n.server,
+            "-log-level", "warn"), f"Consul client agent of PaaS node {n.name}",
+            dirs=(consul_data,)),
+        Process(f"agent-{n.name}", (
+            n.python, "-m", "agent.main", "--node", n.name, "--address", n.address,
+            "--controller-url", f"http://{n.server}:{n.controller_port}",
+            "--join-token-file", str(n.join_token_file),
+            "--consul-url", f"http://{n.address}:{CONSUL_PORT}", "--cluster", n.cluster,
+            "--cpu", str(n.cpu), "--memory-mb", str(n.memory_mb),
+            "--admin-port", str(n.admin_port), *_engine(n.docker_url),
+            *[arg for k, v in sorted(n.labels.items()) for arg in ("--label", f"{k}={v}")]),
+            f"PaaS node agent {n.name}"),
+    ]
+
+
+def unit_name(process: Process) -> str:
+    return f"paas-{process.name}.service"
+
+
+def systemd_unit(process: Process, *, after: Sequence[Process] = (),
+                 working_dir: Path | None = None) -> str:
+    """The systemd unit that runs `process` on a machine, after the units of `after`."""
+    deps = " ".join(["network-online.target", "docker.service",
+                     *(unit_name(p) for p in after)])
+    lines = [
+        "# Written by `paas host install`; run it again to change it.",
+        "[Unit]", f"Description={process.description}", f"Wants={deps}", f"After={deps}", "",
+        "[Service]", f"ExecStart={shlex.join(process.argv)}",
+        *([f"WorkingDirectory={working_dir}"] if working_dir else []),
+        "Restart=always", "RestartSec=2", "", "[Install]", "WantedBy=multi-user.target", "",
+    ]
+    return "\n".join(lines)

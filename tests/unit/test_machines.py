@@ -1,0 +1,120 @@
+"""paas.machines and `paas host install`: what a server and a node run, the systemd units
+that run it, and the files the install writes (staged under --root, nothing started)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from paas import machines
+from paas.cli import main as cli
+
+STATE = Path("/var/lib/paas")
+
+
+def server(**kw) -> machines.Server:
+    return machines.Server(address="10.0.0.1", state_dir=STATE, consul="/usr/bin/consul",
+                           python="/opt/paas/bin/python", **kw)
+
+
+def test_the_server_runs_consul_the_registry_the_controller_and_the_router_in_order() -> None:
+    procs = machines.server_processes(server(registry=True, docker_url="unix:///x.sock"))
+    assert [p.name for p in procs] == ["consul-server", "registry", "controller", "router"]
+    consul, registry, controller, router = procs
+    assert consul.argv[:3] == ("/usr/bin/consul", "agent", "-server")
+    assert ("-bind", "10.0.0.1") == consul.argv[consul.argv.index("-bind"):][:2]
+    assert consul.dirs == (STATE / "consul-server",)
+    assert "addr: 10.0.0.1:5000" in registry.files[STATE / "registry.yml"]
+    args = dict(zip(controller.argv[3::2], controller.argv[4::2]))
+    assert args["--registry"] == "10.0.0.1:5000" and args["--docker-url"] == "unix:///x.sock"
+    assert args["--data-dir"] == str(STATE / "controller")
+    assert ("--listen-host", "10.0.0.1") == router.argv[router.argv.index("--listen-host"):][:2]
+    assert "registry" not in [p.name for p in machines.server_processes(server())]
+    assert "--docker-url" not in machines.server_processes(server())[1].argv
+
+
+def test_a_node_runs_its_consul_client_and_its_agent() -> None:
+    node = machines.Node(name="node-2", address="10.0.0.3", server="10.0.0.1", state_dir=STATE,
+                         join_token_file=STATE / "join.token", labels={"zone": "b"},
+                         consul="consul", python="python3")
+    consul, agent = machines.node_processes(node)
+    assert consul.name == "consul-node-2" and "-retry-join" in consul.argv
+    assert consul.argv[consul.argv.index("-retry-join") + 1] == "10.0.0.1"
+    args = dict(zip(agent.argv[3::2], agent.argv[4::2]))
+    assert args["--controller-url"] == "http://10.0.0.1:7070"
+    assert args["--consul-url"] == "http://10.0.0.3:8500" and args["--label"] == "zone=b"
+
+
+def test_a_unit_runs_the_argv_after_what_it_needs() -> None:
+    procs = machines.server_processes(server())
+    unit = machines.systemd_unit(procs[1], after=procs[:1], working_dir=STATE)
+    lines = unit.splitlines()
+    assert "After=network-online.target docker.service paas-consul-server.service" in lines
+    assert "ExecStart=/opt/paas/bin/python -m paas.controller.server --data-dir " \
+           "/var/lib/paas/controller --host 10.0.0.1" in unit
+    assert "Restart=always" in lines and "WantedBy=multi-user.target" in lines
+    assert f"WorkingDirectory={STATE}" in lines
+
+
+def test_host_install_stages_units_a_token_and_the_registry_for_docker(tmp_path, capsys) -> None:
+    docker_config = tmp_path / "etc/docker/daemon.json"
+    docker_config.parent.mkdir(parents=True)
+    docker_config.write_text('{"log-driver": "json-file"}')
+    code = cli.main(["host", "install", "--role", "node", "--name", "node-1",
+                     "--address", "10.0.0.2", "--server", "10.0.0.1", "--join-token", "s3cret",
+                     "--label", "zone=a", "--consul", "/usr/bin/consul", "--root",
+                     str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    units = sorted(p.name for p in (tmp_path / "etc/systemd/system").iterdir())
+    assert units == ["paas-agent-node-1.service", "paas-consul-node-1.service"]
+    token = tmp_path / "var/lib/paas/join.token"
+    assert token.read_text() == "s3cret\n" and stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert json.loads(docker_config.read_text()) == {
+        "log-driver": "json-file", "insecure-registries": ["10.0.0.1:5000"]}
+    assert "written under" in capsys.readouterr().out
+    # Again: the same files, the registry listed once.
+    assert cli.main(["host", "install", "--role", "node", "--name", "node-1", "--address",
+                     "10.0.0.2", "--server", "10.0.0.1", "--join-token", "s3cret",
+                     "--consul", "/usr/bin/consul", "--root", str(tmp_path)]) == 0
+    assert json.loads(docker_config.read_text())["insecure-registries"] == ["10.0.0.1:5000"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd is not here")
+def test_the_units_pass_systemd_analyze_verify(tmp_path) -> None:
+    assert cli.main(["host", "install", "--role", "server", "--address", "10.0.0.1",
+                     "--consul", "/bin/true", "--root", str(tmp_path)]) == 0
+    units = sorted((tmp_path / "etc/systemd/system").glob("*.service"))
+    done = subprocess.run(["systemd-analyze", "verify", *map(str, units)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["--role", "node", "--address", "10.0.0.2"], "a node needs --server"),
+    (["--role", "node", "--address", "10.0.0.2", "--server", "10.0.0.1"], "--join-token"),
+    (["--role", "node", "--address", "10.0.0.2", "--server", "10.0.0.1", "--join-token", "t",
+      "--name", "Node One"], "--name:"),
+    (["--role", "server", "--address", "my-box"], "--address must be an IP address"),
+    (["--role", "node", "--address", "10.0.0.2", "--server", "10.0.0.1", "--join-token", "t",
+      "--name", "n1", "--label", "zone"], "--label must be KEY=VALUE"),
+])
+def test_bad_input_is_one_sentence_and_writes_nothing(tmp_path, capsys, argv, says) -> None:
+    assert cli.main(["host", "install", *argv, "--consul", "/usr/bin/consul",
+                     "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_broken_docker_config_is_refused(tmp_path, capsys) -> None:
+    (tmp_path / "etc/docker").mkdir(parents=True)
+    (tmp_path / "etc/docker/daemon.json").write_text("{not json")
+    assert cli.main(["host", "install", "--role", "server", "--address", "10.0.0.1",
+                     "--consul", "/usr/bin/consul", "--root", str(tmp_path)]) == 2
+    assert "daemon.json is not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "etc/systemd").exists(), "nothing is written on bad input"
