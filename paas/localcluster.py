@@ -162,7 +162,8 @@ class LocalCluster:
         if self.ledger is not None:
             _write_json(self._ledger_entry, {
                 "cluster_id": self.cluster_id, "root": str(self.root.resolve()),
-                "image_repo": self.image_repo, "owner": os.getpid(), "pids": pids})
+                "image_repo": self.image_repo, "owner": os.getpid(),
+                "owner_started": process_started(os.getpid()), "pids": pids})
 
     @property
     def _ledger_entry(self) -> Path:
@@ -317,6 +318,22 @@ def _write_json(path: Path, value: Any) -> None:
     tmp.replace(path)
 
 
+def process_started(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, /proc/<pid>/stat field 22), None
+    when it is gone: with its PID, it names one process even after the PID is reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def owner_alive(record: dict[str, Any]) -> bool:
+    """Whether the process that recorded a ledger entry (`owner`, `owner_started`) runs."""
+    owner = int(record["owner"])
+    return _pid_alive(owner) and process_started(owner) == record.get("owner_started")
+
+
 def _runs_in(pid: int, root: str) -> bool:
     """Whether process `pid` has `root` as its working directory, as every process `up`
     starts does (also once the folder was deleted: the kernel then adds " (deleted)")."""
@@ -348,14 +365,15 @@ def clear_leftovers(ledger: Path) -> list[str]:
     for entry in sorted(ledger.glob("*.json")) if ledger.is_dir() else []:
         try:
             record = json.loads(entry.read_text())
-            owner, root = int(record["owner"]), str(record["root"])
+            root = str(record["root"])
             pids = [int(pid) for pid in dict(record["pids"]).values()]
             cluster_id, image_repo = str(record["cluster_id"]), str(record["image_repo"])
+            running = owner_alive(record)
         except (OSError, ValueError, KeyError, TypeError):
             entry.unlink(missing_ok=True)  # half-written: nothing can be done with it
             continue
-        if _pid_alive(owner) and owner != os.getpid():
-            continue  # its run is still going
+        if running:
+            continue  # its run (this one, or another going on) still owns it
         for pid in reversed(pids):
             if _pid_alive(pid) and _runs_in(pid, root):
                 _stop_group(pid)

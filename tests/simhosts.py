@@ -35,6 +35,8 @@ from pathlib import Path
 
 import docker
 
+from paas.localcluster import owner_alive, process_started
+
 REPO = Path(__file__).resolve().parents[1]
 LEDGER = REPO / ".local" / "test-simhosts"
 SUBNET = "198.18.0"
@@ -168,8 +170,8 @@ class SimNetwork:
     def _record(self) -> None:
         LEDGER.mkdir(parents=True, exist_ok=True)
         (LEDGER / f"{self.run}.json").write_text(json.dumps({
-            "owner": os.getpid(), "switch": self.switch, "hosts": self.host_names(),
-            "root": str(self.root)}))
+            "owner": os.getpid(), "owner_started": process_started(os.getpid()),
+            "switch": self.switch, "hosts": self.host_names(), "root": str(self.root)}))
 
     def down(self) -> None:
         _teardown(self.switch, self.host_names(), self.root)
@@ -234,13 +236,13 @@ def clear_leftovers() -> list[str]:
     for entry in sorted(LEDGER.glob("*.json")) if LEDGER.is_dir() else []:
         try:
             record = json.loads(entry.read_text())
-            owner = int(record["owner"])
             switch, hosts, root = str(record["switch"]), list(record["hosts"]), record["root"]
+            running = owner_alive(record)
         except (OSError, ValueError, KeyError, TypeError):
             entry.unlink(missing_ok=True)
             continue
-        if _alive(owner) and owner != os.getpid():
-            continue
+        if running:
+            continue  # its run (this one, or another going on) still owns it
         _teardown(switch, [str(h) for h in hosts], Path(root))
         entry.unlink(missing_ok=True)
         cleared.append(entry.stem)

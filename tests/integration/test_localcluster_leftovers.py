@@ -1,16 +1,17 @@
 """A test run stopped midway leaves its cluster running; the next run clears it by its ledger
-entry (paas.localcluster.clear_leftovers), and leaves alone what is not that cluster's."""
+entry (paas.localcluster.clear_leftovers), and leaves alone what is not that cluster's, or
+what a run still going owns (this one included)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from paas.localcluster import LocalCluster, _pid_alive, clear_leftovers
+from paas import machines
+from paas.localcluster import LocalCluster, _pid_alive, clear_leftovers, process_started
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.docker  # it removes the cluster's containers with `docker`
@@ -22,38 +23,54 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def test_a_cluster_whose_owner_died_is_cleared_and_nothing_else(tmp_path: Path) -> None:
-    ledger = tmp_path / "ledger"
-    cluster = LocalCluster(root=tmp_path / "c1", cluster_id="leftover1", ledger=ledger)
+def stand_in(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> int:
+    """A `sleep` spawned as the cluster's Consul server (in the cluster's root, as `up` does)."""
+    monkeypatch.setattr(cluster, "_process", lambda name: machines.Process(
+        name, ("sleep", "300"), "a stand-in"))
     cluster.root.mkdir()
-    worker = cluster._spawn("consul-server", ["sleep", "300"])  # stands in for a daemon
+    return cluster._spawn("consul-server")
+
+
+def test_a_cluster_whose_owner_died_is_cleared_and_nothing_else(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ledger = tmp_path / "ledger"
+    mine = LocalCluster(root=tmp_path / "c1", cluster_id="leftover1", ledger=ledger)
+    worker = stand_in(mine, monkeypatch)
     entry = ledger / "leftover1.json"
     record = json.loads(entry.read_text())
-    assert record["owner"] == os.getpid() and record["pids"] == {"consul-server": worker}
+    assert record["pids"] == {"consul-server": worker}
 
-    # Its owner still runs (this very process): nothing is touched.
     other = LocalCluster(root=tmp_path / "c2", cluster_id="leftover2", ledger=ledger)
-    other.root.mkdir()
-    survivor = other._spawn("controller", ["sleep", "300"])
+    survivor = stand_in(other, monkeypatch)
+    alive_owner = subprocess.Popen(["sleep", "300"])  # another run, still going
     entry2 = ledger / "leftover2.json"
-    alive_owner = subprocess.Popen(["sleep", "300"])
-    record2 = json.loads(entry2.read_text())
-    entry2.write_text(json.dumps({**record2, "owner": alive_owner.pid}))
-    # A PID of the record that is now another process (not in the cluster's root) stays.
+    entry2.write_text(json.dumps({**json.loads(entry2.read_text()), "owner": alive_owner.pid,
+                                  "owner_started": process_started(alive_owner.pid)}))
     stranger = subprocess.Popen(["sleep", "300"], cwd=tmp_path)
-    entry.write_text(json.dumps({**record, "owner": dead_pid(),
-                                 "pids": {"consul-server": worker, "router": stranger.pid}}))
     try:
+        # This very run owns leftover1: nothing is touched.
+        assert clear_leftovers(ledger) == []
+        assert _pid_alive(worker) and entry.exists()
+
+        # Its owner gone, leftover1's process is stopped; a PID of its record that is now
+        # another process (outside the cluster's root) is spared; leftover2's owner runs.
+        entry.write_text(json.dumps({**record, "owner": dead_pid(),
+                                     "pids": {"consul-server": worker,
+                                              "router": stranger.pid}}))
         assert clear_leftovers(ledger) == ["leftover1"]
         wait_until(lambda: not _pid_alive(worker), 10, what="the leftover process stopped")
         assert not entry.exists()
         assert _pid_alive(stranger.pid), "a reused PID outside the cluster's root was stopped"
         assert _pid_alive(survivor) and entry2.exists(), "a live run's cluster was cleared"
+
+        # An owner PID that now names another process (its start time differs) is dead.
+        entry2.write_text(json.dumps({**json.loads(entry2.read_text()), "owner_started": 1}))
+        assert clear_leftovers(ledger) == ["leftover2"]
+        wait_until(lambda: not _pid_alive(survivor), 10, what="leftover2 stopped")
     finally:
         for proc in (stranger, alive_owner):
             proc.kill()
             proc.wait()
         other.down(remove_containers=False)
-        cluster.down(remove_containers=False)
-    assert not entry2.exists()  # down() takes the cluster out of the ledger
+        mine.down(remove_containers=False)
     assert clear_leftovers(tmp_path / "no-ledger") == []
