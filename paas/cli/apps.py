@@ -19,8 +19,8 @@ from typing import Any
 from paas.cli.common import (EXIT_OK, EXIT_USAGE, CliError, add_app_argument, age, app_name,
                              client, emit, mask, parse_duration, remote_flags, table, the_app)
 from paas.cli.deploy import wait
-from paas.cli.follow import EventPrinter
-from paas.cli.client import Client, ClientError
+from paas.apiclient.follow import EventPrinter
+from paas.apiclient.client import Client, ClientError
 
 CONFIG_ACTIONS = ("get", "set", "unset")
 

@@ -19,11 +19,11 @@ from typing import Any
 from paas.cli.common import (EXIT_BUILD, EXIT_INTERRUPTED, EXIT_OK, EXIT_PUBLISH, EXIT_USAGE,
                              CliError, add_app_argument, app_name, client, emit, human_size,
                              note, output_flags, parse_version, remote_flags, the_app, warn)
-from paas.cli.buildlog import STACK_HEADER, PhaseLines, build_release
-from paas.cli.follow import EventPrinter, failure, follow, phase_header
-from paas.cli.source import Assembled, assemble, same_tree, write_context
-from paas.cli.client import Client, ClientError
-from paas.cli.reuse import reusable_release
+from paas.apiclient.buildlog import STACK_HEADER, PhaseLines, build_release
+from paas.apiclient.follow import EventPrinter, failure, follow, phase_header
+from paas.apiclient.source import Assembled, assemble, same_tree, write_context
+from paas.apiclient.client import Client, ClientError
+from paas.apiclient.reuse import reusable_release
 
 BUILD_TIMEOUT_S = 1800.0
 
@@ -66,7 +66,7 @@ def assemble_for(directory: Path, *, from_head: bool = False) -> Assembled:
 def reusable(api: Client, app: str, assembled: Assembled, *,
              rebuild: bool = False) -> dict[str, Any] | None:
     """The release to reuse instead of building `assembled`, by the one rule
-    (`paas.cli.reuse`): the latest, when built from the same source (so `make package
+    (`paas.apiclient.reuse`): the latest, when built from the same source (so `make package
     deploy` does not build the same commit twice), unless `rebuild`."""
     commit = assembled.commit if assembled.source else None  # the files are that commit's
     return reusable_release(

@@ -16,7 +16,7 @@ from typing import Any
 from paas import templating
 from paas.cli.common import EXIT_OK, EXIT_USAGE, CliError, app_name, emit, note, output_flags
 from paas.cli.deploy import package, wait
-from paas.cli.client import (Client, Target, cluster_root, forget_login, normalise_url,
+from paas.apiclient.client import (Client, Target, cluster_root, forget_login, normalise_url,
                              paas_home, save_login)
 from paas.names import InvalidName, validate_app_name
 

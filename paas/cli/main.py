@@ -19,7 +19,7 @@ from typing import Sequence
 from paas.cli import apps as cli_apps, deploy as cli_deploy, local as cli_local
 from paas.cli import host as cli_host, stacks as cli_stacks
 from paas.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError, remote_flags
-from paas.cli.client import ClientError
+from paas.apiclient.client import ClientError
 
 EPILOG = """\
 The controller: --url/--token, else PAAS_URL/PAAS_TOKEN, else 'paas login', else the local

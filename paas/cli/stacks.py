@@ -13,7 +13,7 @@ from typing import Any
 
 from paas.cli.common import (EXIT_BUILD, EXIT_OK, CliError, age, client, emit, note,
                              remote_flags, table)
-from paas.cli.client import ClientError
+from paas.apiclient.client import ClientError
 
 BUILD_TIMEOUT_S = 1800.0
 

@@ -9,15 +9,15 @@ objects, which `git archive` reads. Every line printed reaches the pusher at onc
 `remote:` line. The phases, as the design names them:
 
 1. assemble — the commit's files as `paas assemble --from-head` packs them
-   (`paas.cli.source.commit_context`: `git archive`, the same bytes for the same commit);
+   (`paas.apiclient.source.commit_context`: `git archive`, the same bytes for the same commit);
 2. package — `POST /v1/apps/<app>/releases?source=git:<sha>&stream=1` (its log followed
    live: a `stack` phase when a stack's images are made on first use, then the build's
-   steps; `paas.cli.buildlog`), unless the app's latest release
+   steps; `paas.apiclient.buildlog`), unless the app's latest release
    was built from that commit or one with the same files (then it is reused, and deployed
-   only when it is not live), the same rule as `paas package` (`paas.cli.reuse`); the push
+   only when it is not live), the same rule as `paas package` (`paas.apiclient.reuse`); the push
    option `force` (`git push -o force`) builds a new release anyway;
 3. deploy — `POST /v1/apps/<app>/deployments` at the app's current scale; its events
-   (control, test, rollout, finish) are printed as they happen (`paas.cli.follow`), then a
+   (control, test, rollout, finish) are printed as they happen (`paas.apiclient.follow`), then a
    one-line summary.
 
 The deploy branch is `paas.branch` in the repository's config, else `main`, else `master`
@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, TextIO
 
 from paas.builder.context import git_source, source_commit
-from paas.cli.buildlog import STACK_HEADER, PhaseLines, build_release
-from paas.cli.client import Client, ClientError, Target
-from paas.cli.common import CliError
-from paas.cli.follow import StillRunning, follow
-from paas.cli.reuse import reusable_release
-from paas.cli.source import commit_context, same_tree
+from paas.apiclient.buildlog import STACK_HEADER, PhaseLines, build_release
+from paas.apiclient.client import Client, ClientError, Target
+from paas.apiclient.errors import CliError
+from paas.apiclient.follow import StillRunning, follow
+from paas.apiclient.reuse import reusable_release
+from paas.apiclient.source import commit_context, same_tree
 
 ENV_URL = "PAAS_GIT_URL"
 ENV_TOKEN = "PAAS_GIT_TOKEN"

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import pytest
 
 from paas.builder.context import make_build_context
-from paas.cli.client import Client, Target
+from paas.apiclient.client import Client, Target
 from paas.localcluster import LocalCluster, clear_leftovers, remove_cluster_images
 from tests.waiting import wait_until
 

@@ -22,7 +22,7 @@ import pytest
 
 from paas.cli import main as cli
 from paas.cli.common import EXIT_BUILD, EXIT_TEST
-from paas.cli.client import ClientError
+from paas.apiclient.client import ClientError
 from tests.e2e.conftest import REPO, app_dir, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

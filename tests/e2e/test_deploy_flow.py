@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from paas.cli.client import ClientError
+from paas.apiclient.client import ClientError
 from tests.e2e.conftest import REPO, Hammer, app_dir, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from paas.cli.client import ClientError
+from paas.apiclient.client import ClientError
 from tests.e2e.conftest import REPO, Hammer, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

@@ -1,5 +1,5 @@
 """`paas package` follows the build's log (`POST .../releases?stream=1`, application/x-ndjson,
-`paas.cli.buildlog`): a `stack` phase only when the stack's images are made, the package
+`paas.apiclient.buildlog`): a `stack` phase only when the stack's images are made, the package
 phase's Step lines, and the outcome; an error in the stream is the same sentence and exit 3
 as a plain 422. The controller is a fake HTTP server on 127.0.0.1."""
 
@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pytest
 
 from paas.cli import main as cli
-from paas.cli.buildlog import PhaseLines
+from paas.apiclient.buildlog import PhaseLines
 from tests.fakehttp import serving
 from tests.unit.test_cli_client import send_json
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from paas.cli import main as cli
-from paas.cli.client import ClientError, Target, load_login, resolve_target, save_login
+from paas.apiclient.client import ClientError, Target, load_login, resolve_target, save_login
 from tests.fakehttp import serving
 
 TOKEN = "good-token"

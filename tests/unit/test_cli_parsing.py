@@ -15,8 +15,8 @@ from paas.cli.common import (EXIT_BUILD, EXIT_CONTROL, EXIT_ERROR, EXIT_FINISH, 
                              EXIT_ROLLOUT, EXIT_TEST, EXIT_USAGE, CliError, exit_code_for_step,
                              mask, parse_duration, parse_version, the_app)
 from paas.cli.deploy import parse_counts
-from paas.cli.follow import EventPrinter, StillRunning, failure, follow
-from paas.cli.client import ClientError
+from paas.apiclient.follow import EventPrinter, StillRunning, failure, follow
+from paas.apiclient.client import ClientError
 
 
 def parse(*argv: str) -> argparse.Namespace:

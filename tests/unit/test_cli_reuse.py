@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from paas.cli.reuse import reusable_release
+from paas.apiclient.reuse import reusable_release
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
 UPLOAD = "upload:sha256:0123456789abcdef"

@@ -14,7 +14,7 @@ import pytest
 
 from paas.cli import main as cli
 from paas.cli.common import CliError
-from paas.cli.source import assemble, same_tree
+from paas.apiclient.source import assemble, same_tree
 
 GIT_ID = ["-c", "user.name=test", "-c", "user.email=test@example.invalid",
           "-c", "commit.gpgsign=false"]

@@ -12,8 +12,8 @@ from typing import Any, Iterator
 import pytest
 
 from paas.git import hook as githook
-from paas.cli.client import Client, ClientError, Target
-from paas.cli.source import commit_context
+from paas.apiclient.client import Client, ClientError, Target
+from paas.apiclient.source import commit_context
 from paas.git.hook import (
     HookError,
     Out,

@@ -136,3 +136,17 @@ def test_the_rules_read_from_the_table(source: str, target: str, ok: bool) -> No
     src, dst = layout.unit(source), layout.unit(target)
     assert src is not None and dst is not None
     assert (dst in layout.allowed(src)) is ok
+
+
+def test_the_controller_daemon_does_not_load_the_cli() -> None:
+    """The git hook shares the API client with the CLI (`paas/apiclient/`), not the CLI
+    itself, so the controller, which mounts the git endpoint, never imports a `paas.cli`
+    module."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, paas.controller.server, paas.git.hook; "
+         "print(' '.join(sorted(m for m in sys.modules if m.startswith('paas.cli'))))"],
+        capture_output=True, text=True, cwd=REPO, timeout=60, check=True)
+    assert done.stdout.strip() == "", done.stdout

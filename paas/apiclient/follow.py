@@ -14,8 +14,8 @@ import sys
 import time
 from typing import Any, Callable, TextIO
 
-from paas.cli.common import CliError, exit_code_for_step
-from paas.cli.client import Client
+from paas.apiclient.errors import CliError, exit_code_for_step
+from paas.apiclient.client import Client
 
 PHASES = {
     "pending": "waiting to start",

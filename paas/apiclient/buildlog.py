@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from paas.cli.client import Client, ClientError
+from paas.apiclient.client import Client, ClientError
 
 STACK_HEADER = "making the stack's images: first use only, cached after"
 _STEP_RE = re.compile(r"^Step \d+/\d+ : ")

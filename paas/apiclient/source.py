@@ -31,7 +31,7 @@ from paas.builder.appconfig import BadAppConfig, build_stack
 from paas.builder.context import (BadBuildContext, archive_members, directory_members, git_source,
                                 make_build_context, pack_context, upload_source,
                                 validate_build_context)
-from paas.cli.common import CliError
+from paas.apiclient.errors import CliError
 
 GIT_TIMEOUT_S = 60
 
