@@ -36,7 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client import generate_latest
 
 from agent.driver import ContainerLog, ContainerMissing, DriverError, LogFollower
-from paas.listeners import Listener
+from paas.listeners import InstanceLook
 from paas.names import InvalidName, validate_instance_id
 
 
@@ -68,19 +68,6 @@ HealthFn = Callable[[], tuple[bool, dict[str, Any]]]
 LogsFn = Callable[[str, int], Awaitable[str]]
 """`logs(instance_id, tail)`: the text of the last lines, awaited. A `ContainerLog` (what the
 Docker driver returns) also serves `since`, `timestamps` and `follow`."""
-
-
-@dataclass(frozen=True)
-class InstanceLook:
-    """What this node sees of an instance's health (`GET /v1/instances/{id}/health`)."""
-
-    listening: list[Listener] | None  # None: not running, or it cannot be looked into
-    check_output: str | None  # None: no check here, or the Consul agent did not answer
-
-    def view(self) -> dict[str, Any]:
-        return {"known": self.listening is not None,
-                "listening": [x.view() for x in self.listening or ()],
-                "check": self.check_output}
 
 
 LookFn = Callable[[str], Awaitable[InstanceLook]]

@@ -20,7 +20,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from agent.admin import AgentMetrics, InstanceLook, admin_app, serve_admin
+from agent.admin import AgentMetrics, admin_app, serve_admin
 from agent.assignments import Assignment, Assignments
 from agent.controller_client import (
     ControllerClient,
@@ -34,6 +34,7 @@ from agent.registry import ConsulRegistry
 from agent.settings import AgentSettings
 from agent.status import instance_reports
 from paas.consul import ConsulClient, ConsulUnavailable, Service
+from paas.listeners import InstanceLook
 from paas.retry import Backoff, Outage, RestartState, after_attempt
 
 log = logging.getLogger("agent")

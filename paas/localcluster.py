@@ -55,7 +55,8 @@ def _http_ok(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -170,21 +171,22 @@ class LocalCluster:
         assert self.ledger is not None
         return self.ledger / f"{self.cluster_id}.json"
 
-    def _host_of(self, name: str) -> Host:
-        """The machine a process of the cluster runs on (see `hosts`)."""
-        node = name.rsplit("-", 1)[1] if name.startswith(("agent-node-", "consul-node-")) else 0
-        return self.hosts.get(int(node), Host())
+    @staticmethod
+    def _machine(name: str) -> int:
+        """Which machine a process of the cluster runs on: n for node n's, 0 for the server's."""
+        return int(name.rsplit("-", 1)[1]) if name.startswith(("agent-node-", "consul-node-")) \
+            else 0
 
     def _spawn(self, name: str) -> int:
         pids = self._pids()
-        if name in pids and _pid_alive(pids[name]):
+        if name in pids and pid_alive(pids[name]):
             return pids[name]
         process = self._process(name)
         for folder in process.dirs:
             folder.mkdir(parents=True, exist_ok=True)
         for path, text in process.files.items():
             path.write_text(text)
-        argv = [*self._host_of(name).enter, *process.argv]
+        argv = [*self.hosts.get(self._machine(name), Host()).enter, *process.argv]
         log_dir = self.root / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -208,7 +210,7 @@ class LocalCluster:
 
     def running(self) -> dict[str, bool]:
         pids = self._pids()
-        return {name: name in pids and _pid_alive(pids[name]) for name in self.process_names()}
+        return {name: name in pids and pid_alive(pids[name]) for name in self.process_names()}
 
     # --- what each machine runs (paas.machines, shared with `paas host install`) -----------
     def server(self) -> machines.Server:
@@ -231,10 +233,9 @@ class LocalCluster:
 
     def _process(self, name: str) -> machines.Process:
         """The named process of the cluster, as its machine runs it."""
-        if name.startswith(("agent-node-", "consul-node-")):
-            found = machines.node_processes(self.node(int(name.rsplit("-", 1)[1])))
-        else:
-            found = machines.server_processes(self.server())
+        machine = self._machine(name)
+        found = (machines.node_processes(self.node(machine)) if machine
+                 else machines.server_processes(self.server()))
         for process in found:
             if process.name == name:
                 return process
@@ -285,7 +286,7 @@ class LocalCluster:
         pid = pids.get(name)
         if pid is None:
             return
-        if _pid_alive(pid):
+        if pid_alive(pid):
             _stop_group(pid, first=sig, timeout=timeout)
         try:
             os.waitpid(pid, os.WNOHANG)
@@ -331,7 +332,7 @@ def process_started(pid: int) -> int | None:
 def owner_alive(record: dict[str, Any]) -> bool:
     """Whether the process that recorded a ledger entry (`owner`, `owner_started`) runs."""
     owner = int(record["owner"])
-    return _pid_alive(owner) and process_started(owner) == record.get("owner_started")
+    return pid_alive(owner) and process_started(owner) == record.get("owner_started")
 
 
 def _runs_in(pid: int, root: str) -> bool:
@@ -352,9 +353,9 @@ def _stop_group(pid: int, *, first: int = signal.SIGTERM, timeout: float = 10.0)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return
 
 
@@ -375,7 +376,7 @@ def clear_leftovers(ledger: Path) -> list[str]:
         if running:
             continue  # its run (this one, or another going on) still owns it
         for pid in reversed(pids):
-            if _pid_alive(pid) and _runs_in(pid, root):
+            if pid_alive(pid) and _runs_in(pid, root):
                 _stop_group(pid)
         remove_cluster_containers(cluster_id)
         remove_cluster_images(image_repo)

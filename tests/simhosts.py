@@ -35,7 +35,7 @@ from pathlib import Path
 
 import docker
 
-from paas.localcluster import owner_alive, process_started
+from paas.localcluster import owner_alive, pid_alive, process_started
 
 REPO = Path(__file__).resolve().parents[1]
 LEDGER = REPO / ".local" / "test-simhosts"
@@ -46,18 +46,6 @@ ENGINE_START_S = 60.0
 
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _cmdline(pid: int) -> str:
@@ -197,7 +185,7 @@ def _teardown(switch: str, hosts: list[str], root: Path) -> None:
             pid = int(pidfile.read_text().strip())
         except (OSError, ValueError):
             continue
-        if not _alive(pid) or str(root / name) not in _cmdline(pid):
+        if not pid_alive(pid) or str(root / name) not in _cmdline(pid):
             continue  # gone, or the PID is another process's now
         try:
             client = docker.APIClient(base_url=f"unix://{root / name}/docker.sock",
@@ -209,9 +197,9 @@ def _teardown(switch: str, hosts: list[str], root: Path) -> None:
             pass
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
-        while _alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
     for name in [*hosts, switch]:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)

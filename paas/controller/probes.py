@@ -27,8 +27,7 @@ import aiohttp
 from paas.builder.testrunner import TestOutcome, run_integration_test
 from paas.controller.engine import Engine
 from paas.controller.store import Store
-from paas.controller.unhealthy import Look
-from paas.listeners import listeners
+from paas.listeners import InstanceLook
 
 log = logging.getLogger("paas.controller.probes")
 
@@ -59,8 +58,8 @@ class InstanceLogs(Protocol):
 
 
 class InstanceLooks(Protocol):
-    async def look(self, instance_id: str) -> Look:
-        """What the instance's node sees of its health (an empty Look when it cannot tell)."""
+    async def look(self, instance_id: str) -> InstanceLook:
+        """What the instance's node sees of its health (an empty one when it cannot tell)."""
         ...
 
 
@@ -152,18 +151,14 @@ class AgentLooks(_AgentCall):
     """What an instance's node sees of its health, from `GET <agent_url>/v1/instances/{id}/health`:
     what its container listens on and what its check said there."""
 
-    async def look(self, instance_id: str) -> Look:
+    async def look(self, instance_id: str) -> InstanceLook:
         try:
             status, text = await self._get(instance_id, "health")
             answer = json.loads(text) if status == 200 else None
         except (LookupError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.warning("how %s looks is unknown: %s", instance_id, exc)
-            return Look()
-        if not isinstance(answer, dict):
-            return Look()
-        raw, check = answer.get("listening"), answer.get("check")
-        return Look(listening=listeners(raw) if answer.get("known") and isinstance(raw, list)
-                    else None, check_output=check if isinstance(check, str) else None)
+            return InstanceLook()
+        return InstanceLook.from_view(answer)
 
 
 class ContainerTests:

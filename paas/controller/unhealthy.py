@@ -33,14 +33,6 @@ _MAX_OUTPUT = 200
 
 
 @dataclass(frozen=True)
-class Look:
-    """What an instance's node sees of its health (the agent's `GET /v1/instances/{id}/health`)."""
-
-    listening: list[Listener] | None = None  # None: nobody could tell
-    check_output: str | None = None  # what its check said in the node's Consul agent
-
-
-@dataclass(frozen=True)
 class Diagnosis:
     sentence: str  # why, and what to do; "" when there is nothing to add
     certain: bool  # waiting longer will not help

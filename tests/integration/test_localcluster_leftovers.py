@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from paas import machines
-from paas.localcluster import LocalCluster, _pid_alive, clear_leftovers, process_started
+from paas.localcluster import LocalCluster, pid_alive, clear_leftovers, process_started
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.docker  # it removes the cluster's containers with `docker`
@@ -50,7 +50,7 @@ def test_a_cluster_whose_owner_died_is_cleared_and_nothing_else(
     try:
         # This very run owns leftover1: nothing is touched.
         assert clear_leftovers(ledger) == []
-        assert _pid_alive(worker) and entry.exists()
+        assert pid_alive(worker) and entry.exists()
 
         # Its owner gone, leftover1's process is stopped; a PID of its record that is now
         # another process (outside the cluster's root) is spared; leftover2's owner runs.
@@ -58,15 +58,15 @@ def test_a_cluster_whose_owner_died_is_cleared_and_nothing_else(
                                      "pids": {"consul-server": worker,
                                               "router": stranger.pid}}))
         assert clear_leftovers(ledger) == ["leftover1"]
-        wait_until(lambda: not _pid_alive(worker), 10, what="the leftover process stopped")
+        wait_until(lambda: not pid_alive(worker), 10, what="the leftover process stopped")
         assert not entry.exists()
-        assert _pid_alive(stranger.pid), "a reused PID outside the cluster's root was stopped"
-        assert _pid_alive(survivor) and entry2.exists(), "a live run's cluster was cleared"
+        assert pid_alive(stranger.pid), "a reused PID outside the cluster's root was stopped"
+        assert pid_alive(survivor) and entry2.exists(), "a live run's cluster was cleared"
 
         # An owner PID that now names another process (its start time differs) is dead.
         entry2.write_text(json.dumps({**json.loads(entry2.read_text()), "owner_started": 1}))
         assert clear_leftovers(ledger) == ["leftover2"]
-        wait_until(lambda: not _pid_alive(survivor), 10, what="leftover2 stopped")
+        wait_until(lambda: not pid_alive(survivor), 10, what="leftover2 stopped")
     finally:
         for proc in (stranger, alive_owner):
             proc.kill()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from agent.admin import MAX_LOG_LINES, AgentMetrics, InstanceLook, LogQuery, admin_app
+from agent.admin import MAX_LOG_LINES, AgentMetrics, LogQuery, admin_app
 from agent.driver import ContainerMissing
-from paas.listeners import Listener
+from paas.listeners import InstanceLook, Listener
 
 IID = "hello-v1-web-1a2b3c"
 

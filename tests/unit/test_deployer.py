@@ -24,8 +24,7 @@ from paas.controller.deployments import Deployments
 from paas.controller.metrics import Metrics
 from paas.controller.settings import ControllerSettings
 from paas.controller.store import Store
-from paas.controller.unhealthy import Look
-from paas.listeners import Listener
+from paas.listeners import InstanceLook, Listener
 from tests.waiting import wait_until_async
 
 APP = "shop"
@@ -131,10 +130,10 @@ class World:
         return out
 
     # --- the agents' view into a container --------------------------------------------------
-    async def look(self, instance_id: str) -> Look:
+    async def look(self, instance_id: str) -> InstanceLook:
         inst = self.store.get_instance(instance_id)
-        return Look(listening=self.listening_of.get(inst["release"]) if inst else None,
-                    check_output=self.node_check_output)
+        return InstanceLook(listening=self.listening_of.get(inst["release"]) if inst else None,
+                            check_output=self.node_check_output)
 
     # --- the router -----------------------------------------------------------------------
     async def wait_unrouted(self, app: str, addresses: set[str]) -> None:
