@@ -62,6 +62,11 @@ class SimHost:
     netns: str
     address: str
     root: Path  # the engine's folders and socket
+    ifname: str = "eth0"  # its end of the veth pair to the switch
+
+    def cable(self, *, plugged: bool) -> None:
+        """Pull out (or put back) the host's network cable: its veth end goes down (up)."""
+        _ip("-n", self.netns, "link", "set", self.ifname, "up" if plugged else "down")
 
     @property
     def docker_url(self) -> str:
@@ -110,7 +115,8 @@ class SimNetwork:
             _ip("-n", name, "link", "set", "lo", "up")
             address = f"{SUBNET}.{i + 1}"
             self._plug(name, f"{self.prefix}v{i}", address)
-            host = SimHost(netns=name, address=address, root=self.root / name)
+            host = SimHost(netns=name, address=address, root=self.root / name,
+                           ifname=f"{self.prefix}v{i}")
             self.hosts.append(host)
             self._start_engine(host)
         for host in self.hosts:

@@ -74,6 +74,13 @@ def test_separate_engines_a_registry_between_them_and_a_private_network(net) -> 
                    what="the server reaching the node's container")
         # The test's own way in (the gateway, on that network only) reaches it too.
         assert GATEWAY.startswith("198.18.0.") and fetch(lambda argv: argv, url) == "hi\n"
+
+        # A pulled cable cuts the node off; put back, it answers again.
+        node.cable(plugged=False)
+        assert fetch(server.argv, url) == ""
+        node.cable(plugged=True)
+        wait_until(lambda: fetch(server.argv, url) == "hi\n", 20, 0.2,
+                   what="the node reachable again once plugged back")
     finally:
         registry.terminate()
         registry.wait(10)
