@@ -285,6 +285,7 @@ class Agent:
             if iid not in wanted:
                 del self.restarts[iid]
                 self.errors.pop(iid, None)
+                self.driver.pulls.pop(iid, None)
         in_flight = set(self.stopping)
         return reconcile(
             desired=desired,
@@ -391,7 +392,7 @@ class Agent:
             self.wake.set()
         reports = instance_reports(desired=desired, containers=containers,
                                    restarts=self.restarts, starting=self.starting,
-                                   errors=self.errors)
+                                   errors=self.errors, pulls=self.driver.pulls)
         counts: dict[str, int] = {s: 0 for s in ("running", "starting", "exited", "missing",
                                                  "stopping")}
         for r in reports:

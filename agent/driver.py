@@ -104,6 +104,8 @@ class DockerDriver:
         self.timeout_s = timeout_s
         self._api: docker.APIClient | None = None
         self._lock = threading.Lock()
+        self.pulls: dict[str, float] = {}
+        """Seconds each instance's start spent pulling its image (absent: no pull)."""
 
     # -- the contract -------------------------------------------------------------------------
 
@@ -207,11 +209,13 @@ class DockerDriver:
             repo, _, tag = spec.image.rpartition(":")
             if "/" in tag:
                 repo, tag = spec.image, "latest"
+            began = time.monotonic()
             try:
                 api.pull(repo, tag=tag)
             except docker.errors.APIError as exc:
                 raise ImageMissing(f"image {spec.image} could not be pulled: "
                                    f"{exc.explanation or exc}") from None
+            self.pulls[spec.id] = time.monotonic() - began
             created = api.create_container(**self.create_args(spec))
         except docker.errors.APIError as exc:
             if exc.status_code == 409:

@@ -35,11 +35,13 @@ def instance_reports(*, desired: Sequence[Assignment] | None,
                      containers: Sequence[ContainerInfo],
                      restarts: Mapping[str, RestartState],
                      starting: Collection[str] = (),
-                     errors: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+                     errors: Mapping[str, str] | None = None,
+                     pulls: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
     """Heartbeat records: one per assigned instance (every found container before the first
     assignments arrive), sorted by instance id, then one `stopping` record per container that
-    is no longer assigned."""
-    errors = errors or {}
+    is no longer assigned. `pulls`: the seconds an instance's start spent pulling its image
+    (`pull_s`, None when it pulled nothing)."""
+    errors, pulls = errors or {}, pulls or {}
     by_id = {c.instance_id: c for c in containers if c.instance_id}
     wanted = {a.id: a for a in desired} if desired is not None else None
     ids = list(wanted) if wanted is not None else list(by_id)
@@ -57,11 +59,12 @@ def instance_reports(*, desired: Sequence[Assignment] | None,
             "restarts": restarts.get(iid, RestartState()).restarts,
             "exit_code": c.exit_code if c else None,
             "error": errors.get(iid),
+            "pull_s": round(pulls[iid], 3) if iid in pulls else None,
         })
     if wanted is not None:
         for iid in sorted(set(by_id) - set(wanted)):
             c = by_id[iid]
             reports.append({"id": iid, "state": "stopping", "container_id": c.container_id,
                             "host_port": None, "restarts": 0, "exit_code": c.exit_code,
-                            "error": None})
+                            "error": None, "pull_s": None})
     return reports

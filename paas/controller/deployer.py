@@ -236,7 +236,7 @@ class Deployer:
         policy = release["policy"]
         t0 = self.clock.now()
         try:
-            await self.wait_healthy(dep["app"], [control], process=ROUTED_PROCESS,
+            await self.wait_healthy(dep, [control], process=ROUTED_PROCESS,
                                     policy={**policy, "min_healthy_time": 0})
         except DeployFailed as exc:
             raise DeployFailed("control", exc.reason, await self.logs.tail(control)) from None
@@ -305,13 +305,13 @@ class Deployer:
                 if i["process"] == process and i["role"] == "live" and i["desired"] == "running"
                 and i["deployment_id"] == dep["id"]][:max(0, count - len(keep))]
         if mine:
-            await self.wait_healthy(app, mine, process=process, policy=policy)
+            await self.wait_healthy(dep, mine, process=process, policy=policy)
         needed = count - len(keep) - len(mine)
         while needed > 0:
             size = min(batch, needed)
             ids = self._add(dep, process, "live",
                             self._place(app, process, size, set(replace), policy))
-            await self.wait_healthy(app, ids, process=process, policy=policy)
+            await self.wait_healthy(dep, ids, process=process, policy=policy)
             self.event(dep, "rollout", f"{', '.join(ids)} healthy")
             needed -= size
         return replace
@@ -329,19 +329,26 @@ class Deployer:
         return [i for i in candidates if i not in stop]
 
     # --- health -----------------------------------------------------------------------------
-    async def wait_healthy(self, app: str, ids: list[str], *, process: str,
+    async def wait_healthy(self, dep: dict[str, Any], ids: list[str], *, process: str,
                            policy: dict[str, Any]) -> None:
         """Return once every instance in `ids` has been healthy for `min_healthy_time`;
-        raise DeployFailed at `healthy_deadline`, as soon as one exits, or once one shows a
-        fault that waiting cannot mend (`paas.controller.unhealthy`) for `CERTAIN_FOR_S`."""
+        raise DeployFailed at `healthy_deadline`, as soon as one exits, once its node has
+        said for `CERTAIN_FOR_S` that it cannot start it (an image it cannot pull, say), or
+        once one shows a fault that waiting cannot mend (`paas.controller.unhealthy`) for
+        `CERTAIN_FOR_S`. An image pull a node reports is an event with its seconds."""
+        app = dep["app"]
         limit = float(policy.get("healthy_deadline", self.settings.healthy_deadline))
         start = self.clock.now()
         deadline, next_look = start + limit, start + LOOK_AFTER_S
         min_time = float(policy.get("min_healthy_time", 1.0))
         healthy_since: dict[str, float] = {}
         faulty_since: dict[str, float] = {}
+        unstartable_since: dict[str, float] = {}
+        pulled: set[str] = set()
         while True:
             now = self.clock.now()
+            for instance_id in ids:
+                self._starting(dep, instance_id, now, pulled, unstartable_since)
             passing, outputs = await self._passing(app, ids, process)
             for instance_id in ids:
                 if instance_id in passing:
@@ -372,6 +379,23 @@ class Deployer:
                                            f"health check: {why.sentence}",
                                            await self.logs.tail(instance_id))
             await self.clock.sleep(0.1)
+
+    def _starting(self, dep: dict[str, Any], instance_id: str, now: float, pulled: set[str],
+                  unstartable_since: dict[str, float]) -> None:
+        """Report the instance's image pull once its node has said how long it took; raise
+        DeployFailed once the node has said for `CERTAIN_FOR_S` why it cannot start it."""
+        inst = self.store.get_instance(instance_id)
+        if inst is None:
+            return
+        if inst["pull_s"] is not None and instance_id not in pulled:
+            pulled.add(instance_id)
+            self.event(dep, "pull", f"{inst['node']} pulled the image of {instance_id} in "
+                                    f"{inst['pull_s']:.1f}s")
+        if inst["state"] != "missing" or not inst["error"]:
+            unstartable_since.pop(instance_id, None)
+        elif now - unstartable_since.setdefault(instance_id, now) >= CERTAIN_FOR_S:
+            raise DeployFailed("rollout", f"{inst['node']} cannot start instance "
+                                          f"{instance_id}: {inst['error']}")
 
     async def _check_alive(self, instance_id: str) -> None:
         """Raise DeployFailed if the instance exited, crashed or lost its node."""

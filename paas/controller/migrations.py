@@ -192,12 +192,19 @@ RELEASE_STACK = """
 ALTER TABLE releases ADD COLUMN stack TEXT;
 """
 
+INSTANCE_START = """
+ALTER TABLE instances ADD COLUMN error TEXT;
+ALTER TABLE instances ADD COLUMN pull_s REAL;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, name="baseline schema", apply=sql(BASELINE)),
     Migration(version=2, name="indexes for running deployments and promotions",
               apply=sql(QUERY_INDEXES)),
     Migration(version=3, name="the stack a release was built with",
               apply=sql(RELEASE_STACK)),
+    Migration(version=4, name="why an instance could not start, and its image pull's seconds",
+              apply=sql(INSTANCE_START)),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -116,7 +116,7 @@ class Nodes:
                         "role": i["role"], "node": i["node"], "desired": i["desired"],
                         "state": i["state"], "address": address,
                         "container_id": i["container_id"], "restarts": i["restarts"],
-                        "reason": None})
+                        "reason": i["error"]})
         app_row = require_app(self.store, app)
         for process, info in sorted(app_row["pending"].items()):
             for _ in range(int(info["count"])):
@@ -199,6 +199,14 @@ class Nodes:
                 isinstance(r, dict) and isinstance(r.get("id"), str)
                 and r.get("state") in INSTANCE_STATES for r in reports):
             raise BadRequest("instances must be a list of {id, state} objects")
+        for r in reports:
+            if not isinstance(r.get("error"), (str, type(None))):
+                raise BadRequest("an instance's error must be a string or null")
+            pull = r.get("pull_s")
+            if pull is not None and (isinstance(pull, bool) or not isinstance(pull, (int, float))
+                                     or not 0 <= pull < 86400):
+                raise BadRequest("an instance's pull_s must be a number of seconds or null")
+            r["error"] = r["error"][:500] if r.get("error") else None
         self.heartbeats.beat(name)
         self.store.report_instances(name, reports)
 

@@ -62,6 +62,8 @@ def test_an_app_runs_across_machines_that_share_only_a_network(hosts) -> None:
     events = [e["message"] for e in e2e.api.get(
         f"/v1/apps/hello/events?deployment={dep['id']}")["events"]]
     assert any("integration test passed" in m for m in events), events
+    pulls = [m for m in events if " pulled the image of " in m]
+    assert {m.split()[0] for m in pulls} == {"node-1", "node-2"}, events  # a phase, with seconds
 
     # One instance on each machine, each from the image its own engine pulled.
     instances = [i for i in e2e.api.get("/v1/apps/hello/instances")["instances"]
@@ -182,3 +184,28 @@ def test_a_machine_cut_off_is_replaced_and_returns_without_a_second_copy(hosts) 
                ["node-2"] == "ready", 30, 0.2, what="node-2 ready again")
     assert len(containers(node1)) == 3 and lost.isdisjoint(i["id"] for i in live(e2e))
     assert e2e.get_via_router("hello")[0] == 200
+
+
+def test_a_node_that_cannot_pull_fails_the_placement_with_the_registrys_reason(hosts) -> None:
+    e2e, net = hosts
+    _, node1, node2 = net.hosts
+    wait_until(lambda: len(live(e2e)) == 3 and len(containers(node1)) == 3, 30, 0.2,
+               what="3 instances on node-1")
+    engine = node2.engine()  # node-2 has no container left, and now no image of the app
+    for image in engine.images(filters={"reference": f"*/{e2e.cluster.image_repo}/hello"}):
+        engine.remove_image(image["Id"], force=True)
+    engine.close()
+    e2e.cluster.stop_process("registry")
+    try:
+        t0 = time.monotonic()
+        dep = e2e.finish("hello", e2e.api.post("/v1/apps/hello/scale",
+                                               {"replicas": {"web": 4}})["deployment"], 60)
+        took = time.monotonic() - t0
+    finally:
+        e2e.cluster.up()
+    assert dep["status"] == "failed", dep
+    assert dep["reason"].startswith("node-2 cannot start instance hello-v1-web-"), dep["reason"]
+    assert "could not be pulled" in dep["reason"] and "connection refused" in dep["reason"], \
+        dep["reason"]
+    assert took < 30, f"the deploy took {took:.0f}s to say it cannot pull"
+    assert len(live(e2e)) == 3 and e2e.get_via_router("hello")[0] == 200

@@ -34,6 +34,7 @@ class FakeDriver:
         self.down = False
         self.fail_start: Exception | None = None
         self.next_port = 32768
+        self.pulls: dict[str, float] = {}
 
     def _check(self) -> None:
         if self.down:
@@ -227,7 +228,7 @@ async def test_nothing_is_touched_before_the_first_assignments(world) -> None:
     await agent.heartbeat_once()
     assert controller.heartbeats[-1] == {"index": None, "instances": [
         {"id": A, "state": "running", "container_id": "cid-" + A, "host_port": 32769,
-         "restarts": 0, "exit_code": None, "error": None}]}
+         "restarts": 0, "exit_code": None, "error": None, "pull_s": None}]}
     assert driver.calls == []
 
 

@@ -41,9 +41,10 @@ def test_states(containers, restarts, starting, desired, state) -> None:
 def test_report_fields() -> None:
     reports = instance_reports(desired=assigned(), containers=[box("exited", 137)],
                                restarts={A: RestartState(restarts=2)},
-                               errors={A: "image missing"})
+                               errors={A: "image missing"}, pulls={A: 1.23456})
     assert reports == [{"id": A, "state": "exited", "container_id": "cid", "host_port": None,
-                        "restarts": 2, "exit_code": 137, "error": "image missing"}]
+                        "restarts": 2, "exit_code": 137, "error": "image missing",
+                        "pull_s": 1.235}]
 
 
 def test_before_the_first_assignments_every_container_is_reported() -> None:

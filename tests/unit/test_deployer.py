@@ -78,6 +78,10 @@ class World:
     """What a failing check says in the catalog (Consul's health endpoint)."""
     node_check_output: str | None = None
     """What it says in the node's own Consul agent (None: the agent could not tell)."""
+    unstartable: dict[int, str] = field(default_factory=dict)
+    """Releases whose containers a node cannot start, and the reason it reports."""
+    pull_s: float | None = None
+    """What each start spent pulling the image (None: the image was there)."""
 
     # --- the agents: converge on the assignments, report in the heartbeat ----------------
     def tick(self) -> None:
@@ -90,9 +94,13 @@ class World:
                 self.started.setdefault(a["id"], self.now)
                 port = self.ports.setdefault(a["id"], 30000 + len(self.ports))
                 crashed = a["release"] in self.crashing
+                if a["release"] in self.unstartable:
+                    reports.append({"id": a["id"], "state": "missing", "restarts": 0,
+                                    "error": self.unstartable[a["release"]]})
+                    continue
                 reports.append({"id": a["id"], "state": "exited" if crashed else "running",
                                 "host_port": port, "restarts": int(crashed),
-                                "container_id": "c-" + a["id"]})
+                                "container_id": "c-" + a["id"], "pull_s": self.pull_s})
             # A node keeps reporting what it runs; report_instances forgets what it stopped.
             self.store.report_instances(node, reports)
         self._watch_routing()
@@ -336,6 +344,35 @@ async def test_a_failure_stops_what_it_started_and_keeps_the_old_release(
     assert {i["id"] for i in h.live(1)} == before
     assert [i for i in h.store.list_instances(APP) if i["release"] == 2] == []
     assert h.store.get_app(APP)["live_release"] == 1  # type: ignore[index]
+
+
+async def test_an_image_a_node_cannot_pull_fails_the_deploy_with_its_reason(
+        h: Harness) -> None:
+    await serve(h, 1, 2)
+    h.release(2, healthy_deadline=60)
+    h.world.unstartable[2] = ("image registry:5000/shop:v2 could not be pulled: Get "
+                              "http://registry:5000/v2/: connection refused")
+    began = h.world.now
+    dep = await h.deploy(2, 2)
+    assert (dep["status"], dep["step"]) == ("failed", "control")
+    assert dep["reason"].startswith("n1 cannot start instance shop-v2-web") or \
+        dep["reason"].startswith("n2 cannot start instance shop-v2-web"), dep["reason"]
+    assert dep["reason"].endswith("could not be pulled: Get http://registry:5000/v2/: "
+                                  "connection refused")
+    assert h.world.now - began == pytest.approx(5.0, abs=0.6)  # not the 60 s deadline
+    assert len(h.live(1)) == 2
+
+
+async def test_each_pull_a_node_reports_is_an_event_with_its_seconds(h: Harness) -> None:
+    h.release(1)
+    h.world.pull_s = 1.25
+    dep = await h.deploy(1, 2)
+    assert dep["status"] == "succeeded"
+    pulls = [m for s, m in h.events(dep["id"]) if s == "pull"]
+    assert len(pulls) == 3, pulls  # the control instance and two live ones, once each
+    assert all(m.startswith(("n1 pulled the image of shop-v1-web-",
+                             "n2 pulled the image of shop-v1-web-"))
+               and m.endswith(" in 1.2s") for m in pulls), pulls
 
 
 # (what v2's containers listen on, check output, seconds to the failure, the reason holds)

@@ -216,6 +216,34 @@ def test_version_3_releases_record_their_stack(tmp_path: Path) -> None:
         store.close()
 
 
+def test_version_4_instances_say_why_they_cannot_start_and_what_their_pull_took(
+        tmp_path: Path) -> None:
+    """Real hosts: a node reports why it cannot start an instance (an image it cannot pull)
+    and how long a pull took; older instance rows have neither."""
+    path = tmp_path / "state.db"
+    write_v1(path)
+    store = Store(path)
+    try:
+        assert version_of(path) >= 4
+        a, b = "hello-v1-web-aaaaaa", "hello-v2-web-bbbbbb"
+        assert [(i["error"], i["pull_s"]) for i in store.list_instances("hello")] == \
+            [(None, None), (None, None)]
+        store.report_instances("node-1", [
+            {"id": a, "state": "running", "container_id": "c0ffee", "host_port": 32768,
+             "restarts": 0, "error": None, "pull_s": 1.5},
+            {"id": b, "state": "missing", "restarts": 0, "error": "could not be pulled"}])
+        store.report_instances("node-1", [  # a later start found the image: the pull stays
+            {"id": a, "state": "running", "container_id": "c0ffee", "host_port": 32768,
+             "restarts": 0, "error": None, "pull_s": None},
+            {"id": b, "state": "starting", "restarts": 0, "error": None}])
+        rows = {i["id"]: i for i in store.list_instances("hello")}
+        assert (rows[a]["pull_s"], rows[a]["error"]) == (1.5, None)
+        assert (rows[b]["state"], rows[b]["error"]) == ("starting", None)
+        assert dump(path)["instances"][0][0] == a  # the version 1 columns are intact
+    finally:
+        store.close()
+
+
 def test_next_version_code_opens_a_database_written_by_this_one(tmp_path: Path) -> None:
     """What the next version's code does to today's database: a hypothetical version
     LATEST + 1 adds a column, and every row written through the store survives."""
