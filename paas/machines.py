@@ -22,6 +22,8 @@ from pathlib import Path
 
 CONSUL_PORT = 8500
 REGISTRY_PORT = 5000
+USER = "paas"
+"""The system user every installed unit runs as: none of them runs as root."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,12 @@ class Process:
     description: str
     dirs: tuple[Path, ...] = ()  # folders it needs made first
     files: Mapping[Path, str] = field(default_factory=dict)  # files it needs written first
+    groups: tuple[str, ...] = ()
+    """Groups the installed unit adds to the `paas` user it runs as (`docker`: the engine's
+    socket, which the controller builds on and the agent runs containers on)."""
+    capabilities: tuple[str, ...] = ()
+    """The one root power the installed unit keeps, if any (the router binds ports below
+    1024)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +55,9 @@ class Server:
     registry: bool = False
     docker_url: str = ""  # the engine builds run on ("" = this machine's default)
     http_port: int = 8080
+    public_host: str = ""
+    """Where the router serves apps ("" = `address`; an installed server: 0.0.0.0). Every
+    other port of the server listens on `address`, the cluster's private network."""
     controller_port: int = 7070
     router_admin_port: int = 7072
     node_down_after: float = 6.0
@@ -123,12 +134,13 @@ def server_processes(s: Server) -> list[Process]:
         "--router-url", s.router_admin_url, "--domain", s.domain, "--cluster", s.cluster,
         "--image-repo", s.image_repo, "--registry", s.registry_address,
         "--node-down-after", str(s.node_down_after), *_engine(s.docker_url)),
-        "PaaS controller"))
+        "PaaS controller", groups=("docker",)))
     found.append(Process("router", (
         s.python, "-m", "router.main", "--consul-url", s.consul_url,
-        "--listen-host", s.address, "--listen-port", str(s.http_port),
+        "--listen-host", s.public_host or s.address, "--listen-port", str(s.http_port),
         "--admin-host", s.address, "--admin-port", str(s.router_admin_port),
-        "--state-dir", str(s.state_dir / "router")), "PaaS router (HAProxy)"))
+        "--state-dir", str(s.state_dir / "router")), "PaaS router (HAProxy)",
+        capabilities=("CAP_NET_BIND_SERVICE",)))
     return found
 
 
@@ -149,7 +161,7 @@ def node_processes(n: Node) -> list[Process]:
             "--cpu", str(n.cpu), "--memory-mb", str(n.memory_mb),
             "--admin-port", str(n.admin_port), *_engine(n.docker_url),
             *[arg for k, v in sorted(n.labels.items()) for arg in ("--label", f"{k}={v}")]),
-            f"PaaS node agent {n.name}"),
+            f"PaaS node agent {n.name}", groups=("docker",)),
     ]
 
 
@@ -159,14 +171,22 @@ def unit_name(process: Process) -> str:
 
 def systemd_unit(process: Process, *, after: Sequence[Process] = (),
                  working_dir: Path | None = None) -> str:
-    """The systemd unit that runs `process` on a machine, after the units of `after`."""
+    """The systemd unit that runs `process` on a machine, after the units of `after`: as the
+    `paas` user, with only the groups and the capability the process needs, restarted on
+    failure, its output in the journal."""
     deps = " ".join(["network-online.target", "docker.service",
                      *(unit_name(p) for p in after)])
+    caps = " ".join(process.capabilities)
     lines = [
         "# Written by `paas host install`; run it again to change it.",
         "[Unit]", f"Description={process.description}", f"Wants={deps}", f"After={deps}", "",
         "[Service]", f"ExecStart={shlex.join(process.argv)}",
         *([f"WorkingDirectory={working_dir}"] if working_dir else []),
+        f"User={USER}", f"Group={USER}",
+        *([f"SupplementaryGroups={' '.join(process.groups)}"] if process.groups else []),
+        *([f"AmbientCapabilities={caps}", f"CapabilityBoundingSet={caps}"] if caps
+          else ["CapabilityBoundingSet="]),
+        "NoNewPrivileges=yes", "ProtectSystem=full", "PrivateTmp=yes",
         "Restart=always", "RestartSec=2", "", "[Install]", "WantedBy=multi-user.target", "",
     ]
     return "\n".join(lines)

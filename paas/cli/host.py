@@ -1,19 +1,27 @@
 """`paas host install`: make this machine a server or a node of a cluster on a team's own
 machines, with systemd units that run what `paas.machines` says the machine runs.
 
-Run `scripts/setup.sh` first (Docker, Consul, HAProxy, this package); then, as root:
+Run `scripts/setup.sh` first (Docker, Consul, HAProxy, this package); then, as root, on the
+server machine:
 
     paas host install --role server --address 10.0.0.1
-    paas host install --role node --name node-1 --address 10.0.0.2 --server 10.0.0.1 \\
-        --join-token "$(ssh 10.0.0.1 cat /var/lib/paas/controller/join.token)"
+
+It prints the one command that joins a node, with the server's address and the join token;
+on each node, fill in its name and address:
+
+    paas host install --role node --server 10.0.0.1 --join-token TOKEN \\
+        --name node-1 --address 10.0.0.2
 
 It writes, under `--root` (default `/`; another folder stages the files for review):
-`etc/systemd/system/paas-<process>.service` for each process, the join token of a node
-(`<state dir>/join.token`, mode 0600), and `etc/docker/daemon.json` with the server's registry
-among `insecure-registries` (it is plain HTTP on the cluster's private network; its other keys
-are kept). With `--root /` it then reloads systemd, restarts Docker if its configuration
-changed, and enables and starts the units (`--no-start` leaves that to you). Running it again
-rewrites the same files: it is safe to repeat.
+`etc/systemd/system/paas-<process>.service` for each process, what a process needs before it
+starts (Consul's data folder, the registry's configuration), the join token (the server makes
+it in `<state dir>/controller/`, a node keeps it as `<state dir>/join.token`; mode 0600), and
+`etc/docker/daemon.json` with the server's registry among `insecure-registries` (it is plain
+HTTP on the cluster's private network; its other keys are kept). With `--root /` it then makes
+the `paas` system user the units run as and gives it the state folder, reloads systemd,
+restarts Docker if its configuration changed, and enables and (re)starts the units
+(`--no-start` leaves that to you). Running it again rewrites the same files and restarts the
+units on them: it is safe to repeat, and it is how a new version is installed.
 """
 
 from __future__ import annotations
@@ -22,12 +30,14 @@ import argparse
 import ipaddress
 import json
 import os
+import pwd
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from paas import machines
+from paas import machines, tokenfile
 from paas.cli.common import EXIT_OK, CliError, emit, note, output_flags
 from paas.names import InvalidName, validate_node_name
 
@@ -66,9 +76,13 @@ def plan(args: argparse.Namespace) -> tuple[list[machines.Process], str, Path | 
     address = _address(args.address, "--address")
     state = Path(args.state_dir)
     if args.role == "server":
+        if not 1 <= args.http_port <= 65535:
+            raise CliError(f"--http-port must be a port from 1 to 65535, not {args.http_port}",
+                           code=2)
         server = machines.Server(address=address, state_dir=state, domain=args.domain,
                                  registry=True, consul=_consul(args.consul),
-                                 python=sys.executable)
+                                 python=sys.executable, http_port=args.http_port,
+                                 public_host=_address(args.public, "--public"))
         return machines.server_processes(server), server.registry_address, None
     if not args.server:
         raise CliError("a node needs --server, the server machine's address", code=2)
@@ -125,15 +139,30 @@ def cmd_host_install(args: argparse.Namespace) -> int:
         written.append(str(path))
     state = _under(root, Path(args.state_dir))
     state.mkdir(parents=True, exist_ok=True)
+    for process in processes:  # what each needs before it starts (Consul's data, registry.yml)
+        for folder in process.dirs:
+            _under(root, folder).mkdir(parents=True, exist_ok=True)
+        for path, content in process.files.items():
+            _under(root, path).write_text(content)
+            written.append(str(_under(root, path)))
+    join = None
     if token_file is not None:
         token = _under(root, token_file)
         token.write_text(args.join_token.strip() + "\n")
         token.chmod(0o600)
         written.append(str(token))
+    else:  # the server: the join token exists before the controller's first start
+        data = state / "controller"
+        data.mkdir(mode=0o700, exist_ok=True)
+        data.chmod(0o700)
+        join = join_command(args.address, tokenfile.read_or_create(data / "join.token"))
+        written.append(str(data / "join.token"))
     if after != before:
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(after)
         written.append(str(config))
+    if root == Path("/"):
+        _own(state)  # the units run as the paas user, which owns the machine's state
     started = False
     if root == Path("/") and not args.no_start:
         _start([machines.unit_name(p) for p in processes], docker_changed=after != before)
@@ -141,12 +170,36 @@ def cmd_host_install(args: argparse.Namespace) -> int:
     for path in written:
         note(f"  wrote {path}")
     names = [machines.unit_name(p) for p in processes]
-    emit(args, {"role": args.role, "units": names, "written": written, "started": started},
-         lambda: f"{args.role} installed: {', '.join(names)}"
-                 + (" enabled and started" if started else
-                    f" written under {root} (start them with: systemctl daemon-reload && "
-                    f"systemctl enable --now {' '.join(names)})"))
+
+    def text() -> str:
+        done = f"{args.role} installed: {', '.join(names)}" + (
+            " enabled and started" if started else
+            f" written under {root} (start them with: systemctl daemon-reload && "
+            f"systemctl enable --now {' '.join(names)})")
+        if join is None:
+            return done
+        return (f"{done}\njoin each node with (as root, after scripts/setup.sh; the token "
+                f"is a secret):\n  {shlex.join(join)}")
+
+    emit(args, {"role": args.role, "units": names, "written": written, "started": started,
+                **({"join_command": join} if join else {})}, text)
     return EXIT_OK
+
+
+def join_command(server: str, token: str) -> list[str]:
+    """The one command that makes a machine a node of the server at `server`."""
+    return [".venv/bin/paas", "host", "install", "--role", "node", "--server", server,
+            "--join-token", token, "--name", "NODE-NAME", "--address", "NODE-ADDRESS"]
+
+
+def _own(state: Path) -> None:
+    """Make the `paas` system user (and group) if missing, and give it the state folder."""
+    try:
+        pwd.getpwnam(machines.USER)
+    except KeyError:
+        _run(["useradd", "--system", "--user-group", "--home-dir", str(state),
+              "--shell", "/usr/sbin/nologin", machines.USER])
+    _run(["chown", "-R", f"{machines.USER}:{machines.USER}", str(state)])
 
 
 def _start(units: list[str], *, docker_changed: bool) -> None:
@@ -156,12 +209,17 @@ def _start(units: list[str], *, docker_changed: bool) -> None:
     steps = [["systemctl", "daemon-reload"]]
     if docker_changed:
         steps.append(["systemctl", "restart", "docker"])
-    steps.append(["systemctl", "enable", "--now", *units])
+    # `restart`, not only `enable --now`: running the install again (an upgrade) must run
+    # the new units and code.
+    steps += [["systemctl", "enable", *units], ["systemctl", "restart", *units]]
     for argv in steps:
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise CliError(f"{' '.join(argv)} failed: "
-                           f"{(done.stderr or done.stdout).strip()[:300]}")
+        _run(argv)
+
+
+def _run(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise CliError(f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip()[:300]}")
 
 
 def add_parsers(sub: Any) -> None:
@@ -184,6 +242,11 @@ def add_parsers(sub: Any) -> None:
                    help="node: a label for placement constraints (repeatable)")
     p.add_argument("--domain", default="localhost",
                    help="server: apps are served at <app>.<domain> (default localhost)")
+    p.add_argument("--http-port", type=int, default=80,
+                   help="server: the port the router serves apps on (default 80)")
+    p.add_argument("--public", default="0.0.0.0",
+                   help="server: the address the router serves apps on (default 0.0.0.0, "
+                        "every address; the server's other ports listen on --address only)")
     p.add_argument("--state-dir", default=str(STATE_DIR),
                    help=f"where the machine keeps its state (default {STATE_DIR})")
     p.add_argument("--root", default="/",

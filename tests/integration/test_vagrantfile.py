@@ -1,5 +1,6 @@
-"""The Vagrantfile (a controller VM and two node VMs provisioned by scripts/setup.sh) cannot
-boot here, so it is checked with `vagrant validate`; a broken copy must fail the same check."""
+"""The Vagrantfile (a server VM and two node VMs provisioned by scripts/setup.sh and `paas host
+install`) cannot boot here, so it is checked with `vagrant validate`; a broken copy must fail
+the same check."""
 
 from __future__ import annotations
 
@@ -28,8 +29,12 @@ def test_vagrantfile_validates_and_provisions_with_the_setup_script(tmp_path):
     assert "validated successfully" in result.stdout
     text = (REPO / "Vagrantfile").read_text()
     assert text.count("/opt/paas/scripts/setup.sh") == 2, "every VM runs the shared setup"
-    for name in ('define "controller"', "node-1", "node-2", "paas-agent", "consul agent"):
+    for name in ('define "controller"', "node-1", "node-2"):
         assert name in text
+    # Provisioned by the two commands README gives a team for its own machines.
+    assert text.count("paas host install --role server") == 1
+    assert text.count("paas host install --role node") == 1
+    assert "nohup" not in text and "first draft" not in text
 
     broken = tmp_path / "broken"
     broken.mkdir()

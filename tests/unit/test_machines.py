@@ -84,6 +84,50 @@ def test_host_install_stages_units_a_token_and_the_registry_for_docker(tmp_path,
     assert json.loads(docker_config.read_text())["insecure-registries"] == ["10.0.0.1:5000"]
 
 
+def test_the_server_install_prints_the_one_command_that_joins_a_node(tmp_path, capsys) -> None:
+    server_root, node_root = tmp_path / "server", tmp_path / "node"
+    argv = ["host", "install", "--role", "server", "--address", "10.0.0.1", "--consul",
+            "/usr/bin/consul", "--root", str(server_root)]
+    assert cli.main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    token_file = server_root / "var/lib/paas/controller/join.token"
+    token = token_file.read_text().strip()
+    assert len(token) >= 32 and stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(token_file.parent.stat().st_mode) == 0o700
+    join = out["join_command"]
+    assert join[1:5] == ["host", "install", "--role", "node"]
+    assert join[join.index("--join-token") + 1] == token
+    assert join[join.index("--server") + 1] == "10.0.0.1"
+    assert "addr: 10.0.0.1:5000" in (server_root / "var/lib/paas/registry.yml").read_text()
+    router = (server_root / "etc/systemd/system/paas-router.service").read_text()
+    assert "--listen-host 0.0.0.0 --listen-port 80 --admin-host 10.0.0.1" in router
+    assert (server_root / "var/lib/paas/consul-server").is_dir()
+    # Again: the same token (the controller and the joined nodes keep theirs).
+    assert cli.main(argv) == 0
+    assert token_file.read_text().strip() == token
+    assert f"--join-token {token}" in capsys.readouterr().out
+
+    # The printed command, with the node's name and address filled in, joins a node.
+    node = [{"NODE-NAME": "node-1", "NODE-ADDRESS": "10.0.0.2"}.get(a, a) for a in join[1:]]
+    assert cli.main([*node, "--consul", "/usr/bin/consul", "--root", str(node_root)]) == 0
+    assert (node_root / "var/lib/paas/join.token").read_text().strip() == token
+
+
+def test_every_unit_runs_as_the_paas_user_with_only_what_it_needs() -> None:
+    procs = {p.name: p for p in machines.server_processes(server(registry=True))}
+    node = machines.Node(name="node-1", address="10.0.0.2", server="10.0.0.1",
+                         state_dir=STATE, join_token_file=STATE / "join.token")
+    procs.update((p.name, p) for p in machines.node_processes(node))
+    units = {name: machines.systemd_unit(p).splitlines() for name, p in procs.items()}
+    for name, lines in units.items():
+        assert "User=paas" in lines and "NoNewPrivileges=yes" in lines, name
+    docker = {n for n, lines in units.items() if "SupplementaryGroups=docker" in lines}
+    assert docker == {"controller", "agent-node-1"}  # builds, and runs containers
+    assert [n for n, lines in units.items() if "CapabilityBoundingSet=" not in lines] == \
+        ["router"]
+    assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in units["router"]
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd is not here")
 def test_the_units_pass_systemd_analyze_verify(tmp_path) -> None:
     assert cli.main(["host", "install", "--role", "server", "--address", "10.0.0.1",
@@ -100,6 +144,10 @@ def test_the_units_pass_systemd_analyze_verify(tmp_path) -> None:
     (["--role", "node", "--address", "10.0.0.2", "--server", "10.0.0.1", "--join-token", "t",
       "--name", "Node One"], "--name:"),
     (["--role", "server", "--address", "my-box"], "--address must be an IP address"),
+    (["--role", "server", "--address", "10.0.0.1", "--http-port", "70000"],
+     "--http-port must be a port from 1 to 65535"),
+    (["--role", "server", "--address", "10.0.0.1", "--public", "any"],
+     "--public must be an IP address"),
     (["--role", "node", "--address", "10.0.0.2", "--server", "10.0.0.1", "--join-token", "t",
       "--name", "n1", "--label", "zone"], "--label must be KEY=VALUE"),
 ])
