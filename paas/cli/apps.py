@@ -152,8 +152,15 @@ def cmd_nodes(args: argparse.Namespace) -> int:
              lambda: f"node {args.node}: {result['node']['status']}, "
                      f"{len(deployments)} app(s) moved")
         return EXIT_OK
+    if args.action == "remove":
+        if not args.node:
+            raise CliError("'paas nodes remove' needs the node's name", code=EXIT_USAGE)
+        result = api.delete(f"/v1/nodes/{args.node}")
+        emit(args, result, lambda: f"node {args.node} removed; "
+                                   f"{result['instances_forgotten']} instance record(s) forgotten")
+        return EXIT_OK
     if args.action not in (None, "list"):
-        raise CliError(f"unknown action {args.action!r}: use list, drain or undrain",
+        raise CliError(f"unknown action {args.action!r}: use list, drain, undrain or remove",
                        code=EXIT_USAGE)
     rows = api.get("/v1/nodes")["nodes"]
     emit(args, rows, lambda: table(rows, ["name", "address", "status", "cpu", "memory_mb",
@@ -352,10 +359,12 @@ def add_parsers(sub: Any) -> None:
     add_app_argument(p)
     p.set_defaults(func=cmd_ps)
     p = sub.add_parser("nodes", parents=[remote],
-                       help="list the nodes; drain one (its instances move elsewhere) or undrain")
-    p.add_argument("action", nargs="?", choices=["list", "drain", "undrain"],
-                   help="list (default), drain NODE or undrain NODE")
-    p.add_argument("node", nargs="?", metavar="NODE", help="the node to drain or undrain")
+                       help="list the nodes; drain one (its instances move elsewhere), "
+                            "undrain it, or remove one that is down")
+    p.add_argument("action", nargs="?", choices=["list", "drain", "undrain", "remove"],
+                   help="list (default), drain NODE, undrain NODE, or remove NODE (once its "
+                        "agent is down: a lost machine, or after `paas host remove` on it)")
+    p.add_argument("node", nargs="?", metavar="NODE", help="the node to act on")
     p.add_argument("--no-wait", action="store_true", help="do not follow the moves")
     p.set_defaults(func=cmd_nodes)
 

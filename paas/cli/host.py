@@ -1,5 +1,6 @@
 """`paas host install`: make this machine a server or a node of a cluster on a team's own
-machines, with systemd units that run what `paas.machines` says the machine runs.
+machines, with systemd units that run what `paas.machines` says the machine runs; `paas host
+remove`: take a node out again.
 
 Run `scripts/setup.sh` first (Docker, Consul, HAProxy, this package); then, as root, on the
 server machine:
@@ -34,10 +35,13 @@ import pwd
 import shlex
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from paas import machines, tokenfile
+from paas.apiclient.client import Client, ClientError, Target
 from paas.cli.common import EXIT_OK, CliError, emit, note, output_flags
 from paas.names import InvalidName, validate_node_name
 
@@ -222,8 +226,91 @@ def _run(argv: list[str]) -> None:
         raise CliError(f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip()[:300]}")
 
 
+# --- paas host remove -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Installed:
+    """A node as `paas host install` left it on this machine."""
+
+    node: str
+    controller_url: str
+    join_token_file: Path
+    units: list[Path]  # its unit files (under --root)
+
+
+def installed_node(root: Path) -> Installed:
+    """Read the node's name, its controller and its join token file from its agent's unit."""
+    units = _under(root, UNITS)
+    agents = sorted(units.glob("paas-agent-*.service")) if units.is_dir() else []
+    if len(agents) != 1:
+        raise CliError(f"this machine is not one node of a cluster: {len(agents)} "
+                       f"paas-agent-*.service units in {units}", code=2)
+    text = agents[0].read_text()
+    exec_line = next((line for line in text.splitlines() if line.startswith("ExecStart=")), "")
+    argv = shlex.split(exec_line.removeprefix("ExecStart="))
+    flags = dict(zip(argv, argv[1:]))
+    try:
+        node = flags["--node"]
+        return Installed(node=node, controller_url=flags["--controller-url"],
+                         join_token_file=Path(flags["--join-token-file"]),
+                         units=[agents[0], units / f"paas-consul-{node}.service"])
+    except KeyError as exc:
+        raise CliError(f"{agents[0]} has no {exc.args[0]} in its ExecStart: it was not "
+                       "written by `paas host install`", code=2) from None
+
+
+def cmd_host_remove(args: argparse.Namespace) -> int:
+    """Drain the node (its instances move under the rolling rules), stop and remove its
+    units, then take it out of the cluster."""
+    root = Path(args.root)
+    found = installed_node(root)
+    token_file = _under(root, found.join_token_file)
+    try:
+        token = token_file.read_text().strip()
+    except OSError as exc:
+        raise CliError(f"cannot read the join token {token_file}: {exc.strerror}") from None
+    api = Client(Target(found.controller_url, token), timeout=30)
+    node = found.node
+    api.post(f"/v1/nodes/{node}/drain", {"drain": True})
+    note(f"node {node}: draining; its instances move to the other nodes")
+    deadline = time.monotonic() + args.timeout
+    while True:
+        left = api.get(f"/v1/nodes/{node}/assignments?index=0&wait=0")["instances"]
+        if not left:
+            break
+        if time.monotonic() > deadline:
+            raise CliError(f"node {node} still has {len(left)} instance(s) after "
+                           f"{args.timeout:g}s: the drain could not move them; nothing was "
+                           "stopped", hint="see `paas events APP` for each app's drain "
+                           "deployment, then run this again")
+        time.sleep(1)
+    names = [unit.name for unit in found.units]
+    if root == Path("/"):
+        _run(["systemctl", "disable", "--now", *names])
+    for unit in found.units:
+        unit.unlink(missing_ok=True)
+    token_file.unlink(missing_ok=True)
+    if root == Path("/"):
+        _run(["systemctl", "daemon-reload"])
+    note(f"node {node}: drained; " + (f"stopped and removed {', '.join(names)}"
+                                       if root == Path("/") else
+                                       f"removed {', '.join(names)} under {root}; stop them"))
+    # The controller takes the node out once its agent has stopped reporting.
+    while True:
+        try:
+            result = api.delete(f"/v1/nodes/{node}")
+            break
+        except ClientError as exc:
+            if exc.status != 409 or time.monotonic() > deadline:
+                raise
+        time.sleep(1)
+    emit(args, result, lambda: f"node {node} removed from the cluster at "
+                               f"{found.controller_url}")
+    return EXIT_OK
+
+
 def add_parsers(sub: Any) -> None:
-    host = sub.add_parser("host", help="install this machine as a server or node of a cluster",
+    host = sub.add_parser("host", help="install this machine as a server or node of a cluster, "
+                                       "or remove a node",
                           description=__doc__.split("\n\n")[0])
     actions = host.add_subparsers(dest="host_action", metavar="ACTION", required=True)
     p = actions.add_parser("install", parents=[output_flags()],
@@ -256,3 +343,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--no-start", action="store_true",
                    help="write the files but do not start anything")
     p.set_defaults(func=cmd_host_install)
+    p = actions.add_parser("remove", parents=[output_flags()],
+                           help="drain this node, stop and remove its units, take it out",
+                           description=cmd_host_remove.__doc__)
+    p.add_argument("--root", default="/",
+                   help="the node's files are under this folder (staged); nothing is stopped")
+    p.add_argument("--timeout", type=float, default=600,
+                   help="seconds to wait for the drain and the removal (default 600)")
+    p.set_defaults(func=cmd_host_remove)

@@ -27,7 +27,10 @@ log = logging.getLogger("paas.controller.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PUBLIC = {"/healthz", "/metrics"}
-AGENT_ROUTES = {"node_register", "node_heartbeat", "node_assignments"}
+AGENT_ROUTES = {"node_register", "node_heartbeat", "node_assignments", "drain_node",
+                "remove_node"}
+"""What the join token may do: a node's agent registers, reports and takes its assignments,
+and `paas host remove` on the machine drains the node and takes it out."""
 TOKEN_KIND = web.RequestKey("token_kind", str)
 
 
@@ -367,6 +370,11 @@ async def drain_node(request: web.Request) -> web.Response:
     return web.json_response(await request.app[CONTROLLER].nodes.drain(node, drain))
 
 
+async def remove_node(request: web.Request) -> web.Response:
+    node = validate_node_name(request.match_info["node"])
+    return web.json_response(request.app[CONTROLLER].nodes.remove(node))
+
+
 async def node_register(request: web.Request) -> web.Response:
     node = validate_node_name(request.match_info["node"])
     body = await _json_body(request)
@@ -419,6 +427,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/v1/stacks/{name}/build", build_stack, name="build_stack")
     r.add_get("/v1/nodes", list_nodes, name="list_nodes")
     r.add_put("/v1/nodes/{node}", node_register, name="node_register")
+    r.add_delete("/v1/nodes/{node}", remove_node, name="remove_node")
     r.add_post("/v1/nodes/{node}/drain", drain_node, name="drain_node")
     r.add_post("/v1/nodes/{node}/heartbeat", node_heartbeat, name="node_heartbeat")
     r.add_get("/v1/nodes/{node}/assignments", node_assignments, name="node_assignments")

@@ -45,6 +45,9 @@ class Heartbeats:
         seen = self._seen.get(node["name"])
         return seen is not None and self._clock() - seen <= self._down_after
 
+    def forget(self, name: str) -> None:
+        self._seen.pop(name, None)
+
 
 @dataclass(kw_only=True)
 class Nodes:
@@ -166,6 +169,20 @@ class Nodes:
                 started.append(deployment_view(dep))
         node = next(n for n in self.listing() if n["name"] == name)
         return {"node": node, "deployments": started}
+
+    def remove(self, name: str) -> dict[str, Any]:
+        """Take a node out of the cluster once its agent is down (stopped by `paas host
+        remove`, or its machine lost). Its instances were moved by a drain, or are being
+        replaced since it went down; the records left on it are forgotten. While the agent
+        still reports, the node would only register again: refused."""
+        node = require_node(self.store, name)
+        if self.heartbeats.is_ready(node):
+            raise Conflict(f"node {name!r} is still up: stop its agent first (on that machine: "
+                           "paas host remove), then remove it")
+        forgotten = self.store.remove_node(name)
+        self.heartbeats.forget(name)
+        log.info("node %s removed (%d instance record(s) forgotten)", name, forgotten)
+        return {"removed": name, "instances_forgotten": forgotten}
 
     def register(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         address = body.get("address")

@@ -203,6 +203,9 @@ def _node_paths() -> dict[str, Any]:
                     "address": {"type": "string"}, "cpu": {"type": "number"},
                     "memory_mb": {"type": "integer"}, "labels": {"type": "object"},
                     "consul_url": {"type": "string"}}})),
+            "delete": _op("Take a node out of the cluster once its agent is down (admin or "
+                          "join token); 409 while it still reports",
+                          params=["node"], errors=("400", "401", "404", "409")),
         },
         "/v1/nodes/{node}/drain": {
             "post": _op("Drain a node (move its instances elsewhere under the rolling rules) "

@@ -313,6 +313,13 @@ class Store:
         with self.tx() as db:
             db.execute("UPDATE nodes SET draining = ? WHERE name = ?", (int(draining), name))
 
+    def remove_node(self, name: str) -> int:
+        """Forget a node and the instances recorded on it; returns how many instances."""
+        with self.tx() as db:
+            gone = db.execute("DELETE FROM instances WHERE node = ?", (name,)).rowcount
+            db.execute("DELETE FROM nodes WHERE name = ?", (name,))
+        return gone
+
     def get_node(self, name: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM nodes WHERE name = ?", name)
 

@@ -7,9 +7,11 @@ from both nodes. Nothing of it touches this machine's own engine."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import signal
+import sys
 import time
 import subprocess
 import tempfile
@@ -209,3 +211,38 @@ def test_a_node_that_cannot_pull_fails_the_placement_with_the_registrys_reason(h
         dep["reason"]
     assert took < 30, f"the deploy took {took:.0f}s to say it cannot pull"
     assert len(live(e2e)) == 3 and e2e.get_via_router("hello")[0] == 200
+
+
+def test_host_remove_drains_the_node_and_takes_it_out(hosts, tmp_path) -> None:
+    e2e, net = hosts
+    _, node1, node2 = net.hosts
+    dep = e2e.finish("hello", e2e.api.post("/v1/apps/hello/scale",
+                                           {"replicas": {"web": 4}})["deployment"], 60)
+    assert dep["status"] == "succeeded", dep
+    wait_until(lambda: len(containers(node2)) == 1 and len(live(e2e)) == 4, 30, 0.2,
+               what="an instance on node-2 again")
+    # node-2 as `paas host install` leaves a machine (staged under a folder: no systemd here).
+    stage = tmp_path / "node-2"
+    cli = [sys.executable, "-m", "paas.cli", "host"]
+    subprocess.run([*cli, "install", "--role", "node", "--server", net.hosts[0].address,
+                    "--join-token", e2e.cluster.join_token(), "--name", "node-2",
+                    "--address", node2.address, "--consul", "/bin/true", "--root", str(stage)],
+                   check=True, capture_output=True, cwd=REPO)
+    units = stage / "etc/systemd/system"
+    with Hammer(e2e, "hello") as hammer:
+        remove = subprocess.Popen([*cli, "remove", "--root", str(stage), "--json"], cwd=REPO,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Its units go once the node is drained; here, we stop what they would have run.
+        wait_until(lambda: not list(units.glob("*.service")), 120, 0.2,
+                   what="the drained node's units removed")
+        assert containers(node2) == [] and len(containers(node1)) == 4
+        for name in ("agent-node-2", "consul-node-2"):
+            e2e.cluster.stop_process(name)
+        out, err = remove.communicate(timeout=60)
+    assert remove.returncode == 0, err
+    assert json.loads(out)["removed"] == "node-2"
+    assert "draining" in err and "removed paas-agent-node-2.service" in err
+    assert [n["name"] for n in e2e.api.get("/v1/nodes")["nodes"]] == ["node-1"]
+    assert not (stage / "var/lib/paas/join.token").exists()
+    assert set(hammer.statuses) == {200}, hammer.statuses
+    assert len(live(e2e)) == 4 and {i["node"] for i in live(e2e)} == {"node-1"}

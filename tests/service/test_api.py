@@ -57,6 +57,26 @@ async def test_join_token_is_only_for_agent_routes(api, join):
     assert resp.status == 200
 
 
+async def test_a_node_is_removed_only_once_its_agent_is_down(start_api, settings, admin, join):
+    import asyncio
+    import dataclasses
+
+    api = await start_api(dataclasses.replace(settings, node_down_after=0.3))
+    resp = await api.put("/v1/nodes/node-1", json={"address": "127.0.0.2"}, headers=join)
+    assert resp.status == 200
+    # The join token drains it (paas host remove on the machine) but cannot list apps.
+    assert (await api.post("/v1/nodes/node-1/drain", json={}, headers=join)).status == 200
+    msg = await error_of(await api.delete("/v1/nodes/node-1", headers=join), 409)
+    assert "still up: stop its agent first" in msg
+    await asyncio.sleep(0.5)  # no heartbeat since: down
+    resp = await api.delete("/v1/nodes/node-1", headers=join)
+    assert resp.status == 200 and (await resp.json())["removed"] == "node-1"
+    nodes = (await (await api.get("/v1/nodes", headers=admin)).json())["nodes"]
+    assert nodes == []
+    await error_of(await api.delete("/v1/nodes/node-1", headers=admin), 404)
+    await error_of(await api.delete("/v1/nodes/Bad_Name", headers=admin), 400)
+
+
 async def test_token_file_is_private(api, settings):
     for name in ("admin.token", "join.token"):
         mode = stat.S_IMODE(os.stat(settings.data_dir / name).st_mode)

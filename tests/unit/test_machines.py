@@ -166,3 +166,24 @@ def test_a_broken_docker_config_is_refused(tmp_path, capsys) -> None:
                      "--consul", "/usr/bin/consul", "--root", str(tmp_path)]) == 2
     assert "daemon.json is not valid JSON" in capsys.readouterr().err
     assert not (tmp_path / "etc/systemd").exists(), "nothing is written on bad input"
+
+
+def test_host_remove_on_a_machine_that_is_no_node_says_so(tmp_path, capsys) -> None:
+    assert cli.main(["host", "remove", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "this machine is not one node of a cluster: 0 paas-agent-*.service units" in err
+    assert "Traceback" not in err
+
+
+def test_host_remove_reads_the_node_that_install_wrote(tmp_path) -> None:
+    from paas.cli.host import installed_node
+
+    assert cli.main(["host", "install", "--role", "node", "--name", "node-3", "--address",
+                     "10.0.0.4", "--server", "10.0.0.1", "--join-token", "t", "--consul",
+                     "/usr/bin/consul", "--root", str(tmp_path)]) == 0
+    found = installed_node(tmp_path)
+    assert (found.node, found.controller_url) == ("node-3", "http://10.0.0.1:7070")
+    assert found.join_token_file == STATE / "join.token"
+    assert [u.name for u in found.units] == ["paas-agent-node-3.service",
+                                             "paas-consul-node-3.service"]
+    assert all(u.exists() for u in found.units)
