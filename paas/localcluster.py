@@ -186,10 +186,12 @@ class LocalCluster:
             folder.mkdir(parents=True, exist_ok=True)
         for path, text in process.files.items():
             path.write_text(text)
-        argv = [*self.hosts.get(self._machine(name), Host()).enter, *process.argv]
+        # What the installed unit runs: its ExecStart and Environment, read back.
+        command, unit_env = machines.unit_command(machines.systemd_unit(process))
+        argv = [*self.hosts.get(self._machine(name), Host()).enter, *command]
         log_dir = self.root / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **unit_env}
         with open(log_dir / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,

@@ -165,6 +165,32 @@ def node_processes(n: Node) -> list[Process]:
     ]
 
 
+ENVIRONMENT = {"PYTHONUNBUFFERED": "1"}  # each line reaches the journal as it is printed
+
+
+def unit_command(unit: str) -> tuple[list[str], dict[str, str]]:
+    """The argv and the environment a unit runs (its `ExecStart` and `Environment` lines):
+    how the local cluster and the simulated machines start a process, so they run exactly
+    what an installed unit runs."""
+    argv: list[str] = []
+    env: dict[str, str] = {}
+    for line in unit.splitlines():
+        key, _, value = line.partition("=")
+        if key == "ExecStart":
+            argv = shlex.split(value.replace("$$", "$").replace("%%", "%"))
+        elif key == "Environment":
+            name, _, setting = value.partition("=")
+            env[name] = setting
+    if not argv:
+        raise ValueError("the unit has no ExecStart line")
+    return argv, env
+
+
+def _systemd_escape(command: str) -> str:
+    """systemd expands `$NAME` and `%x` in ExecStart; an argv means them literally."""
+    return command.replace("%", "%%").replace("$", "$$")
+
+
 def unit_name(process: Process) -> str:
     return f"paas-{process.name}.service"
 
@@ -180,7 +206,8 @@ def systemd_unit(process: Process, *, after: Sequence[Process] = (),
     lines = [
         "# Written by `paas host install`; run it again to change it.",
         "[Unit]", f"Description={process.description}", f"Wants={deps}", f"After={deps}", "",
-        "[Service]", f"ExecStart={shlex.join(process.argv)}",
+        "[Service]", f"ExecStart={_systemd_escape(shlex.join(process.argv))}",
+        *(f"Environment={k}={v}" for k, v in ENVIRONMENT.items()),
         *([f"WorkingDirectory={working_dir}"] if working_dir else []),
         f"User={USER}", f"Group={USER}",
         *([f"SupplementaryGroups={' '.join(process.groups)}"] if process.groups else []),

@@ -1,7 +1,7 @@
 """Real hosts, simulated: the whole platform across three machines that share nothing but a
 private network (tests/simhosts.py): the server (Consul server, controller, registry, router)
-and two nodes, each running its own Docker engine, Consul client and agent. examples/hello is
-built on the server's engine, proven by its integration test against a control instance on a
+and two nodes, each running its own Docker engine, Consul client and agent. examples/hello,
+sent by `git push` to the server's controller, is built on the server's engine, proven by its integration test against a control instance on a
 node, published through the registry, pulled by each node's engine, and served by the router
 from both nodes. Nothing of it touches this machine's own engine."""
 
@@ -24,6 +24,7 @@ import pytest
 from paas.localcluster import Host, remove_cluster_images
 from tests import simhosts
 from tests.e2e.conftest import E2E, REPO, Hammer, new_cluster, wait_until
+from tests.e2e.test_git_push import git_url, make_repo, push
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 BUSYBOX = "paas/busybox:latest"
@@ -54,15 +55,18 @@ def hosts() -> Iterator[tuple[E2E, simhosts.SimNetwork]]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def test_an_app_runs_across_machines_that_share_only_a_network(hosts) -> None:
+def test_an_app_runs_across_machines_that_share_only_a_network(hosts, tmp_path) -> None:
     e2e, net = hosts
     _, node1, node2 = net.hosts
     e2e.api.post("/v1/apps", {"name": "hello"})
-    release = e2e.build("hello", REPO / "examples" / "hello")
-    dep = e2e.deploy("hello", release["version"], 2, timeout=120)
+    repo, _ = make_repo(tmp_path)
+    pushed = push(repo, git_url(e2e, "hello"), "main")  # to the server's controller
+    assert pushed.code == 0, pushed.output
+    assert "remote:        | PASS: / and /health answer" in pushed.output  # its test, on a node
+    dep = e2e.finish("hello", e2e.api.post("/v1/apps/hello/scale",
+                                           {"replicas": {"web": 2}})["deployment"], 120)
     assert dep["status"] == "succeeded", dep
-    events = [e["message"] for e in e2e.api.get(
-        f"/v1/apps/hello/events?deployment={dep['id']}")["events"]]
+    events = [e["message"] for e in e2e.api.get("/v1/apps/hello/events")["events"]]
     assert any("integration test passed" in m for m in events), events
     pulls = [m for m in events if " pulled the image of " in m]
     assert {m.split()[0] for m in pulls} == {"node-1", "node-2"}, events  # a phase, with seconds
@@ -76,6 +80,9 @@ def test_an_app_runs_across_machines_that_share_only_a_network(hosts) -> None:
         engine = node.engine()
         running = engine.containers(filters={"label": "paas.app=hello"})
         assert len(running) == 1 and running[0]["Image"] == image, running
+        # A node has only the app's run image: what it was built on stays on the server.
+        assert not [t for i in engine.images() for t in i["RepoTags"] or []
+                    if t.startswith(("paas-stack/", BUSYBOX))], engine.images()
         engine.close()
     here = docker.APIClient(version="auto")
     assert not here.containers(all=True, filters={"label": f"paas.localcluster="

@@ -187,3 +187,14 @@ def test_host_remove_reads_the_node_that_install_wrote(tmp_path) -> None:
     assert [u.name for u in found.units] == ["paas-agent-node-3.service",
                                              "paas-consul-node-3.service"]
     assert all(u.exists() for u in found.units)
+
+
+def test_the_local_cluster_runs_what_the_unit_says() -> None:
+    for process in machines.server_processes(server(registry=True)):
+        argv, env = machines.unit_command(machines.systemd_unit(process))
+        assert tuple(argv) == process.argv and env == {"PYTHONUNBUFFERED": "1"}
+    tricky = machines.Process("x", ("/bin/echo", "a b", "it's", "$HOME", "100%"), "quoting")
+    assert "'$$HOME' 100%%" in machines.systemd_unit(tricky)  # literal for systemd too
+    assert machines.unit_command(machines.systemd_unit(tricky))[0] == list(tricky.argv)
+    with pytest.raises(ValueError):
+        machines.unit_command("[Service]\nUser=paas\n")
