@@ -38,9 +38,10 @@ class InvalidAssignment(ValueError):
 
 @dataclass(frozen=True)
 class HealthCheck:
-    """The HTTP health check Consul runs against a web instance."""
+    """The health check Consul runs against a web instance: `GET path` must answer 2xx, or,
+    without a path, a TCP connection to the instance's port must open."""
 
-    path: str = "/"
+    path: str | None = None
     interval_s: float = 1.0
     timeout_s: float = 1.0
 
@@ -230,8 +231,9 @@ def _health(value: Any, where: str) -> HealthCheck:
         return HealthCheck()
     if not isinstance(value, dict):
         raise InvalidAssignment(f"{where}: 'health' must be an object")
-    path = value.get("path") or "/"
-    if not isinstance(path, str) or not path.startswith("/") or any(c.isspace() for c in path):
+    path = value.get("path") or None
+    if path is not None and (not isinstance(path, str) or not path.startswith("/")
+                             or any(c.isspace() for c in path)):
         raise InvalidAssignment(f"{where}: health 'path' must start with '/'")
     interval = _float(value.get("interval_s") or 1, f"{where}: health interval_s")
     timeout = _float(value.get("timeout_s") or 1, f"{where}: health timeout_s")

@@ -23,6 +23,7 @@ import concurrent.futures
 import logging
 import threading
 import time
+from datetime import datetime
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Generator, Mapping, TypeVar
 
@@ -56,6 +57,24 @@ class DockerUnavailable(DriverError):
     """The Docker engine cannot be reached: retry later."""
 
 
+def _seconds_between(started: str | None, finished: str | None) -> float | None:
+    """Seconds between two of Docker's timestamps (RFC 3339 with nanoseconds), or None."""
+    if not started or not finished:
+        return None
+    try:
+        a, b = (datetime.fromisoformat(_to_micros(t)) for t in (started, finished))
+    except ValueError:
+        return None
+    seconds = (b - a).total_seconds()
+    return round(seconds, 3) if seconds >= 0 else None
+
+
+def _to_micros(stamp: str) -> str:
+    """'2026-12-07T21:20:01.123456789Z' -> '2026-12-07T21:20:01.123456+00:00'."""
+    head, dot, frac = stamp.rstrip("Z").partition(".")
+    return head + (dot + frac[:6] if dot else "") + "+00:00"
+
+
 class ImageMissing(DriverError):
     """The instance's image is not on this engine and cannot be pulled: publish it first."""
 
@@ -85,6 +104,8 @@ class ContainerInfo:
     labels: Mapping[str, str] = field(default_factory=dict)
     stop_timeout_s: float | None = None
     started_at: str = ""
+    ran_s: float | None = None
+    """How long it ran before it stopped (a stopped container only)."""
 
     @property
     def running(self) -> bool:
@@ -314,6 +335,8 @@ class DockerDriver:
             labels=labels,
             stop_timeout_s=float(stop_timeout) if stop_timeout is not None else None,
             started_at=state.get("StartedAt") or "",
+            ran_s=(_seconds_between(state.get("StartedAt"), state.get("FinishedAt"))
+                   if status in ("exited", "dead") else None),
         )
 
     def _host_port(self, attrs: Mapping[str, Any]) -> int | None:

@@ -2,7 +2,8 @@
 
 The service layout is the contract in docs/architecture.md: ID = instance id, Name = app, the node
 address and the container's host port, tags `[role, vN, process]` (+ extra tags such as
-`stable`), `paas_*` meta, and an HTTP check on the instance's health path that starts critical.
+`stable`), `paas_*` meta, and a check that starts critical: HTTP on the instance's health path,
+or TCP on its port when the app names no path.
 Only `web` processes get a service. `registered()` lists the services this agent made (filtered by
 `paas_cluster`/`paas_node` meta) so the reconciler can compare them with what should be there;
 that comparison is also what re-registers everything after a Consul agent lost its state.
@@ -49,6 +50,10 @@ def service_definition(assignment: Assignment, *, cluster: str, node: str, addre
                        host_port: int) -> dict[str, Any]:
     """The body of `PUT /v1/agent/service/register` for a running web instance."""
     health = assignment.health
+    probe = ({"Name": f"{assignment.app} {assignment.id} HTTP {health.path}",
+              "HTTP": f"http://{address}:{host_port}{health.path}", "Method": "GET"}
+             if health.path else
+             {"Name": f"{assignment.app} {assignment.id} TCP", "TCP": f"{address}:{host_port}"})
     return {
         "ID": assignment.id,
         "Name": assignment.app,
@@ -58,9 +63,7 @@ def service_definition(assignment: Assignment, *, cluster: str, node: str, addre
         "Meta": service_meta(assignment, cluster=cluster, node=node),
         "Check": {
             "CheckID": check_id(assignment.id),
-            "Name": f"{assignment.app} {assignment.id} HTTP {health.path}",
-            "HTTP": f"http://{address}:{host_port}{health.path}",
-            "Method": "GET",
+            **probe,
             "Interval": duration(health.interval_s),
             "Timeout": duration(health.timeout_s),
             "DeregisterCriticalServiceAfter": DEREGISTER_CRITICAL_AFTER,

@@ -58,6 +58,7 @@ def instance_reports(*, desired: Sequence[Assignment] | None,
             "host_port": c.host_port if c and c.running else None,
             "restarts": restarts.get(iid, RestartState()).restarts,
             "exit_code": c.exit_code if c else None,
+            "ran_s": c.ran_s if c else None,
             "error": errors.get(iid),
             "pull_s": round(pulls[iid], 3) if iid in pulls else None,
         })
@@ -66,5 +67,5 @@ def instance_reports(*, desired: Sequence[Assignment] | None,
             c = by_id[iid]
             reports.append({"id": iid, "state": "stopping", "container_id": c.container_id,
                             "host_port": None, "restarts": 0, "exit_code": c.exit_code,
-                            "error": None, "pull_s": None})
+                            "ran_s": c.ran_s, "error": None, "pull_s": None})
     return reports

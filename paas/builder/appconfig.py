@@ -5,7 +5,7 @@ Defaults (documented in README):
 
 | key | default |
 | --- | --- |
-| `[health] path` | `/`: the home page, which a framework's hello app already answers |
+| `[health] path` | none: the instance is healthy once it accepts TCP connections on `$PORT` (Heroku's rule); with a path, `GET path` must answer 2xx |
 | `[health] interval` | `1` s |
 | `[health] timeout` | `1` s |
 | `[test] command` | none: the test step is skipped, visibly |
@@ -36,7 +36,6 @@ from paas.names import InvalidName, validate_process_name
 _PATH_RE = re.compile(r"^/[A-Za-z0-9._~/%-]*$")
 _STACK_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
 DEFAULT_BUILD_TIMEOUT_S = 600.0
-DEFAULT_HEALTH_PATH = "/"  # what Flask's, Express's or Sinatra's first app answers
 BUILD_TIMEOUT_RANGE_S = (10, 4 * 3600)
 
 
@@ -46,7 +45,8 @@ class BadAppConfig(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class Health:
-    path: str = DEFAULT_HEALTH_PATH
+    path: str | None = None
+    """The HTTP path whose GET must answer 2xx; None: a TCP connection to $PORT is enough."""
     interval_s: float = 1.0
     timeout_s: float = 1.0
 
@@ -202,8 +202,9 @@ def parse_app_config(*, procfile: str | None, toml_text: str | None) -> AppConfi
         if not isinstance(doc.get(section, {}), dict):
             raise BadAppConfig(f"paas.toml [{section}] must be a table")
     h, t, d = doc.get("health", {}), doc.get("test", {}), doc.get("deploy", {})
-    path = h.get("path", DEFAULT_HEALTH_PATH)
-    if not isinstance(path, str) or not _PATH_RE.fullmatch(path) or len(path) > 200:
+    path = h.get("path")
+    if path is not None and (not isinstance(path, str) or not _PATH_RE.fullmatch(path)
+                             or len(path) > 200):
         raise BadAppConfig("paas.toml health.path must be an absolute URL path like /health")
     command = t.get("command")
     if command is not None and (not isinstance(command, str) or not command.strip()):

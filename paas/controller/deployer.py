@@ -52,6 +52,27 @@ LOOK_EVERY_S = 2.5  # then this often (what it listens on, what its check said);
 CERTAIN_FOR_S = 5.0  # a fault that waiting cannot mend, seen this long, fails the deploy
 
 
+def check_sentence(health: dict[str, Any] | None) -> str:
+    """Which health check a release's instances must pass, for the deploy's output."""
+    path = (health or {}).get("path")
+    if path:
+        return f"GET {path} must answer 2xx ([health] path in paas.toml)"
+    return ("it must accept connections on $PORT from outside its container (no [health] "
+            "path in paas.toml; set one to check a page)")
+
+
+def exit_sentence(inst: dict[str, Any]) -> str:
+    """Why an instance that stopped fails the deploy: its process type, its exit code and how
+    long it ran, when its node told."""
+    restarts = inst["restarts"]
+    how = f" with code {inst['exit_code']}" if inst.get("exit_code") is not None else ""
+    when = f" after {inst['ran_s']:.1f} s" if inst.get("ran_s") is not None else ""
+    again = ("" if not restarts else
+             " (restarted once)" if restarts == 1 else f" (restarted {restarts} times)")
+    return (f"the {inst['process']} process of instance {inst['id']} exited{how}{when}"
+            f"{again}; its log below says why")
+
+
 class DeployFailed(Exception):
     """A step failed; `step` names it and the message says why."""
 
@@ -234,6 +255,7 @@ class Deployer:
             raise DeployFailed("control", exc.reason) from None
         [control] = self._add(dep, ROUTED_PROCESS, "control", nodes)
         policy = release["policy"]
+        self.event(dep, "control", f"health check: {check_sentence(release['health'])}")
         t0 = self.clock.now()
         try:
             await self.wait_healthy(dep, [control], process=ROUTED_PROCESS,
@@ -345,11 +367,16 @@ class Deployer:
         faulty_since: dict[str, float] = {}
         unstartable_since: dict[str, float] = {}
         pulled: set[str] = set()
+        release = self.store.get_release(app, dep["release"])
+        tcp = process == ROUTED_PROCESS and not ((release or {}).get("health") or {}).get("path")
+        accepting: set[str] = set()
         while True:
             now = self.clock.now()
             for instance_id in ids:
                 self._starting(dep, instance_id, now, pulled, unstartable_since)
             passing, outputs = await self._passing(app, ids, process)
+            if tcp:
+                passing = await self._accepting(passing, accepting)
             for instance_id in ids:
                 if instance_id in passing:
                     healthy_since.setdefault(instance_id, now)
@@ -397,17 +424,26 @@ class Deployer:
             raise DeployFailed("rollout", f"{inst['node']} cannot start instance "
                                           f"{instance_id}: {inst['error']}")
 
+    async def _accepting(self, passing: set[str], accepting: set[str]) -> set[str]:
+        """Of the instances whose TCP check passes, those that really accept connections on
+        $PORT. Docker's proxy accepts on the host port whatever the container does, so a
+        passing TCP check alone would pass an app that listens on 127.0.0.1 only; the node's
+        view of the container's listening sockets decides (once per instance; when the node
+        cannot tell, the check's word stands)."""
+        for instance_id in passing - accepting:
+            seen = await self.looks.look(instance_id)
+            if seen.listening is None or any(x.port == CONTAINER_PORT and x.everywhere
+                                             for x in seen.listening):
+                accepting.add(instance_id)
+        return passing & accepting
+
     async def _check_alive(self, instance_id: str) -> None:
         """Raise DeployFailed if the instance exited, crashed or lost its node."""
         inst = self.store.get_instance(instance_id)
         if inst is None:
             return
         if inst["state"] == "exited" or inst["restarts"]:
-            restarts = inst["restarts"]
-            what = ("exited" if not restarts else "crashed and was restarted "
-                    + ("once" if restarts == 1 else f"{restarts} times"))
-            raise DeployFailed("rollout", f"instance {instance_id} {what}; its log "
-                               "below says why", await self.logs.tail(instance_id))
+            raise DeployFailed("rollout", exit_sentence(inst), await self.logs.tail(instance_id))
         node = self.store.get_node(inst["node"])
         if node is None or not self.node_is_ready(node):
             raise DeployFailed("rollout", f"node {inst['node']} of instance "
@@ -420,7 +456,7 @@ class Deployer:
             return Diagnosis("", certain=False)
         inst = self.store.get_instance(instance_id)
         release = self.store.get_release(app, inst["release"]) if inst else None
-        path = ((release or {}).get("health") or {}).get("path") or "/"
+        path = ((release or {}).get("health") or {}).get("path") or None
         seen = await self.looks.look(instance_id)
         # The node's own Consul agent is current; the catalog's output may lag by minutes.
         return diagnose(listening=seen.listening, port=CONTAINER_PORT, path=path,

@@ -197,6 +197,11 @@ ALTER TABLE instances ADD COLUMN error TEXT;
 ALTER TABLE instances ADD COLUMN pull_s REAL;
 """
 
+INSTANCE_EXIT = """
+ALTER TABLE instances ADD COLUMN exit_code INTEGER;
+ALTER TABLE instances ADD COLUMN ran_s REAL;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, name="baseline schema", apply=sql(BASELINE)),
     Migration(version=2, name="indexes for running deployments and promotions",
@@ -205,6 +210,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               apply=sql(RELEASE_STACK)),
     Migration(version=4, name="why an instance could not start, and its image pull's seconds",
               apply=sql(INSTANCE_START)),
+    Migration(version=5, name="how an instance last exited: its code and how long it ran",
+              apply=sql(INSTANCE_EXIT)),
 )
 LATEST = MIGRATIONS[-1].version
 

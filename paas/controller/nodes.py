@@ -219,10 +219,16 @@ class Nodes:
         for r in reports:
             if not isinstance(r.get("error"), (str, type(None))):
                 raise BadRequest("an instance's error must be a string or null")
-            pull = r.get("pull_s")
-            if pull is not None and (isinstance(pull, bool) or not isinstance(pull, (int, float))
-                                     or not 0 <= pull < 86400):
-                raise BadRequest("an instance's pull_s must be a number of seconds or null")
+            for key in ("pull_s", "ran_s"):
+                value = r.get(key)
+                if value is not None and (isinstance(value, bool)
+                                          or not isinstance(value, (int, float))
+                                          or not 0 <= value < 10 ** 9):
+                    raise BadRequest(f"an instance's {key} must be a number of seconds or null")
+            code = r.get("exit_code")
+            if code is not None and (isinstance(code, bool) or not isinstance(code, int)
+                                     or not -(2 ** 31) <= code < 2 ** 31):
+                raise BadRequest("an instance's exit_code must be an integer or null")
             r["error"] = r["error"][:500] if r.get("error") else None
         self.heartbeats.beat(name)
         self.store.report_instances(name, reports)

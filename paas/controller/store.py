@@ -278,14 +278,16 @@ class Store:
         seen = {r["id"] for r in reports}
         with self.tx() as db:
             for r in reports:
-                # The pull's seconds stay once reported (a later start finds the image).
+                # The pull's seconds and the last exit stay once reported (a later start
+                # finds the image; a restarted container runs again).
                 db.execute(
                     "UPDATE instances SET state = ?, container_id = ?, host_port = ?,"
-                    " restarts = ?, error = ?, pull_s = COALESCE(?, pull_s), updated_at = ?"
-                    " WHERE id = ? AND node = ?",
+                    " restarts = ?, error = ?, pull_s = COALESCE(?, pull_s),"
+                    " exit_code = COALESCE(?, exit_code), ran_s = COALESCE(?, ran_s),"
+                    " updated_at = ? WHERE id = ? AND node = ?",
                     (r["state"], r.get("container_id"), r.get("host_port"),
-                     int(r.get("restarts") or 0), r.get("error"), r.get("pull_s"), now,
-                     r["id"], node))
+                     int(r.get("restarts") or 0), r.get("error"), r.get("pull_s"),
+                     r.get("exit_code"), r.get("ran_s"), now, r["id"], node))
             gone = [row[0] for row in db.execute(
                 "SELECT id FROM instances WHERE node = ? AND desired = 'stopped'", (node,))
                 if row[0] not in seen]

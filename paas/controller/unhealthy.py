@@ -47,9 +47,10 @@ def _listed(found: Sequence[Listener]) -> str:
     return ", ".join(str(x) for x in found)
 
 
-def diagnose(*, listening: Sequence[Listener] | None, port: int, path: str,
+def diagnose(*, listening: Sequence[Listener] | None, port: int, path: str | None,
              check_output: str) -> Diagnosis:
-    """Why the instance fails its health check `GET path` on container port `port`."""
+    """Why the instance fails its health check on container port `port`: `GET path`, or a
+    TCP connection when `path` is None."""
     said = _output(check_output)
     if listening is None:
         return Diagnosis(f"its health check said: {said}" if said else "", certain=False)
@@ -64,6 +65,9 @@ def diagnose(*, listening: Sequence[Listener] | None, port: int, path: str,
     if not any(x.everywhere for x in on_port):
         return Diagnosis(f"it listens on {_listed(on_port)}, which only its own container can "
                          f"reach; {listen_hint}", certain=True)
+    if path is None:
+        return Diagnosis(f"it listens on port {port}, but the check could not connect"
+                         + (f": {said}" if said else ""), certain=False)
     status = _HTTP_STATUS.match(check_output.strip())
     if status:
         code, text = int(status.group(1)), status.group(2).strip()

@@ -3,13 +3,16 @@
 The apps are what a newcomer writes from a framework's first page, with no `paas.toml` and no
 `Procfile`: Flask's quickstart (`app = Flask(__name__)` in app.py, `flask` in requirements.txt)
 deploys with `paas deploy DIR --app NAME` and answers through the router (the python stack's
-default start serves it with gunicorn; the default health check is `GET /`). One that cannot
-import, one with nothing to serve, one that listens where the platform cannot reach it (Flask's
-`app.run()`: 127.0.0.1:5000) and one with no home page each fail well before the 60 s health
-deadline, exit 4, with the sentence that says why, and the app serves on."""
+default start serves it with gunicorn; with no `[health] path` the check is a TCP connection
+to `$PORT`, Heroku's rule, and the deploy says so). One that cannot import (its exit code and
+how long it ran), one with nothing to serve, one that listens where the platform cannot reach
+it (Flask's `app.run()`: 127.0.0.1:5000) and one whose configured health path answers 404 each
+fail well before the 60 s health deadline, exit 4, with the sentence that says why, and the
+app serves on."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -58,6 +61,8 @@ def test_flask_quickstart_deploys_without_paas_toml_and_broken_versions_say_why(
                 str(app(tmp_path, "v1", {"app.py": QUICKSTART, "requirements.txt": "flask\n"})),
                 "--app", name)
     assert first.returncode == 0, first.stderr
+    assert "health check: it must accept connections on $PORT from outside its container" \
+        in first.stderr, first.stderr
     assert e2e.get_via_router(name) == (200, "<p>Hello, World!</p>")
     logs = cli(e2e, tmp_path, "logs", name)
     assert "gunicorn serves app:app on port 5000" in logs.stdout, logs.stdout
@@ -70,7 +75,9 @@ def test_flask_quickstart_deploys_without_paas_toml_and_broken_versions_say_why(
         "app.py": broken, "requirements.txt": "flask\n"})), "--app", name)
     assert bad.returncode == EXIT_CONTROL, bad.stderr
     assert time.monotonic() - started < 40, bad.stderr
-    assert "exited" in bad.stderr and "Traceback" not in bad.stderr.split("---")[0], bad.stderr
+    assert re.search(r"the web process of instance newcomer-v2-web-\w+ exited with code 1 "
+                     r"after \d+\.\d s", bad.stderr), bad.stderr
+    assert "Traceback" not in bad.stderr.split("---")[0], bad.stderr
     assert "No module named 'flask_no_such_extension'" in bad.stderr, bad.stderr
 
     # Nothing to serve (no app object, no Procfile): the stack's own sentence.
@@ -91,13 +98,13 @@ def test_flask_quickstart_deploys_without_paas_toml_and_broken_versions_say_why(
            "container can reach; the app must listen on 0.0.0.0:$PORT" in bad.stderr, bad.stderr
     assert "Running on http://127.0.0.1:5000" in bad.stderr  # Flask's own line, in the log
 
-    # An API with no home page: the default check (GET /) gets a 404, and the sentence says
-    # what to set.
+    # A health path the app does not serve: the check gets a 404, and the sentence says so.
     bad = cli(e2e, tmp_path, "deploy", str(app(tmp_path, "v5", {
-        "app.py": QUICKSTART.replace('@app.route("/")', '@app.route("/api")'),
-        "requirements.txt": "flask\n"})), "--app", name)
+        "app.py": QUICKSTART, "requirements.txt": "flask\n",
+        "paas.toml": '[health]\npath = "/health"\n'})), "--app", name)
     assert bad.returncode == EXIT_CONTROL, bad.stderr
-    assert "it answers GET / with 404 NOT FOUND" in bad.stderr, bad.stderr
+    assert "health check: GET /health must answer 2xx" in bad.stderr, bad.stderr
+    assert "it answers GET /health with 404 NOT FOUND" in bad.stderr, bad.stderr
     assert "set [health] path in paas.toml" in bad.stderr
 
     assert e2e.get_via_router(name) == (200, "<p>Hello, World!</p>")

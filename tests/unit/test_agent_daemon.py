@@ -228,7 +228,8 @@ async def test_nothing_is_touched_before_the_first_assignments(world) -> None:
     await agent.heartbeat_once()
     assert controller.heartbeats[-1] == {"index": None, "instances": [
         {"id": A, "state": "running", "container_id": "cid-" + A, "host_port": 32769,
-         "restarts": 0, "exit_code": None, "error": None, "pull_s": None}]}
+         "restarts": 0, "exit_code": None, "ran_s": None, "error": None,
+         "pull_s": None}]}
     assert driver.calls == []
 
 

@@ -26,6 +26,16 @@ def test_service_definition_follows_the_contract() -> None:
                   "DeregisterCriticalServiceAfter": "10m", "Status": "critical"}}
 
 
+def test_without_a_health_path_the_check_is_tcp_on_the_instance_port() -> None:
+    a = Assignment(id="flask-v1-web-1a2b3c", app="flask", release=1, process="web",
+                   image="paas/flask:v1", health=HealthCheck())
+    check = service_definition(a, cluster="c1", node="n1", address="127.0.0.2",
+                               host_port=32769)["Check"]
+    assert check["TCP"] == "127.0.0.2:32769" and check["Name"] == "flask flask-v1-web-1a2b3c TCP"
+    assert "HTTP" not in check and "Method" not in check
+    assert check["Status"] == "critical"
+
+
 @pytest.mark.parametrize("seconds, text", [(1, "1s"), (1.0, "1s"), (0.5, "500ms"),
                                            (1.5, "1500ms"), (30, "30s"), (0.0001, "1ms")])
 def test_duration(seconds: float, text: str) -> None:

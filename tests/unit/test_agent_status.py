@@ -43,8 +43,8 @@ def test_report_fields() -> None:
                                restarts={A: RestartState(restarts=2)},
                                errors={A: "image missing"}, pulls={A: 1.23456})
     assert reports == [{"id": A, "state": "exited", "container_id": "cid", "host_port": None,
-                        "restarts": 2, "exit_code": 137, "error": "image missing",
-                        "pull_s": 1.235}]
+                        "restarts": 2, "exit_code": 137, "ran_s": None,
+                        "error": "image missing", "pull_s": 1.235}]
 
 
 def test_before_the_first_assignments_every_container_is_reported() -> None:
@@ -61,3 +61,16 @@ def test_unassigned_container_is_reported_stopping_until_removed() -> None:
         (A, "running"), ("hello-v1-web-bbbbbb", "stopping")]
     assert instance_reports(desired=assigned(), containers=[box("running")],
                             restarts={})[-1]["id"] == A
+
+
+@pytest.mark.parametrize("started,finished,seconds", [
+    ("2026-12-07T21:20:01.100000000Z", "2026-12-07T21:20:01.523456789Z", 0.423),
+    ("2026-12-07T21:20:01Z", "2026-12-07T21:21:01.5Z", 60.5),
+    ("2026-12-07T21:20:01.1Z", "0001-01-01T00:00:00Z", None),  # never finished
+    ("", "2026-12-07T21:20:01Z", None),
+    (None, None, None),
+])
+def test_how_long_a_stopped_container_ran(started, finished, seconds) -> None:
+    from agent.driver import _seconds_between
+
+    assert _seconds_between(started, finished) == seconds

@@ -1,4 +1,5 @@
-"""paas.builder.appconfig: what an app without paas.toml gets, and the health path's rules."""
+"""paas.builder.appconfig: what an app without paas.toml gets (a TCP health check on $PORT,
+Heroku's rule), and the health path's rules."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ from paas.builder.appconfig import BadAppConfig, parse_app_config
 
 
 @pytest.mark.parametrize("toml,path", [
-    (None, "/"),  # a newcomer's app: its home page is what it answers
-    ("", "/"),
-    ("[deploy]\nmax_parallel = 2\n", "/"),
+    (None, None),  # a newcomer's app: healthy once it accepts connections on $PORT
+    ("", None),
+    ("[deploy]\nmax_parallel = 2\n", None),
     ('[health]\npath = "/health"\n', "/health"),
-    ('[health]\npath = "/up?full=1"\n', None),
+    ('[health]\npath = "/up?full=1"\n', "refused"),
+    ('[health]\npath = 5\n', "refused"),
 ])
-def test_the_health_path_defaults_to_the_home_page(toml: str | None, path: str | None) -> None:
-    if path is None:
+def test_without_a_health_path_the_check_is_a_tcp_connection(toml: str | None,
+                                                             path: str | None) -> None:
+    if path == "refused":
         with pytest.raises(BadAppConfig, match="health.path must be an absolute URL path"):
             parse_app_config(procfile=None, toml_text=toml)
         return

@@ -100,7 +100,8 @@ class World:
                     continue
                 reports.append({"id": a["id"], "state": "exited" if crashed else "running",
                                 "host_port": port, "restarts": int(crashed),
-                                "container_id": "c-" + a["id"], "pull_s": self.pull_s})
+                                "container_id": "c-" + a["id"], "pull_s": self.pull_s,
+                                **({"exit_code": 1, "ran_s": 0.42} if crashed else {})})
             # A node keeps reporting what it runs; report_instances forgets what it stopped.
             self.store.report_instances(node, reports)
         self._watch_routing()
@@ -211,11 +212,12 @@ class Harness:
                         promote=promote, publish=publish)
 
     def release(self, version: int, *, test: str | None = "./test.sh",
-                **policy: Any) -> None:
+                health: dict[str, Any] | None = None, **policy: Any) -> None:
         self.store.add_release(app=APP, version=version, image=f"paas/{APP}:v{version}",
                                image_id=f"sha256:{version}", source=f"src{version}", config={},
                                processes={"web": "./web", "worker": "./work"},
-                               test_command=test, health={"path": "/health"},
+                               test_command=test,
+                               health={"path": "/health"} if health is None else health,
                                policy={"min_healthy_time": 1, "healthy_deadline": 10, **policy},
                                created_by="test")
 
@@ -326,7 +328,10 @@ FAILURES = [
     Failure("control never healthy", lambda h: h.world.never_healthy.add(2),
             "control", "did not pass its health check within 10s", "last lines of shop-v2-web"),
     Failure("crashes on start", lambda h: h.world.crashing.add(2),
-            "control", "crashed", "last lines of shop-v2-web"),
+            "control", "the web process of instance shop-v2-web-", "last lines of shop-v2-web"),
+    Failure("exits with its code", lambda h: h.world.crashing.add(2),
+            "control", "exited with code 1 after 0.4 s (restarted once); its log below",
+            "last lines of shop-v2-web"),
 ]
 
 
@@ -407,6 +412,34 @@ async def test_an_unhealthy_control_says_why_and_fails_early_when_waiting_cannot
     assert h.world.now - began == pytest.approx(seconds, abs=0.6)
     assert dep["log_tail"].startswith("last lines of shop-v2-web")
     assert len(h.live(1)) == 2
+
+
+@pytest.mark.parametrize("listening,fails", [
+    ([Listener("127.0.0.1", 5000)], True),  # Flask's app.run(): only its own container
+    ([Listener("0.0.0.0", 5000)], False),
+    ([Listener("::", 5000)], False),
+    (None, False),  # the node cannot tell: the check's word stands
+])
+async def test_without_a_health_path_the_instance_must_accept_connections_from_outside(
+        h: Harness, listening: list[Listener] | None, fails: bool) -> None:
+    """A TCP check goes through Docker's proxy, which accepts on the host port whatever the
+    container listens on; the node's view of the sockets decides."""
+    await serve(h, 1, 2)
+    h.release(2, health={}, healthy_deadline=60)
+    if listening is not None:
+        h.world.listening_of[2] = listening
+    began = h.world.now
+    dep = await h.deploy(2, 2)
+    steps = h.events(dep["id"])
+    assert ("control", "health check: it must accept connections on $PORT from outside its "
+            "container (no [health] path in paas.toml; set one to check a page)") in steps
+    if not fails:
+        assert dep["status"] == "succeeded", dep["reason"]
+        return
+    assert (dep["status"], dep["step"]) == ("failed", "control")
+    assert "it listens on 127.0.0.1:5000, which only its own container can reach" in \
+        dep["reason"], dep["reason"]
+    assert h.world.now - began == pytest.approx(10.0, abs=0.6)  # not the 60 s deadline
 
 
 async def test_the_nodes_own_check_output_wins_over_the_catalogs_stale_one(h: Harness) -> None:

@@ -240,6 +240,16 @@ def test_version_4_instances_say_why_they_cannot_start_and_what_their_pull_took(
         assert (rows[a]["pull_s"], rows[a]["error"]) == (1.5, None)
         assert (rows[b]["state"], rows[b]["error"]) == ("starting", None)
         assert dump(path)["instances"][0][0] == a  # the version 1 columns are intact
+
+        # Version 5: how it last exited stays after a restart made it run again.
+        assert version_of(path) >= 5
+        store.report_instances("node-1", [
+            {"id": b, "state": "exited", "restarts": 0, "exit_code": 3, "ran_s": 0.4}])
+        store.report_instances("node-1", [
+            {"id": b, "state": "running", "restarts": 1, "exit_code": None, "ran_s": None}])
+        row = store.get_instance(b)
+        assert (row["state"], row["restarts"], row["exit_code"], row["ran_s"]) == \
+            ("running", 1, 3, 0.4)
     finally:
         store.close()
 

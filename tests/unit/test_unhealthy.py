@@ -45,6 +45,14 @@ def test_diagnose(listening, output, holds, certain) -> None:
     assert "\n" not in found.sentence
 
 
+def test_a_tcp_check_never_speaks_of_a_path() -> None:
+    tcp = "dial tcp 127.0.0.2:32770: connect: connection refused"
+    found = diagnose(listening=[ANY4], port=5000, path=None, check_output=tcp)
+    assert found.sentence == ("it listens on port 5000, but the check could not connect: " + tcp)
+    assert not found.certain
+    assert diagnose(listening=[LOOP], port=5000, path=None, check_output=tcp).certain
+
+
 def test_listeners_from_the_agent_keep_only_well_formed_records() -> None:
     raw = [{"address": "0.0.0.0", "port": 5000}, {"address": "::", "port": 0},
            {"address": 1, "port": 5000}, {"port": 80}, {"address": "0.0.0.0", "port": 5000}]
