@@ -10,10 +10,13 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from paas import templating
+from paas.builder import stacks
+from paas.builder.appconfig import BadAppConfig, parse_app_config
 from paas.cli.common import EXIT_OK, EXIT_USAGE, CliError, app_name, emit, note, output_flags
 from paas.cli.deploy import package, wait
 from paas.apiclient.client import (Client, Target, cluster_root, forget_login, normalise_url,
@@ -139,19 +142,53 @@ def default_app_name(directory: Path) -> str:
                        code=EXIT_USAGE) from None
 
 
-def render_init(name: str, *, app: str) -> str:
+@dataclass(frozen=True)
+class Found:
+    """What `paas init` finds in an app's directory: how the builder will build it."""
+
+    stack: str  # a stack's name, "dockerfile", or "" when nothing decides yet
+    reason: str  # what decided it, for the comments: "requirements.txt", "the Dockerfile"
+    default_start: bool  # the stack starts the web process when the Procfile names none
+    start_sh: bool  # a ./start.sh to run
+
+
+def find_stack(directory: Path) -> Found:
+    """Detect the stack as the builder does (`paas.builder.stacks.detect`, the one function),
+    from the directory's top-level entries and paas.toml's `[build] stack`."""
+    names = [p.name for p in directory.iterdir()]
+    configured = None
+    try:
+        configured = parse_app_config(procfile=None, toml_text=(
+            directory / "paas.toml").read_text()).stack
+    except (OSError, BadAppConfig):
+        pass  # no paas.toml, or one the build will refuse with its own sentence
+    start_sh = (directory / "start.sh").is_file()
+    try:
+        found = stacks.detect(names, configured=configured)
+    except stacks.NoStack:
+        return Found("", "", False, start_sh)  # the Procfile init writes makes it busybox
+    if found.stack == stacks.DOCKERFILE:
+        return Found(found.stack, found.reason, True, start_sh)
+    stack = stacks.get_stack(found.stack)
+    return Found(stack.name, found.reason, bool(stack.default_start), start_sh)
+
+
+def render_init(name: str, *, app: str, found: Found | None = None) -> str:
     env = templating.environment("init")
-    return env.get_template(name).render(app=app)
+    return env.get_template(name).render(app=app, found=found or Found("", "", False, False))
 
 
-def init_plan(directory: Path) -> list[tuple[str, str | None]]:
+def init_plan(directory: Path, found: Found) -> list[tuple[str, str | None]]:
     """(file, why it is skipped or None) for each file init writes."""
     plan: list[tuple[str, str | None]] = []
     for name, _ in INIT_FILES:
         if (directory / name).exists():
             plan.append((name, "exists"))
-        elif name == "Procfile" and (directory / "Dockerfile").exists():
+        elif name == "Procfile" and found.stack == stacks.DOCKERFILE:
             plan.append((name, "the Dockerfile's CMD starts the app"))
+        elif name == "Procfile" and found.default_start:
+            plan.append((name, f"the {found.stack} stack starts the app when the Procfile "
+                               "names no web command"))
         else:
             plan.append((name, None))
     return plan
@@ -164,13 +201,14 @@ def cmd_init(args: argparse.Namespace) -> int:
                        "the app's directory")
     app = app_name(args.app) if args.app else default_app_name(directory)
     written, skipped = [], {}
-    for (name, why), (_, template) in zip(init_plan(directory), INIT_FILES):
+    found = find_stack(directory)
+    for (name, why), (_, template) in zip(init_plan(directory, found), INIT_FILES):
         if why:
             skipped[name] = why
             continue
         try:
             with open(directory / name, "x") as handle:  # "x": never overwrite
-                handle.write(render_init(template, app=app))
+                handle.write(render_init(template, app=app, found=found))
         except FileExistsError:
             skipped[name] = "exists"
             continue
@@ -178,13 +216,17 @@ def cmd_init(args: argparse.Namespace) -> int:
             raise CliError(f"cannot write {directory / name}: {exc.strerror or exc}",
                            hint="check the directory's permissions") from None
         written.append(name)
-    result = {"app": app, "directory": str(directory), "written": written, "skipped": skipped}
+    result = {"app": app, "directory": str(directory), "stack": found.stack or None,
+              "detected_from": found.reason or None, "written": written, "skipped": skipped}
     emit(args, result, lambda: init_text(result))
     return EXIT_OK
 
 
 def init_text(result: dict[str, Any]) -> str:
-    lines = [f"wrote {name}" for name in result["written"]]
+    lines = [f"stack: {result['stack']} (from {result['detected_from']})" if result["stack"]
+             else "stack: none found yet (no Dockerfile, no manifest such as requirements.txt, "
+                  "package.json, go.mod, pom.xml or Gemfile)"]
+    lines += [f"wrote {name}" for name in result["written"]]
     lines += [f"skipped {name} ({why})" for name, why in result["skipped"].items()]
     lines.append(f"next: make deploy   (app {result['app']}; 'make help' lists the steps)")
     return "\n".join(lines)

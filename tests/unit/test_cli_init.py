@@ -24,13 +24,57 @@ def init(directory: Path, *extra: str) -> None:
 def test_writes_the_three_files(tmp_path, capsys):
     app = tmp_path / "my_app"
     app.mkdir()
+    (app / "start.sh").write_text("#!/bin/sh\nexec httpd -f -p $PORT\n")
     assert cli.main(["init", str(app), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["app"] == "my-app"
+    assert result["app"] == "my-app" and result["stack"] is None
     assert result["written"] == ["Makefile", "Procfile", "paas.toml"]
     assert "APP ?= my-app" in (app / "Makefile").read_text()
     assert parse_app_config(procfile=(app / "Procfile").read_text(),
                             toml_text=None).processes == {"web": "./start.sh"}
+
+
+def test_an_empty_folder_gets_a_procfile_to_fill_in(tmp_path, capsys):
+    assert cli.main(["init", str(tmp_path), "--app", "empty"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("stack: none found yet")
+    procfile = (tmp_path / "Procfile").read_text()
+    assert "# web: ./start.sh" in procfile and "\nweb:" not in procfile
+
+
+@pytest.mark.parametrize("files,stack,reason", [
+    ({"requirements.txt": "flask\n", "app.py": "app = 1\n"}, "python", "requirements.txt"),
+    ({"pyproject.toml": "[project]\nname = 'x'\n"}, "python", "pyproject.toml"),
+    ({"package.json": "{}"}, "node", "package.json"),
+    ({"go.mod": "module x\n"}, "go", "go.mod"),
+    ({"pom.xml": "<project/>"}, "jvm", "pom.xml"),
+    ({"Gemfile": "source 'https://rubygems.org'\n"}, "ruby", "Gemfile"),
+    ({"Gemfile": "", "paas.toml": '[build]\nstack = "python"\n'}, "python",
+     "paas.toml [build] stack"),
+])
+def test_init_detects_the_stack_as_the_builder_does(tmp_path, capsys, files, stack, reason):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert cli.main(["init", str(tmp_path), "--app", "app", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["stack"], result["detected_from"]) == (stack, reason)
+    # Each of these stacks starts the web process itself: no Procfile to get wrong.
+    assert not (tmp_path / "Procfile").exists()
+    assert result["skipped"]["Procfile"] == (f"the {stack} stack starts the app when the "
+                                             "Procfile names no web command")
+    if "paas.toml" not in files:
+        text = (tmp_path / "paas.toml").read_text()
+        assert f"# The {stack} stack builds it (detected from {reason};" in text
+        assert "# Without a path, an instance is healthy once it accepts connections" in text
+
+
+def test_with_a_dockerfile_the_comments_say_its_cmd_starts_the_app(tmp_path, capsys):
+    (tmp_path / "Dockerfile").write_text("FROM paas/busybox:latest\n")
+    (tmp_path / "requirements.txt").write_text("flask\n")
+    assert cli.main(["init", str(tmp_path), "--app", "web"]) == 0
+    assert capsys.readouterr().out.startswith("stack: dockerfile (from the Dockerfile)")
+    assert "built from the Dockerfile; its CMD starts the app" in \
+        (tmp_path / "paas.toml").read_text()
 
 
 def test_never_overwrites_and_says_what_it_skipped(tmp_path, capsys):
