@@ -10,14 +10,18 @@ a Debian bookworm root file system made by `mmdebstrap --variant=minbase --inclu
 Images carry the labels `paas.stack`, `paas.stack.version` and `paas.stack.digest`. A changed
 recipe (another digest) makes them again, while an edit of the app's template does not; the old
 ones are removed when nothing uses them. One build of a stack at a time, across threads and
-processes (a file lock), so two deploys that need a stack for the first time build it once. Log
-lines go to `on_log`.
+processes (a file lock), so two deploys that need a stack for the first time build it once;
+the second says it waits. The build and the run image are made at once. The user's lines go to
+`on_log`: one when an image is begun, one when it is made, with its seconds; mmdebstrap's own
+lines go to this module's logger (the controller's log) and, on a failure, with the error.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import fcntl
 import glob
+import logging
 import os
 import subprocess
 import tempfile
@@ -51,6 +55,7 @@ HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 RECIPE = "2"  # how images are made here; a change makes every stack's images again
 BUILD_TIMEOUT_S = 1800.0
 
+log = logging.getLogger("paas.builder.stackimages")
 _thread_locks: dict[str, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
 
@@ -136,18 +141,31 @@ def _parse_created(text: str) -> float | None:
 
 
 @contextmanager
-def stack_lock(name: str) -> Iterator[None]:
-    """Held while a stack's images are checked and made: threads, then processes."""
+def stack_lock(name: str, *, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+    """Held while a stack's images are checked and made: threads, then processes. `waiting`
+    is called once if another build holds it (one made in the background, say)."""
     with _thread_locks_guard:
         lock = _thread_locks.setdefault(name, threading.Lock())
-    with lock:
+    if not lock.acquire(blocking=False):
+        if waiting:
+            waiting()
+            waiting = None
+        lock.acquire()
+    try:
         path = Path(tempfile.gettempdir()) / f"paas-stack-{name}.lock"
         with open(path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting:
+                    waiting()
+                fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        lock.release()
 
 
 def ensure_images(stack: Stack, *, docker_client: Any,
@@ -161,18 +179,26 @@ def ensure_images(stack: Stack, *, docker_client: Any,
             raise StackBuildFailed(f"the {stack.name} stack's image {stack.prebuilt_image} is "
                                    "not on this Docker engine; run scripts/setup.sh to make it.")
         return False
-    with stack_lock(stack.name):
+    with stack_lock(stack.name, waiting=lambda: emit(
+            f"waiting for the {stack.name} stack's images, which another build is making")):
         todo = [s for s in image_states(stack, docker_client=api) if force or not s.current]
-        for state in todo:
+
+        def make(state: ImageState) -> None:
             run = state.tag == stack.run_image
             packages = stack.run_packages if run else stack.build_packages
             emit(f"making {state.tag} from Debian {SUITE} packages: {', '.join(packages)}")
             started = time.monotonic()
             old = _inspect(api, state.tag)
-            _make_image(stack, api=api, tag=state.tag, packages=packages, run=run, emit=emit)
+            _make_image(stack, api=api, tag=state.tag, packages=packages, run=run)
             emit(f"made {state.tag} in {time.monotonic() - started:.1f}s")
             if old is not None:
                 _remove_quietly(api, str(old["Id"]))
+
+        # The build and the run image at once: each is mostly one mmdebstrap, and they share
+        # nothing but the mirror.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            for done in [pool.submit(make, state) for state in todo]:
+                done.result()  # the first failure, with its sentence
         return bool(todo)
 
 
@@ -184,8 +210,8 @@ def _remove_quietly(api: Any, image_id: str) -> None:
         pass
 
 
-def _make_image(stack: Stack, *, api: Any, tag: str, packages: tuple[str, ...], run: bool,
-                emit: Callable[[str], None]) -> None:
+def _make_image(stack: Stack, *, api: Any, tag: str, packages: tuple[str, ...],
+                run: bool) -> None:
     uri = mirror_uri()
     if not uri:
         raise StackBuildFailed("no Debian mirror was found in this machine's apt sources; "
@@ -201,12 +227,11 @@ def _make_image(stack: Stack, *, api: Any, tag: str, packages: tuple[str, ...], 
         include = [f"--include={','.join(packages)}"] if packages else []
         argv = ["mmdebstrap", "--variant=minbase", *include, "--format=tar", *(SLIM if run else []), *trust,
                 *(["--customize-hook", ADD_APP_USER] if run else []), SUITE, out, uri]
-        _run(argv, emit=emit, what=f"mmdebstrap for {tag}")
+        _run(argv, what=f"mmdebstrap for {tag}")
         changes = [PATH_ENV, f"LABEL {LABEL_STACK}={stack.name}",
                    f"LABEL {LABEL_VERSION}={stack.version}",
                    f"LABEL {LABEL_DIGEST}={image_digest(stack)}"]
         repository, _, version = tag.rpartition(":")
-        emit(f"importing {tag}")
         try:
             api.import_image_from_file(out, repository=repository, tag=version, changes=changes)
         except docker.errors.APIError as exc:
@@ -214,7 +239,9 @@ def _make_image(stack: Stack, *, api: Any, tag: str, packages: tuple[str, ...], 
                                    "check the Docker engine.") from None
 
 
-def _run(argv: list[str], *, emit: Callable[[str], None], what: str) -> None:
+def _run(argv: list[str], *, what: str) -> None:
+    """Run a tool whose own lines go to this process's log (the controller's), not to the
+    user, who sees one line per image; its last lines come with a failure."""
     tail: deque[str] = deque(maxlen=20)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -227,7 +254,7 @@ def _run(argv: list[str], *, emit: Callable[[str], None], what: str) -> None:
     for line in proc.stdout:
         line = line.rstrip("\n")
         tail.append(line)
-        emit(line)
+        log.info("%s: %s", what, line)
         if time.monotonic() > deadline:
             proc.kill()
     code = proc.wait()

@@ -40,12 +40,14 @@ class FakeApi:
 
 @pytest.fixture
 def fake_mmdebstrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An `mmdebstrap` that records its argv and writes `rootfs` to its output file."""
+    """An `mmdebstrap` that records its argv (one file per run: two may run at once) and
+    writes `rootfs` to its output file."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     record = tmp_path / "argv"
+    record.mkdir()
     script = bin_dir / "mmdebstrap"
-    script.write_text("#!/bin/sh\nfor a in \"$@\"; do echo \"$a\" >> %s; done\n"
+    script.write_text("#!/bin/sh\nfor a in \"$@\"; do echo \"$a\" >> %s/$$; done\n"
                       "echo 'I: fake mmdebstrap'\n"
                       "prev=''; for a in \"$@\"; do out=$prev; prev=$a; done\n"
                       "printf rootfs > \"$out\"\n" % record)
@@ -53,6 +55,12 @@ def fake_mmdebstrap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setattr(stackimages, "mirror_uri", lambda: "http://mirror.invalid/debian")
     return record
+
+
+def runs(record: Path) -> list[list[str]]:
+    """The argv of each mmdebstrap run, the build image's first (it names ca-certificates)."""
+    found = [f.read_text().splitlines() for f in record.iterdir()]
+    return sorted(found, key=lambda argv: not any("ca-certificates" in a for a in argv))
 
 
 def labelled(stack: stacks.Stack, digest: str | None = None) -> dict[str, Any]:
@@ -65,19 +73,21 @@ def test_missing_images_are_made_from_debian_packages(fake_mmdebstrap: Path) -> 
     stack = stacks.get_stack("python")
     api, lines = FakeApi(), []
     assert stackimages.ensure_images(stack, docker_client=api, on_log=lines.append) is True
-    assert [i["tag"] for i in api.imported] == [stack.build_image, stack.run_image]
-    changes = api.imported[1]["changes"]
+    assert sorted(i["tag"] for i in api.imported) == [stack.build_image, stack.run_image]
+    changes = next(i for i in api.imported if i["tag"] == stack.run_image)["changes"]
     assert "LABEL paas.stack=python" in changes and "LABEL paas.stack.version=1" in changes
-    argv = fake_mmdebstrap.read_text().splitlines()
+    argv, run_argv = runs(fake_mmdebstrap)
     assert argv[:3] == ["--variant=minbase",
                         "--include=python3,python3-venv,python3-pip,ca-certificates",
                         "--format=tar"]
-    run_argv = argv[argv.index("http://mirror.invalid/debian") + 1:]
     assert run_argv[:2] == ["--variant=minbase", "--include=python3,python3-gunicorn"]
     assert stackimages.ADD_APP_USER in run_argv
     assert "useradd --uid 10001" in stackimages.ADD_APP_USER
     assert run_argv[-3] == "bookworm" and run_argv[-1] == "http://mirror.invalid/debian"
-    assert "I: fake mmdebstrap" in lines and any(line.startswith("made ") for line in lines)
+    # One line when each image is begun and one when it is made; mmdebstrap's go to the log.
+    assert sorted(line.split(" in ")[0] for line in lines if line.startswith("made ")) == \
+        [f"made {stack.build_image}", f"made {stack.run_image}"]
+    assert len(lines) == 4 and "I: fake mmdebstrap" not in lines
     # made: nothing more to do
     assert stackimages.ensure_images(stack, docker_client=api) is False
 
@@ -88,8 +98,7 @@ def test_a_run_image_of_no_packages_is_bare_minbase(fake_mmdebstrap: Path) -> No
     stack = stacks.get_stack("go")
     assert stack.run_packages == ()
     stackimages.ensure_images(stack, docker_client=FakeApi())
-    argv = fake_mmdebstrap.read_text().splitlines()
-    run_argv = argv[argv.index("http://mirror.invalid/debian") + 1:]
+    _, run_argv = runs(fake_mmdebstrap)
     assert run_argv[:2] == ["--variant=minbase", "--format=tar"]
     assert not [a for a in run_argv if a.startswith("--include")]
 
@@ -121,7 +130,7 @@ def test_the_builder_streams_a_stack_build_with_its_prefix(fake_mmdebstrap: Path
     builder.ensure_stack(stacks.get_stack("python"), docker_client=FakeApi(),
                          on_log=lines.append)
     assert lines and all(line.startswith(builder.STACK_LOG_PREFIX) for line in lines)
-    assert "stack: I: fake mmdebstrap" in lines
+    assert any(line.startswith("stack: made paas-stack/python-run:1 in ") for line in lines)
 
 
 def test_a_prebuilt_image_is_never_made_here() -> None:
@@ -160,3 +169,19 @@ def test_two_builds_of_one_stack_at_once_make_its_images_once(fake_mmdebstrap: P
         t.join()
     assert sorted(results) == [False, True]
     assert [i["tag"] for i in api.imported] == [stack.build_image, stack.run_image]
+
+
+def test_a_build_that_waits_for_another_says_so(fake_mmdebstrap: Path) -> None:
+    import threading
+
+    stack = stacks.get_stack("python")
+    api = FakeApi({stack.build_image: labelled(stack), stack.run_image: labelled(stack)})
+    lines: list[str] = []
+    with stackimages.stack_lock("python"):  # another build (one in the background, say)
+        waiter = threading.Thread(target=stackimages.ensure_images, args=(stack,),
+                                  kwargs={"docker_client": api, "on_log": lines.append})
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive()
+    waiter.join(5)
+    assert lines == ["waiting for the python stack's images, which another build is making"]
