@@ -19,8 +19,8 @@ from paas.builder import stacks
 from paas.builder.appconfig import BadAppConfig, parse_app_config
 from paas.cli.common import EXIT_OK, EXIT_USAGE, CliError, app_name, emit, note, output_flags
 from paas.cli.deploy import package, wait
-from paas.apiclient.client import (Client, Target, cluster_root, forget_login, normalise_url,
-                             paas_home, save_login)
+from paas.apiclient.client import (Client, ClientError, Target, cluster_root, forget_login,
+                                   normalise_url, paas_home, save_login)
 from paas.names import InvalidName, validate_app_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,8 +56,21 @@ def cmd_up(args: argparse.Namespace) -> int:
         return EXIT_OK
     note(line)
     result["demo"] = demo(cluster)
-    emit(args, result, lambda: demo_text(cluster, result["demo"]))
+    result["stacks_queued"] = prepare_stacks(cluster)
+    emit(args, result, lambda: demo_text(cluster, result["demo"], result["stacks_queued"]))
     return EXIT_OK
+
+
+def prepare_stacks(cluster: Any) -> list[str]:
+    """Once the demo serves, make the language stacks' images in the background, the most
+    common first, so that a newcomer's first push a minute later does not wait for them."""
+    api = Client(Target(cluster.controller_url, cluster.admin_token()))
+    try:
+        queued = api.post("/v1/stacks/build", {"stacks": list(stacks.DETECT_ORDER)})["queued"]
+        return list(queued)
+    except ClientError as exc:  # the demo serves; the stacks are made on first use instead
+        note(f"the language stacks were not queued: {exc.message}")
+        return []
 
 
 def demo(cluster: Any) -> dict[str, Any]:
@@ -79,10 +92,13 @@ def demo(cluster: Any) -> dict[str, Any]:
             "url": f"http://{DEMO_APP}.{cluster.domain}:{cluster.http_port}/"}
 
 
-def demo_text(cluster: Any, result: dict[str, Any]) -> str:
+def demo_text(cluster: Any, result: dict[str, Any], queued: list[str] = ()) -> str:
     return "\n".join([
         f"\n{DEMO_APP} v{result['release']} answers at {result['url']}",
         f"  try: curl -H 'Host: {DEMO_APP}.{cluster.domain}' {cluster.router_url}/",
+        *([f"  the {', '.join(queued)} stacks' images are being made in the background "
+           "('paas stacks' shows how far), so your own app's first push does not wait"]
+          if queued else []),
         "  stop the cluster with: make down   (or: .venv/bin/paas down)"])
 
 

@@ -23,10 +23,16 @@ def _mb(size: int | None) -> str:
 
 
 def _images(stack: dict[str, Any]) -> tuple[str, str]:
-    """(sizes, age) of a stack's images, or ("not built", "-")."""
+    """(sizes, age) of a stack's images, "being made" with its seconds, or ("not built", "-")."""
     images = stack["images"]
+    job = stack.get("background") or {}
+    if job.get("state") == "building":
+        return f"being made ({time.time() - job['since']:.0f}s so far)", "-"
+    if job.get("state") == "queued":
+        return "queued to be made", "-"
     if not all(i["present"] for i in images):
-        return "not built", "-"
+        return ("not built" + (f" (the background build failed: {job['error']})"
+                               if job.get("state") == "failed" else "")), "-"
     sizes = " / ".join(_mb(i["size_bytes"]) for i in images)
     if not all(i["current"] for i in images):
         sizes += " (stale: the folder changed)"
@@ -54,6 +60,12 @@ def cmd_stacks_build(args: argparse.Namespace) -> int:
     api = client(args)
     names = [args.name] if args.name else [s["name"] for s in api.get("/v1/stacks")["stacks"]
                                            if not s["prebuilt"]]
+    if args.background:
+        result = api.post("/v1/stacks/build", {"stacks": names})
+        emit(args, result, lambda: (f"making {', '.join(result['queued'])} in the background; "
+                                    "'paas stacks' shows how far" if result["queued"]
+                                    else "nothing to queue: those stacks are being made"))
+        return EXIT_OK
     results = []
     for name in names:
         note(f"-----> stack: making {name}'s images unless they are current")
@@ -91,4 +103,7 @@ def add_parsers(sub: Any) -> None:
     q.add_argument("name", metavar="NAME", nargs="?", help="the stack, e.g. python")
     q.add_argument("--force", action="store_true",
                    help="make them again even when they are current")
+    q.add_argument("--background", action="store_true",
+                   help="queue them on the controller and return at once; 'paas stacks' "
+                        "shows how far they are")
     q.set_defaults(func=cmd_stacks_build)

@@ -357,6 +357,16 @@ async def build_stack(request: web.Request) -> web.Response:
         name, force=force == "true"))
 
 
+async def build_stacks_in_background(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    names = body.get("stacks")
+    if not isinstance(names, list) or not names or not all(
+            isinstance(n, str) and 0 < len(n) <= 30 for n in names):
+        raise BadRequest("stacks must be a non-empty list of stack names")
+    result = await request.app[CONTROLLER].releases.build_stacks_in_background(names)
+    return web.json_response(result, status=202)
+
+
 async def list_nodes(request: web.Request) -> web.Response:
     return web.json_response({"nodes": request.app[CONTROLLER].nodes.listing()})
 
@@ -425,6 +435,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/apps/{app}/events", list_events, name="list_events")
     r.add_get("/v1/stacks", list_stacks, name="list_stacks")
     r.add_post("/v1/stacks/{name}/build", build_stack, name="build_stack")
+    r.add_post("/v1/stacks/build", build_stacks_in_background, name="build_stacks")
     r.add_get("/v1/nodes", list_nodes, name="list_nodes")
     r.add_put("/v1/nodes/{node}", node_register, name="node_register")
     r.add_delete("/v1/nodes/{node}", remove_node, name="remove_node")

@@ -184,6 +184,13 @@ def _stack_paths() -> dict[str, Any]:
     return {
         "/v1/stacks": {"get": _op("List the language stacks and the state of their images",
                                   errors=("401", "503"))},
+        "/v1/stacks/build": {
+            "post": _op("Make these stacks' images in the background, one after the other "
+                        "(answers at once, 202); GET /v1/stacks shows each one's progress",
+                        "202", errors=("400", "401", "404", "503"), body=_json({
+                            "type": "object", "required": ["stacks"], "properties": {
+                                "stacks": {"type": "array", "items": {"type": "string"}}}})),
+        },
         "/v1/stacks/{name}/build": {
             "post": _op("Make a stack's images now unless they are current (force=true: "
                         "make them again); answers when done, with the log's tail",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,8 @@ from paas.controller.metrics import Metrics
 from paas.controller.settings import ControllerSettings
 from paas.controller.store import Store
 from paas.controller.views import release_view, require_app
-from paas.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable, Unprocessable
+from paas.errors import (ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge, Unavailable,
+                         Unprocessable)
 
 log = logging.getLogger("paas.controller.releases")
 
@@ -47,6 +49,20 @@ def _both(first: Callable[[str], None],
     return both
 
 
+@dataclass
+class StackBuild:
+    """A stack's images being made in the background."""
+
+    state: str  # queued, building, made, failed
+    since: float  # wall time it entered that state
+    seconds: float | None = None  # how long it took, once ended
+    error: str = ""
+
+    def view(self) -> dict[str, Any]:
+        return {"state": self.state, "since": self.since, "seconds": self.seconds,
+                "error": self.error or None}
+
+
 @dataclass(kw_only=True)
 class Releases:
     settings: ControllerSettings
@@ -55,6 +71,8 @@ class Releases:
     consul: ConsulClient
     metrics: Metrics
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False)
+    _background: dict[str, StackBuild] = field(default_factory=dict, init=False)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     def lock(self, app: str) -> asyncio.Lock:
         """Held while a release number of `app` is allocated and used."""
@@ -189,12 +207,49 @@ class Releases:
 
     # --- stacks -----------------------------------------------------------------------------
     async def stack_listing(self) -> list[dict[str, Any]]:
-        """The stacks and the state of their images on this engine."""
+        """The stacks and the state of their images on this engine, with the background
+        build of each (`background`: null, or its state, seconds and error)."""
         try:
-            return await asyncio.to_thread(stackimages.stack_views,
-                                           docker_client=self.engine.client)
+            views = await asyncio.to_thread(stackimages.stack_views,
+                                            docker_client=self.engine.client)
         except docker.errors.DockerException as exc:
             raise Unavailable(f"the Docker engine is not reachable: {exc}") from None
+        for view in views:
+            job = self._background.get(view["name"])
+            view["background"] = job.view() if job else None
+        return views
+
+    async def build_stacks_in_background(self, names: list[str]) -> dict[str, Any]:
+        """Make these stacks' images one after the other, in the background (the answer does
+        not wait); a stack already being made, or whose images are current, costs nothing. A
+        build that needs one of them meanwhile waits for it, and says so."""
+        for name in names:
+            try:
+                stacks.get_stack(name)
+            except stacks.NoStack as exc:
+                raise NotFound(str(exc)) from None
+        queued = [n for n in names if not (n in self._background
+                                           and self._background[n].state in ("queued",
+                                                                             "building"))]
+        for name in queued:
+            self._background[name] = StackBuild(state="queued", since=time.time())
+        if queued:
+            task = asyncio.create_task(self._run_background(queued))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return {"queued": queued, "stacks": await self.stack_listing()}
+
+    async def _run_background(self, names: list[str]) -> None:
+        for name in names:
+            job = self._background[name]
+            job.state, job.since = "building", time.time()
+            try:
+                await self.build_stack(name)
+                job.state = "made"
+            except (ApiError, OSError) as exc:
+                job.state, job.error = "failed", str(getattr(exc, "message", exc))
+                log.warning("background build of the %s stack failed: %s", name, job.error)
+            job.seconds = time.time() - job.since
 
     async def build_stack(self, name: str, *, force: bool = False) -> dict[str, Any]:
         """Make a stack's images now unless they are current (or always, with `force`)."""

@@ -12,6 +12,7 @@ app serves on."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from paas.builder import stackimages, stacks
 from paas.cli.common import EXIT_CONTROL
 from tests.build_stages import remove_build_stages
 from tests.e2e.test_stacks_e2e import cli
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -109,3 +111,23 @@ def test_flask_quickstart_deploys_without_paas_toml_and_broken_versions_say_why(
 
     assert e2e.get_via_router(name) == (200, "<p>Hello, World!</p>")
     e2e.api.request("DELETE", f"/v1/apps/{name}")
+
+
+def test_stacks_made_in_the_background_show_their_progress(e2e, tmp_path) -> None:
+    """What `paas up --demo` does once the demo serves: queue the stacks' images, answered at
+    once; `paas stacks` then shows each one's state (here the images are current already)."""
+    queued = cli(e2e, tmp_path, "stacks", "build", "python", "--background", "--json")
+    assert queued.returncode == 0, queued.stderr
+    assert json.loads(queued.stdout)["queued"] == ["python"]
+
+    def made() -> dict:
+        rows = {s["name"]: s for s in e2e.api.get("/v1/stacks")["stacks"]}
+        return rows["python"]["background"] or {}
+
+    wait_until(lambda: made().get("state") == "made", 120, 0.2, what="python made")
+    assert made()["seconds"] is not None and made()["error"] is None
+    listing = cli(e2e, tmp_path, "stacks")
+    assert "python" in listing.stdout and "not built" not in listing.stdout.split("python")[1] \
+        .splitlines()[0]
+    bad = cli(e2e, tmp_path, "stacks", "build", "cobol", "--background")
+    assert bad.returncode == 1 and "cobol" in bad.stderr and "Traceback" not in bad.stderr
