@@ -6,6 +6,9 @@ from __future__ import annotations
 import re
 
 APP_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
+NEW_APP_NAME_RE = re.compile(r"^[a-z](?:[a-z0-9-]{0,28}[a-z0-9])?$")
+"""A new app's name is one DNS label: it also cannot end in '-'. (Apps named before this rule
+keep their names: lookups take APP_NAME_RE.)"""
 PROCESS_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,29}$")
 NODE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 INSTANCE_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}-v[0-9]+-[a-z][a-z0-9_-]{0,29}-[0-9a-f]{6}$")
@@ -23,6 +26,16 @@ def validate_app_name(name: object) -> str:
             f"invalid app name {shown!r}: use 1-30 characters, lowercase letters, digits "
             "and '-', starting with a letter"
         )
+    return name
+
+
+def validate_new_app_name(name: object) -> str:
+    """Return `name` if a new app may take it (a DNS label), else raise InvalidName."""
+    validate_app_name(name)
+    assert isinstance(name, str)
+    if not NEW_APP_NAME_RE.fullmatch(name):
+        raise InvalidName(f"invalid app name {name!r}: it must not end with '-', since "
+                          f"{name}.<domain> would not be a valid host name")
     return name
 
 

@@ -21,7 +21,7 @@ from paas.cli.common import EXIT_OK, EXIT_USAGE, CliError, app_name, emit, note,
 from paas.cli.deploy import package, wait
 from paas.apiclient.client import (Client, ClientError, Target, cluster_root, forget_login,
                                    normalise_url, paas_home, save_login)
-from paas.names import InvalidName, validate_app_name
+from paas.names import InvalidName, validate_new_app_name
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_APP = "hello"
@@ -151,7 +151,7 @@ INIT_FILES = (("Makefile", "Makefile.j2"), ("Procfile", "Procfile.j2"),
 def default_app_name(directory: Path) -> str:
     name = directory.resolve().name.lower().replace("_", "-").replace(".", "-")
     try:
-        return validate_app_name(name)
+        return validate_new_app_name(name)
     except InvalidName:
         raise CliError(f"{directory.resolve().name!r} does not make a valid app name",
                        hint="name the app with --app, e.g. --app my-app",
@@ -216,6 +216,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise CliError(f"{directory} is not a directory", hint="create it first, or name "
                        "the app's directory")
     app = app_name(args.app) if args.app else default_app_name(directory)
+    try:
+        validate_new_app_name(app)
+    except InvalidName as exc:
+        raise CliError(str(exc), code=EXIT_USAGE) from None
     written, skipped = [], {}
     found = find_stack(directory)
     for (name, why), (_, template) in zip(init_plan(directory, found), INIT_FILES):

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from paas.builder.builder import STACK_LOG_PREFIX
 from paas.errors import ApiError, BadRequest, Forbidden, Unauthorized
-from paas.names import InvalidName, validate_app_name, validate_node_name
+from paas.names import InvalidName, validate_app_name, validate_new_app_name, validate_node_name
 from paas.controller import logstream
 from paas.git import server as gitserver
 from paas.auth import credentials
@@ -136,7 +136,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def create_app(request: web.Request) -> web.Response:
     body = await _json_body(request)
-    name = validate_app_name(body.get("name"))
+    name = validate_new_app_name(body.get("name"))
     return web.json_response({"app": await request.app[CONTROLLER].apps.create(name)},
                              status=201)
 

@@ -39,7 +39,12 @@ class Apps:
         return {"name": app["name"], "hostnames": app["hostnames"], "scale": app["scale"],
                 "created_at": app["created_at"], "stable_release": app["stable_release"],
                 "latest_release": latest["version"] if latest else None,
-                "urls": [f"http://{h}/" for h in app["hostnames"]]}
+                "urls": [self.url(h) for h in app["hostnames"]]}
+
+    def url(self, hostname: str) -> str:
+        """Where the router serves a host name, as a browser or curl takes it."""
+        port = self.settings.public_port
+        return f"http://{hostname}{'' if port == 80 else f':{port}'}/"
 
     # --- lifecycle --------------------------------------------------------------------------
     async def create(self, name: str) -> dict[str, Any]:

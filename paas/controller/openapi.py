@@ -74,7 +74,7 @@ def _app_paths() -> dict[str, Any]:
             "post": _op("Create an app", "201", errors=("400", "401", "409"), body=_json({
                 "type": "object", "required": ["name"],
                 "properties": {"name": {"type": "string",
-                                        "pattern": "^[a-z][a-z0-9-]{0,29}$"}}})),
+                                        "pattern": "^[a-z](?:[a-z0-9-]{0,28}[a-z0-9])?$"}}})),
         },
         "/v1/apps/{app}": {
             "get": _op("Show an app", params=app),

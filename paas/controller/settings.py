@@ -49,10 +49,14 @@ class ControllerSettings:
         "", "host:port of the private registry `publish` pushes releases to (agents pull from "
             "it); empty when every node shares the controller's Docker engine.")
     image_repo: str = setting("paas", "Release images are tagged <image_repo>/<app>:v<N>.")
+    public_port: int = setting(
+        80, "The port the router serves apps on, for the URLs the API shows (80 is left out).")
 
     def __post_init__(self) -> None:
-        if not 0 < self.port < 65536:
-            raise InvalidSetting("port", f"must be a port number 1-65535, got {self.port}")
+        for name in ("port", "public_port"):
+            if not 0 < getattr(self, name) < 65536:
+                raise InvalidSetting(name, f"must be a port number 1-65535, got "
+                                           f"{getattr(self, name)}")
         for name in ("max_replicas", "max_context_bytes"):
             if getattr(self, name) < 1:
                 raise InvalidSetting(name, "must be at least 1")

@@ -135,7 +135,7 @@ def test_push_deploys_then_the_same_commit_reuses_its_release_and_force_rebuilds
                       "summary"):
             assert f"remote: -----> {phase}" in first.output, (phase, first.output)
         assert "remote:        | PASS: / and /health answer" in first.output
-        assert f"remote: -----> summary: {app} v1 is live at http://{app}.localhost/" \
+        assert f"remote: -----> summary: {app} v1 is live at http://{app}.localhost:8080/" \
             in first.output
         # Live, not buffered: the first phase reached the pusher long before the summary.
         assert first.at("-----> summary") - first.at("-----> assemble") > 2.0, first.lines

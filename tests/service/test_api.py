@@ -83,11 +83,15 @@ async def test_token_file_is_private(api, settings):
         assert mode == 0o600
 
 
-@pytest.mark.parametrize("name", ["../x", "A_B", "a;b", "a" * 64, "", "-a", "1abc", None, 5])
+@pytest.mark.parametrize("name", ["../x", "A_B", "a;b", "a" * 64, "", "-a", "1abc", None, 5,
+                                  "hello-", "a-"])
 async def test_invalid_app_names_are_refused(api, admin, name):
     msg = await error_of(await api.post("/v1/apps", json={"name": name}, headers=admin), 400)
     assert "app name" in msg
     assert (await (await api.get("/v1/apps", headers=admin)).json())["apps"] == []
+    if name == "hello-":
+        assert msg == ("invalid app name 'hello-': it must not end with '-', since "
+                       "hello-.<domain> would not be a valid host name")
 
 
 async def test_app_lifecycle_and_conflicts(api, admin):
@@ -306,3 +310,16 @@ async def test_bad_wait_parameters_are_one_clear_error(api, admin, join, wait):
     await api.post("/v1/apps", json={"name": "waits"}, headers=admin)
     await error_of(await api.get(f"/v1/apps/waits/deployments/1?wait={wait}", headers=admin),
                    400)
+
+
+async def test_app_urls_carry_the_routers_port_unless_it_is_80(start_api, settings):
+    import dataclasses
+
+    for port, url in ((8080, "http://shop.localhost:8080/"), (80, "http://shop.localhost/")):
+        api = await start_api(dataclasses.replace(settings, public_port=port,
+                                                  data_dir=settings.data_dir / str(port)))
+        token = (settings.data_dir / str(port) / "admin.token").read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        resp = await api.post("/v1/apps", json={"name": "shop"}, headers=headers)
+        assert resp.status == 201
+        assert (await resp.json())["app"]["urls"] == [url]
