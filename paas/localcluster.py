@@ -308,6 +308,7 @@ class LocalCluster:
         containers."""
         for name in reversed(self.process_names()):
             self.stop_process(name)
+        _stop_haproxy(self.root)  # the router leaves it serving for its next start
         if remove_containers:
             remove_cluster_containers(self.cluster_id)
         if self.ledger is not None:
@@ -347,6 +348,19 @@ def _runs_in(pid: int, root: str) -> bool:
     return cwd.removesuffix(" (deleted)") == root
 
 
+def _stop_haproxy(root: Path) -> None:
+    """Stop the HAProxy the cluster's router left serving (it outlives the router on purpose),
+    by its pid file, if that process is an HAProxy running in the cluster's folder."""
+    try:
+        pid = int((root / "router" / "haproxy.pid").read_text().split()[0])
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except (OSError, ValueError, IndexError):
+        return
+    if b"haproxy" in Path(argv0.decode(errors="replace")).name.encode() and \
+            _runs_in(pid, str(root)):
+        _stop_group(pid, timeout=5.0)
+
+
 def _stop_group(pid: int, *, first: int = signal.SIGTERM, timeout: float = 10.0) -> None:
     """Signal the process group `pid` leads (`first`), SIGKILL it after `timeout`."""
     for sig in (first, signal.SIGKILL):
@@ -380,6 +394,7 @@ def clear_leftovers(ledger: Path) -> list[str]:
         for pid in reversed(pids):
             if pid_alive(pid) and _runs_in(pid, root):
                 _stop_group(pid)
+        _stop_haproxy(Path(root))
         remove_cluster_containers(cluster_id)
         remove_cluster_images(image_repo)
         entry.unlink(missing_ok=True)

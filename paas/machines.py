@@ -41,6 +41,9 @@ class Process:
     capabilities: tuple[str, ...] = ()
     """The one root power the installed unit keeps, if any (the router binds ports below
     1024)."""
+    leaves_children: bool = False
+    """A child outlives it on purpose (the router's HAProxy serves on across the router's
+    restarts): its unit stops only the main process."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,7 +144,7 @@ def server_processes(s: Server) -> list[Process]:
         "--listen-host", s.public_host or s.address, "--listen-port", str(s.http_port),
         "--admin-host", s.address, "--admin-port", str(s.router_admin_port),
         "--state-dir", str(s.state_dir / "router")), "PaaS router (HAProxy)",
-        capabilities=("CAP_NET_BIND_SERVICE",)))
+        capabilities=("CAP_NET_BIND_SERVICE",), leaves_children=True))
     return found
 
 
@@ -215,6 +218,7 @@ def systemd_unit(process: Process, *, after: Sequence[Process] = (),
         *([f"AmbientCapabilities={caps}", f"CapabilityBoundingSet={caps}"] if caps
           else ["CapabilityBoundingSet="]),
         "NoNewPrivileges=yes", "ProtectSystem=full", "PrivateTmp=yes",
+        *(["KillMode=process"] if process.leaves_children else []),
         "Restart=always", "RestartSec=2", "", "[Install]", "WantedBy=multi-user.target", "",
     ]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from paas.names import InvalidName
 from paas.retry import Backoff
+from router import layoutfile
 from router.haproxy import HAProxy, HAProxyError
 from router.metrics import RouterMetrics
 from router.plan import Backend, Plan, plan_changes
@@ -32,7 +33,8 @@ class Applier:
 
     def __init__(self, *, haproxy: HAProxy, options: RenderOptions, templates_dir: Path,
                  initial_slots: int, debounce_s: float, backoff_max_s: float,
-                 metrics: RouterMetrics, desired: Callable[[], RoutingTable]) -> None:
+                 metrics: RouterMetrics, desired: Callable[[], RoutingTable],
+                 layout_path: Path | None = None) -> None:
         self.haproxy = haproxy
         self.options = options
         self.templates_dir = templates_dir
@@ -41,7 +43,8 @@ class Applier:
         self.backoff_max_s = backoff_max_s
         self.metrics = metrics
         self.desired = desired
-        self.layout: dict[str, Backend] = {}
+        self.layout_path = layout_path
+        self.layout: dict[str, Backend] = layoutfile.load(layout_path) if layout_path else {}
         self.generation = 0
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -58,9 +61,18 @@ class Applier:
         return render_config(layout, self.options, templates_dir=self.templates_dir)
 
     async def start_haproxy(self) -> None:
-        """(Re)start HAProxy on the last applied layout; the next apply converges from there."""
+        """Adopt the HAProxy an earlier router left serving, or (re)start HAProxy on the last
+        applied layout (kept on disk: a router that cannot reach Consul yet still serves the
+        routes it applied before); the next apply converges from there."""
         async with self._lock:
-            await self.haproxy.start(self.render(self.layout))
+            config = self.render(self.layout)
+            if await self.haproxy.adopt():
+                on_disk = (self.haproxy.config_path.read_text()
+                           if self.haproxy.config_path.exists() else None)
+                if on_disk != config:  # the saved layout is what it must run: seamless
+                    await self.haproxy.reload(config)
+                return
+            await self.haproxy.start(config)
 
     async def run(self) -> None:
         """Apply after each burst of changes until cancelled."""
@@ -111,6 +123,11 @@ class Applier:
             return plan
 
     def _record(self) -> None:
+        if self.layout_path is not None:
+            try:
+                layoutfile.save(self.layout_path, self.layout)
+            except OSError as exc:
+                log.warning("cannot save the layout to %s: %s", self.layout_path, exc)
         self.metrics.generation.set(self.generation)
         self.metrics.apps.set(len(self.layout))
         self.metrics.servers.set(sum(len(b.servers) for b in self.layout.values()))

@@ -1,7 +1,12 @@
-"""The router's own HAProxy: a master-worker child process and the three ways to change it.
+"""The router's own HAProxy: a master-worker process and the three ways to change it.
 
 - `start(config)`: check the config (`haproxy -c`), then run
-  `haproxy -W -db -S <master.sock> -f <cfg> -p <pidfile>` and wait until a worker answers.
+  `haproxy -W -db -S <master.sock> -f <cfg> -p <pidfile>` in a session of its own and wait
+  until a worker answers.
+- `adopt()`: take over the HAProxy an earlier router left serving (it outlives the router on
+  purpose: a router restarted with SIGTERM for an upgrade, or killed with -9, costs no
+  request), found by its pid file, its command line and its master socket.
+- `release()`: let go of HAProxy without stopping it, when the router exits.
 - `reload(config)`: check, write, send `reload` to the master CLI (SIGUSR2 if the socket is
   gone), and wait until the master counts one more reload and the new worker answers on the
   runtime API. Listeners pass to the new worker (`expose-fd listeners`): no connection drops.
@@ -19,6 +24,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -68,16 +74,25 @@ class HAProxy:
         self.master_socket = master_socket
         self.admin_socket = admin_socket
         self.stop_timeout_s = stop_timeout_s
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: subprocess.Popen[bytes] | None = None  # a master we started
+        self._adopted: int | None = None  # a master an earlier router started
         self.worker_pid: int | None = None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return self._adopted is not None and _alive(self._adopted)
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self.running and self._proc else None
+        if not self.running:
+            return None
+        return self._proc.pid if self._proc is not None else self._adopted
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc is not None else None
 
     async def check(self, config: str) -> None:
         """Raise ConfigRejected unless `haproxy -c` accepts `config`."""
@@ -112,7 +127,10 @@ class HAProxy:
         self.write_config(config)
         argv = [self.binary, "-W", "-db", "-S", f"{self.master_socket},mode,600",
                 "-f", str(self.config_path), "-p", str(self.pid_path)]
-        self._proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
+        # Its own session: a signal to the router's process group (kill -9 of the router, a
+        # restart) leaves it serving; the next router adopts it.
+        self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+        self._adopted = None
         log.info("started HAProxy master pid %d: %s", self._proc.pid, " ".join(argv))
         try:
             table = await self._wait_master(lambda t: bool(t.workers))
@@ -120,6 +138,33 @@ class HAProxy:
         except HAProxyError:
             await self.stop()
             raise
+
+    async def adopt(self) -> bool:
+        """Take over the HAProxy an earlier router left running on this config: True once its
+        master and a worker answer. False when there is none (or it does not answer: then it
+        is stopped, and `start` makes a new one)."""
+        if self.running:
+            return True
+        pid = _our_haproxy(self.pid_path, self.config_path)
+        if pid is None:
+            return False
+        self._proc, self._adopted = None, pid
+        try:
+            table = await self._wait_master(lambda t: bool(t.workers), timeout=2.0)
+            await self._wait_worker(table.workers[0], timeout=2.0)
+        except HAProxyError as exc:
+            log.warning("HAProxy pid %d left by an earlier router does not answer (%s); "
+                        "starting a new one", pid, exc)
+            self._adopted = None
+            return False
+        log.info("adopted HAProxy master pid %d, left serving by an earlier router", pid)
+        return True
+
+    def release(self) -> None:
+        """Let go of HAProxy without stopping it: it serves on for the next router."""
+        if self.running:
+            log.info("leaving HAProxy master pid %s serving for the next router", self.pid)
+        self._proc, self._adopted = None, None
 
     async def reload(self, config: str) -> None:
         """Check and write `config`, then reload seamlessly; raise if it fails (old config kept)."""
@@ -133,8 +178,8 @@ class HAProxy:
             await send_command(self.master_socket, "reload")
         except RuntimeApiError:
             log.warning("master socket unreachable; reloading with SIGUSR2")
-            assert self._proc is not None
-            self._proc.send_signal(signal.SIGUSR2)
+            if self.pid is not None:
+                os.kill(self.pid, signal.SIGUSR2)
         table = await self._wait_master(lambda t: t.reloads > before.reloads
                                         or t.failed_reloads > before.failed_reloads)
         if table.failed_reloads > before.failed_reloads or not table.workers:
@@ -153,40 +198,43 @@ class HAProxy:
                 sent += 1
         return sent
 
-    async def wait(self) -> int:
-        """Wait for the HAProxy master to exit; return its exit code."""
-        assert self._proc is not None
-        return await self._proc.wait()
+    async def wait(self) -> int | None:
+        """Wait for the HAProxy master to exit; return its exit code (None for an adopted
+        one, whose code goes to its own parent)."""
+        while self.running:
+            await asyncio.sleep(0.1)
+        return self.returncode
 
     async def stop(self) -> None:
         """Soft-stop HAProxy (finish requests), kill it after the timeout, remove its files."""
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
+        pid = self.pid
+        if pid is not None:
             for sig, grace in ((signal.SIGUSR1, self.stop_timeout_s), (signal.SIGTERM, 2.0),
                                (signal.SIGKILL, 5.0)):
                 with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(sig)
+                    os.kill(pid, sig)
                 try:
-                    await asyncio.wait_for(proc.wait(), grace)
+                    await asyncio.wait_for(self.wait(), grace)
                     break
                 except asyncio.TimeoutError:
                     log.warning("HAProxy did not stop after %s; escalating", sig.name)
-            log.info("HAProxy master pid %d exited with code %s", proc.pid, proc.returncode)
+            log.info("HAProxy master pid %d exited with code %s", pid, self.returncode)
+        self._proc, self._adopted = None, None
         for path in (self.master_socket, self.admin_socket, self.pid_path):
             path.unlink(missing_ok=True)
 
     async def _show_proc(self) -> ProcTable:
         return parse_show_proc(await send_command(self.master_socket, "show proc"))
 
-    async def _wait_master(self, done) -> ProcTable:
+    async def _wait_master(self, done, timeout: float = READY_TIMEOUT_S) -> ProcTable:
         """Poll `show proc` until `done(table)`; the socket refuses while the master re-execs."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + READY_TIMEOUT_S
+        deadline = loop.time() + timeout
         last_error: Exception | None = None
         while loop.time() < deadline:
             if not self.running:
-                code = self._proc.returncode if self._proc else None
-                raise HAProxyError(f"HAProxy exited with code {code}; see its messages above")
+                raise HAProxyError(f"HAProxy exited with code {self.returncode}; see its "
+                                   "messages above")
             try:
                 table = await self._show_proc()
                 if done(table):
@@ -196,10 +244,10 @@ class HAProxy:
             await asyncio.sleep(0.02)
         raise HAProxyError(f"HAProxy master did not answer in time: {last_error}")
 
-    async def _wait_worker(self, pid: int) -> None:
+    async def _wait_worker(self, pid: int, timeout: float = READY_TIMEOUT_S) -> None:
         """Wait until worker `pid` answers on the runtime API socket."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + READY_TIMEOUT_S
+        deadline = loop.time() + timeout
         while loop.time() < deadline:
             with contextlib.suppress(RuntimeApiError, ValueError):
                 if parse_info_pid(await send_command(self.admin_socket, "show info")) == pid:
@@ -215,15 +263,23 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-async def _stop_stale(pid_path: Path, config_path: Path) -> None:
-    """Stop an HAProxy left running on our config by an earlier router that crashed."""
+def _our_haproxy(pid_path: Path, config_path: Path) -> int | None:
+    """The live HAProxy master that runs our config, by its pid file and its command line."""
     try:
         pid = int(pid_path.read_text().split()[0])
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError, IndexError):
-        return
+        return None
     if not cmdline or b"haproxy" not in Path(cmdline[0].decode()).name.encode() \
-            or str(config_path).encode() not in cmdline:
+            or str(config_path).encode() not in cmdline or not _alive(pid):
+        return None
+    return pid
+
+
+async def _stop_stale(pid_path: Path, config_path: Path) -> None:
+    """Stop an HAProxy left running on our config that could not be adopted."""
+    pid = _our_haproxy(pid_path, config_path)
+    if pid is None:
         return
     log.warning("stopping HAProxy pid %d left by an earlier router", pid)
     for sig in (signal.SIGTERM, signal.SIGKILL):

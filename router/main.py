@@ -1,9 +1,11 @@
 """`paas-router`: the router daemon's entry point and wiring.
 
-Startup, in the aiohttp app's cleanup context: start HAProxy on an empty layout, then the
-Consul watcher, the applier and a supervisor that restarts HAProxy if it dies; then the admin
-server (`/healthz`, `/metrics`, `/routes`) binds. SIGTERM or SIGINT stops all of it in reverse:
-background tasks, then HAProxy (soft stop, sockets and pid file removed).
+Startup, in the aiohttp app's cleanup context: adopt the HAProxy an earlier router left
+serving, or start one on the last applied layout (kept on disk), then the Consul watcher, the
+applier and a supervisor that restarts HAProxy if it dies; then the admin server (`/healthz`,
+`/metrics`, `/routes`) binds. SIGTERM or SIGINT stops the router's tasks and leaves HAProxy
+serving for the next router (`--stop-haproxy-on-exit` stops it too), so an upgrade or a
+kill -9 of the router costs no request.
 
 Run `paas-router --help` (or `python -m router.main --help`) for the flags.
 """
@@ -70,7 +72,7 @@ def _router_context(
                                       maxconn=settings.maxconn),
                 templates_dir=settings.templates_dir, initial_slots=settings.initial_slots,
                 debounce_s=settings.debounce_s, backoff_max_s=settings.backoff_max_s,
-                metrics=metrics, desired=watcher.desired,
+                metrics=metrics, desired=watcher.desired, layout_path=settings.layout_path,
             )
             await applier.start_haproxy()
             app[STATE] = RouterState(haproxy=haproxy, applier=applier, metrics=metrics)
@@ -87,7 +89,10 @@ def _router_context(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await haproxy.stop()
+            if settings.stop_haproxy_on_exit:
+                await haproxy.stop()
+            else:
+                haproxy.release()  # it serves on; the next router adopts it
             await consul.close()
 
     return context

@@ -57,8 +57,11 @@ class RouterSettings:
         3.0, "Cap of the exponential backoff between retries after a Consul or apply error, "
              "in seconds.")
     stop_timeout_s: float = setting(
-        5.0, "On shutdown, how long HAProxy may finish open requests before it is killed, "
-             "in seconds.")
+        5.0, "When HAProxy is stopped (--stop-haproxy-on-exit), how long it may finish open "
+             "requests before it is killed, in seconds.")
+    stop_haproxy_on_exit: bool = setting(
+        False, "Stop HAProxy when the router exits. By default it serves on, and the next "
+               "router adopts it, so a restart costs no request.")
     log_level: str = setting("INFO", "Python logging level for the router's stderr log.",
                              choices=LOG_LEVELS)
 
@@ -102,6 +105,10 @@ class RouterSettings:
     @property
     def pid_path(self) -> Path:
         return self.state_dir / "haproxy.pid"
+
+    @property
+    def layout_path(self) -> Path:
+        return self.state_dir / "layout.json"
 
     @property
     def master_socket(self) -> Path:

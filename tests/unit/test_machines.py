@@ -126,6 +126,8 @@ def test_every_unit_runs_as_the_paas_user_with_only_what_it_needs() -> None:
     assert [n for n, lines in units.items() if "CapabilityBoundingSet=" not in lines] == \
         ["router"]
     assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in units["router"]
+    # Its HAProxy serves on while the router restarts: only the router's own process stops.
+    assert [n for n, lines in units.items() if "KillMode=process" in lines] == ["router"]
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd is not here")

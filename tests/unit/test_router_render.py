@@ -397,7 +397,9 @@ def test_every_setting_has_a_flag_and_help(capsys: pytest.CaptureFixture[str],
     help_text = " ".join(capsys.readouterr().out.split())
     for field in dataclasses.fields(RouterSettings):
         flag = "--" + field.name.replace("_", "-")
-        assert f"{flag} {field.name.upper()} {field.metadata['help']}" in help_text, field.name
+        usage = (f"{flag}, --no-{flag[2:]}" if field.type in (bool, "bool")
+                 else f"{flag} {field.name.upper()}")
+        assert f"{usage} {field.metadata['help']}" in help_text, field.name
         assert f"env PAAS_ROUTER_{field.name.upper()})" in help_text, field.name
 
 

@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -213,6 +214,8 @@ class Router:
     admin_port: int
     state_dir: Path
     log_path: Path
+    handover: bool = False
+    """Set by a test whose next router takes this one's state folder and HAProxy."""
 
     def get(self, host: str, path: str = "/") -> tuple[int, str, str]:
         """One request through HAProxy with this Host header: (status, content type, body)."""
@@ -264,11 +267,17 @@ class Router:
 
 
 @contextlib.contextmanager
-def run_router(consul_url: str, *, initial_slots: int = 2) -> Iterator[Router]:
+def run_router(consul_url: str, *, initial_slots: int = 2,
+               after: Router | None = None) -> Iterator[Router]:
+    """A router; `after` names one that stopped, whose state folder and ports this one takes
+    (its HAProxy may still be serving: the new router adopts it). The last router of a state
+    folder stops its HAProxy and removes the folder."""
     # Short path: unix socket paths must stay under ~100 bytes.
-    state_dir = Path(tempfile.mkdtemp(prefix="paas-rt-", dir="/tmp"))
-    log_path = state_dir.parent / f"{state_dir.name}.log"
-    listen_port, admin_port = free_port(), free_port()
+    state_dir = after.state_dir if after else Path(tempfile.mkdtemp(prefix="paas-rt-",
+                                                                    dir="/tmp"))
+    log_path = state_dir.parent / f"{state_dir.name}.{secrets.token_hex(2)}.log"
+    listen_port, admin_port = ((after.listen_port, after.admin_port) if after
+                               else (free_port(), free_port()))
     argv = [sys.executable, "-m", "router.main", "--consul-url", consul_url,
             "--listen-host", HOST, "--listen-port", str(listen_port),
             "--admin-host", HOST, "--admin-port", str(admin_port),
@@ -287,13 +296,14 @@ def run_router(consul_url: str, *, initial_slots: int = 2) -> Iterator[Router]:
         wait_for(healthy, timeout=20, what="router /healthz")
         yield router
     finally:
-        haproxy_pid = _read_pid(state_dir / "haproxy.pid")
         stop_process(proc)
-        if haproxy_pid is not None:
-            _kill_if_haproxy(haproxy_pid)  # only if the router failed to stop it
         print(f"--- router log ---\n{router.log()[-5000:]}")
-        shutil.rmtree(state_dir, ignore_errors=True)
         log_path.unlink(missing_ok=True)
+        if not router.handover:
+            haproxy_pid = _read_pid(state_dir / "haproxy.pid")
+            if haproxy_pid is not None:
+                _kill_if_haproxy(haproxy_pid)  # it serves on after the router, on purpose
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def _read_pid(path: Path) -> int | None:

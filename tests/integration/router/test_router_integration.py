@@ -241,13 +241,31 @@ def test_keeps_serving_last_routes_while_consul_is_down(backends, wait_for, star
         assert router.metric("paas_router_consul_errors_total") >= 3
         assert router.log().count("Consul unreachable") == 1  # once per outage, not per retry
 
-        # A clean stop: exit 0, HAProxy gone, sockets removed.
+        # A clean stop (an upgrade): exit 0, and HAProxy serves on, Consul still away.
         haproxy_pid = int((router.state_dir / "haproxy.pid").read_text())
+        router.handover = True
         router.proc.terminate()
         assert router.proc.wait(10) == 0
-        assert not _alive(haproxy_pid)
-        assert not (router.state_dir / "admin.sock").exists()
-        assert not (router.state_dir / "master.sock").exists()
+        assert _alive(haproxy_pid)
+        assert set(hits(router, "lasting.localhost", 5)) == {"lasting"}
+
+    # The next router, with Consul still away, adopts that HAProxy: the same process, the
+    # same routes, read back from the layout it kept on disk.
+    with start_router(consul.url, after=router) as second:
+        assert json.loads(second.admin("/healthz")[1])["haproxy_pid"] == haproxy_pid
+        assert second.routes()["apps"]["lasting"]["servers"] == [addr(backend)]
+        assert set(hits(second, "lasting.localhost", 5)) == {"lasting"}
+        # The machine restarts: HAProxy is gone too. The next router starts one on the last
+        # routes it applied, not an empty one answering 404.
+        second.handover = True
+        second.proc.kill()
+        second.proc.wait(10)
+        os.kill(haproxy_pid, signal.SIGKILL)
+        wait_for(lambda: not _alive(haproxy_pid), timeout=10, what="HAProxy gone")
+    with start_router(consul.url, after=second) as third:
+        assert json.loads(third.admin("/healthz")[1])["haproxy_pid"] != haproxy_pid
+        assert third.routes()["apps"]["lasting"]["servers"] == [addr(backend)]
+        assert set(hits(third, "lasting.localhost", 5)) == {"lasting"}
 
 
 def _alive(pid: int) -> bool:
