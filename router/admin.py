@@ -1,4 +1,4 @@
-"""The router's own HTTP endpoints: `/healthz`, `/metrics` and `/routes`.
+"""The router's own HTTP endpoints: `/healthz`, `/metrics`, `/routes` and `/sessions`.
 
 `/routes` is the contract with the deployer (docs/architecture.md): it returns exactly what
 HAProxy routes after the last successful apply, so "instance gone from /routes" means "HAProxy
@@ -16,6 +16,7 @@ from router.applier import Applier
 from router.haproxy import HAProxy
 from router.metrics import RouterMetrics
 from router.routes import table_as_json
+from router.runtime_api import RuntimeApiError, parse_sessions, send_command
 
 
 @dataclass
@@ -50,7 +51,20 @@ async def routes(request: web.Request) -> web.Response:
                               "apps": table_as_json(applier.applied())})
 
 
+async def sessions(request: web.Request) -> web.Response:
+    """Requests in flight per app and server address, from HAProxy's own counters: a drain
+    stops an instance once it has none."""
+    state = request.app[STATE]
+    try:
+        found = parse_sessions(await send_command(state.haproxy.admin_socket, "show stat"))
+    except RuntimeApiError as exc:
+        return web.json_response({"error": f"HAProxy's runtime API did not answer: {exc}"},
+                                 status=503)
+    return web.json_response({"apps": found})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/sessions", sessions)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/routes", routes)

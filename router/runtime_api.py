@@ -97,3 +97,30 @@ def parse_info_pid(text: str) -> int:
         if line.startswith("Pid:"):
             return int(line.split(":", 1)[1])
     raise RuntimeApiError(f"unexpected reply to 'show info': {text[:200]!r}")
+
+
+def parse_sessions(text: str) -> dict[str, dict[str, int]]:
+    """From `show stat` (CSV): the current sessions of each app backend's servers, by the
+    server's address (`host:port`), `{app: {address: sessions}}`. A slot emptied by a runtime
+    update keeps its address while its requests in flight finish, so this is what a drain
+    waits on. Backends that are not an app's (`app_<name>`) and rows without an address are
+    left out."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("# "):
+        return {}
+    header = lines[0][2:].split(",")
+    try:
+        px, sv, scur, addr = (header.index(k) for k in ("pxname", "svname", "scur", "addr"))
+    except ValueError:
+        return {}
+    found: dict[str, dict[str, int]] = {}
+    for line in lines[1:]:
+        row = line.split(",")
+        if len(row) <= max(px, sv, scur, addr) or row[sv] in ("FRONTEND", "BACKEND"):
+            continue
+        if not row[px].startswith("app_") or not row[addr] or not row[scur].isdigit():
+            continue
+        app = row[px][len("app_"):]
+        found.setdefault(app, {})
+        found[app][row[addr]] = found[app].get(row[addr], 0) + int(row[scur])
+    return found

@@ -16,6 +16,7 @@ Defaults (documented in README):
 | `[deploy] auto_promote` | `false` |
 | `[deploy] auto_revert` | `false` |
 | `[deploy] stop_timeout` | `10` s |
+| `[deploy] drain_timeout` | `30` s: how long a drained instance's requests in flight may take before it is stopped |
 | `[process.NAME] cpu` | `0.1` (cores reserved per instance) |
 | `[process.NAME] memory` | `128` (MB reserved per instance, and the container's limit) |
 | `[process.NAME] strategy` | `spread` for web, `binpack` for other process types |
@@ -59,6 +60,7 @@ class Policy:
     auto_promote: bool = False
     auto_revert: bool = False
     stop_timeout: float = 10.0
+    drain_timeout: float = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -218,7 +220,8 @@ def parse_app_config(*, procfile: str | None, toml_text: str | None) -> AppConfi
         healthy_deadline=_number(d, "healthy_deadline", 60, low=1, high=3600, where="deploy"),
         auto_promote=_bool(d, "auto_promote", False, "deploy"),
         auto_revert=_bool(d, "auto_revert", False, "deploy"),
-        stop_timeout=_number(d, "stop_timeout", 10, low=0, high=600, where="deploy"))
+        stop_timeout=_number(d, "stop_timeout", 10, low=0, high=600, where="deploy"),
+        drain_timeout=_number(d, "drain_timeout", 30, low=0, high=3600, where="deploy"))
     return AppConfig(processes=processes, health=health, policy=policy,
                      test_command=command.strip() if command else None,
                      test_timeout=_number(t, "timeout", 120, low=1, high=3600, where="test"),

@@ -47,6 +47,7 @@ from paas.errors import ApiError
 log = logging.getLogger("paas.controller.deployer")
 
 ROUTED_PROCESS = "web"
+DEFAULT_DRAIN_TIMEOUT_S = 30.0  # [deploy] drain_timeout: requests in flight may take this long
 LOOK_AFTER_S = 5.0  # an instance not yet healthy is first looked into after this long,
 LOOK_EVERY_S = 2.5  # then this often (what it listens on, what its check said);
 CERTAIN_FOR_S = 5.0  # a fault that waiting cannot mend, seen this long, fails the deploy
@@ -487,8 +488,30 @@ class Deployer:
         self.store.set_desired(ids, "draining")
         self.event(dep, "rollout", f"draining {', '.join(ids)}")
         await self.router.wait_unrouted(dep["app"], addresses)
+        await self._wait_in_flight(dep, addresses)
         self.store.set_desired(ids, "stopped")
         self.event(dep, "rollout", f"stopped {', '.join(ids)}")
+
+    async def _wait_in_flight(self, dep: dict[str, Any], addresses: set[str]) -> None:
+        """Once the router sends them nothing new, wait until the requests it has in flight to
+        `addresses` have finished, up to `[deploy] drain_timeout`; then they are stopped, and
+        the event says how many connections that closes."""
+        release = self.store.get_release(dep["app"], dep["release"]) or {}
+        limit = float((release.get("policy") or {}).get("drain_timeout",
+                                                         DEFAULT_DRAIN_TIMEOUT_S))
+        start = self.clock.now()
+        left = await self.router.in_flight(dep["app"], addresses)
+        if not left:
+            return  # none, or the router cannot tell (it has no /sessions)
+        while left and self.clock.now() - start < limit:
+            await self.clock.sleep(0.1)
+            left = await self.router.in_flight(dep["app"], addresses)
+        waited = self.clock.now() - start
+        if left:
+            self.event(dep, "rollout", f"drain_timeout ({limit:g}s) passed with {left} "
+                                       f"connection(s) still open; they are closed")
+        else:
+            self.event(dep, "rollout", f"requests in flight finished after {waited:.1f}s")
 
     def _addresses(self, ids: list[str]) -> set[str]:
         nodes = {n["name"]: n["address"] for n in self.store.list_nodes()}

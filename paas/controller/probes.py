@@ -50,6 +50,10 @@ class RouterProbe(Protocol):
         """Return once the router sends no new request to `addresses` (or gives up)."""
         ...
 
+    async def in_flight(self, app: str, addresses: set[str]) -> int | None:
+        """Requests the router has in flight to `addresses`; None when it cannot tell."""
+        ...
+
 
 class InstanceLogs(Protocol):
     async def tail(self, instance_id: str, lines: int = 30) -> str:
@@ -86,6 +90,7 @@ class RouterStatus:
                  clock: Clock, timeout: float = 15.0) -> None:
         self._session = session
         self._url = url.rstrip("/") + "/routes" if url else ""
+        self._sessions_url = url.rstrip("/") + "/sessions" if url else ""
         self._grace = grace
         self._clock = clock
         self._timeout = timeout
@@ -108,6 +113,20 @@ class RouterStatus:
             await self._clock.sleep(0.05)
         log.warning("router still routes %s after %ss; stopping anyway", addresses,
                     self._timeout)
+
+    async def in_flight(self, app: str, addresses: set[str]) -> int | None:
+        if not self._sessions_url:
+            return None
+        try:
+            async with self._session.get(self._sessions_url,
+                                         timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                if resp.status != 200:
+                    return None
+                found = (await resp.json()).get("apps", {}).get(app, {})
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("router not answering about requests in flight: %s", exc)
+            return None
+        return sum(int(n) for address, n in found.items() if address in addresses)
 
 
 class _AgentCall:

@@ -10,6 +10,7 @@ collaborator to fake.
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,10 @@ class World:
     """Releases whose containers a node cannot start, and the reason it reports."""
     pull_s: float | None = None
     """What each start spent pulling the image (None: the image was there)."""
+    in_flight_for: float = 0.0
+    """Seconds the requests in flight to a drained instance take to finish."""
+    in_flight_count: int = 3
+    drains: dict[frozenset[str], float] = field(default_factory=dict)
 
     # --- the agents: converge on the assignments, report in the heartbeat ----------------
     def tick(self) -> None:
@@ -147,6 +152,10 @@ class World:
     # --- the router -----------------------------------------------------------------------
     async def wait_unrouted(self, app: str, addresses: set[str]) -> None:
         self.unrouted.append((app, frozenset(addresses)))
+
+    async def in_flight(self, app: str, addresses: set[str]) -> int | None:
+        since = self.drains.setdefault(frozenset(addresses), self.now)
+        return self.in_flight_count if self.now - since < self.in_flight_for else 0
 
 
 class FakeClock:
@@ -309,6 +318,30 @@ async def test_a_new_release_replaces_the_old_without_dropping_below_its_count(
     assert len(drained) == 3  # every old instance waited on the router before it stopped
     assert not old & {i["id"] for i in h.store.list_instances(APP, include_stopped=True)
                       if i["desired"] != "stopped"}
+
+
+async def test_a_drain_waits_for_the_requests_in_flight_before_it_stops(h: Harness) -> None:
+    await serve(h, 1, 1)
+    h.release(2, test=None)
+    h.world.in_flight_for = 2.0
+    dep = await h.deploy(2, 1)
+    assert dep["status"] == "succeeded", dep["reason"]
+    messages = [m for s, m in h.events(dep["id"]) if s == "rollout"]
+    draining = next(i for i, m in enumerate(messages) if m.startswith("draining "))
+    assert re.fullmatch(r"requests in flight finished after 2\.[01]s", messages[draining + 1])
+    assert messages[draining + 2].startswith("stopped shop-v1-web-")
+
+
+async def test_a_drain_stops_waiting_at_drain_timeout_and_says_what_it_closes(h: Harness) -> None:
+    await serve(h, 1, 1)
+    h.release(2, test=None, drain_timeout=5)
+    h.world.in_flight_for = 1000.0
+    began = h.world.now
+    dep = await h.deploy(2, 1)
+    assert dep["status"] == "succeeded", dep["reason"]
+    assert ("rollout", "drain_timeout (5s) passed with 3 connection(s) still open; they are "
+            "closed") in h.events(dep["id"])
+    assert h.world.now - began < 15
 
 
 # --- failures at each step leave the old release serving ---------------------------------

@@ -419,3 +419,21 @@ def test_an_operators_templates_dir_replaces_the_packaged_template(tmp_path: Pat
                           initial_slots=4).layout
     assert render_config(layout, OPTIONS, templates_dir=tmp_path) == "# mine\nmaxconn 4000\n"
     assert "backend app_hello" in packaged
+
+
+SHOW_STAT = """# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,addr,cookie
+main,FRONTEND,,,4,10,,,0,0,,
+app_shop,s1,0,0,3,5,,9,0,0,127.0.0.2:32768,
+app_shop,s2,0,0,0,1,,2,0,0,127.0.0.3:32769,
+app_shop,s3,0,0,0,0,,0,0,0,,
+app_shop,BACKEND,0,0,3,5,,11,0,0,,
+stats,s1,0,0,1,1,,1,0,0,127.0.0.9:1,
+"""
+
+
+def test_sessions_come_per_app_and_server_address_from_show_stat() -> None:
+    from router.runtime_api import parse_sessions
+
+    assert parse_sessions(SHOW_STAT) == {"shop": {"127.0.0.2:32768": 3, "127.0.0.3:32769": 0}}
+    assert parse_sessions("") == {} and parse_sessions("no header\n") == {}
+    assert parse_sessions("# pxname,svname\napp_x,s1\n") == {}  # no scur, no addr column
