@@ -203,9 +203,20 @@ class Deployer:
             self.event(dep, "finish", f"v{version} promoted to stable")
 
     def _fail(self, dep: dict[str, Any], exc: DeployFailed) -> None:
-        ids = [i["id"] for i in self.store.list_instances(dep["app"])
-               if i["deployment_id"] == dep["id"]]
-        self.store.set_desired(ids, "stopped")
+        """Record the failure and stop what this deployment started, but for its live
+        instances once they are all that serves (the old ones were drained: a failure in the
+        finish step), which stay, with their release recorded as live."""
+        mine = [i for i in self.store.list_instances(dep["app"])
+                if i["deployment_id"] == dep["id"]]
+        others_serve = any(i["role"] == "live" and i["desired"] == "running"
+                           and i["deployment_id"] != dep["id"]
+                           for i in self.store.list_instances(dep["app"]))
+        keep = [i["id"] for i in mine if i["role"] == "live" and i["desired"] == "running"
+                and not others_serve and exc.step == "finish"]
+        if keep:
+            self.store.set_app_fields(dep["app"], scale=dep["replicas"],
+                                      live_release=dep["release"])
+        self.store.set_desired([i["id"] for i in mine if i["id"] not in keep], "stopped")
         self.store.update_deployment(dep["id"], status="failed", step=exc.step,
                                      reason=exc.reason, log_tail=exc.log_tail)
         self.event(dep, exc.step, f"failed: {exc.reason}")

@@ -10,6 +10,7 @@ collaborator to fake.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import sqlite3
 from dataclasses import dataclass, field
@@ -202,6 +203,8 @@ class Harness:
     settings: ControllerSettings
     promoted: list[tuple[str, int]] = field(default_factory=list)
     published: list[tuple[str, int]] = field(default_factory=list)
+    publish_with: Callable[[str, int], Any] | None = None
+    """A publish that replaces the registry's (one that fails, say)."""
 
     def deployer(self) -> Deployer:
         async def promote(app: str, version: int) -> None:
@@ -218,7 +221,7 @@ class Harness:
                         tests=self.tests,
                         clock=FakeClock(self.world),
                         node_is_ready=lambda n: n["name"] not in self.world.down,
-                        promote=promote, publish=publish)
+                        promote=promote, publish=self.publish_with or publish)
 
     def release(self, version: int, *, test: str | None = "./test.sh",
                 health: dict[str, Any] | None = None, **policy: Any) -> None:
@@ -512,14 +515,26 @@ def docker_fails(h: Harness) -> None:
     h.tests.error = RuntimeError("500 Server Error: the Docker engine is shutting down")
 
 
-def sqlite_fails(h: Harness) -> None:
-    h.store.error_after_step = ("rollout", sqlite3.OperationalError("disk I/O error"))
+def sqlite_fails(step: str) -> Callable[[Harness], None]:
+    def arrange(h: Harness) -> None:
+        h.store.error_after_step = (step, sqlite3.OperationalError("disk I/O error"))
+    return arrange
+
+
+def registry_down(h: Harness) -> None:
+    h.settings = dataclasses.replace(h.settings, registry="registry:5000")
+
+    async def publish(app: str, version: int) -> dict[str, Any]:
+        raise ConnectionRefusedError(111, "Connection refused")
+    h.publish_with = publish
 
 
 @pytest.mark.parametrize("arrange,step,error", [
+    (registry_down, "publish", "ConnectionRefusedError: [Errno 111] Connection refused"),
+    (sqlite_fails("control"), "control", "OperationalError: disk I/O error"),
     (docker_fails, "test", "RuntimeError: 500 Server Error: the Docker engine is shutting"),
-    (sqlite_fails, "rollout", "OperationalError: disk I/O error"),
-])
+    (sqlite_fails("rollout"), "rollout", "OperationalError: disk I/O error"),
+], ids=["publish", "control", "test", "rollout"])
 async def test_an_unexpected_error_fails_the_deployment_instead_of_leaving_it_running(
         h: Harness, arrange: Callable[[Harness], None], step: str, error: str) -> None:
     await serve(h, 1, 2)
@@ -531,6 +546,22 @@ async def test_an_unexpected_error_fails_the_deployment_instead_of_leaving_it_ru
     assert f"an unexpected error in the {step} step: {error}" in dep["reason"]
     assert {i["id"] for i in h.live(1)} == before
     assert [i for i in h.store.list_instances(APP) if i["release"] == 2] == []
+    # The app is free for the next deploy.
+    h.store.error_after_step, h.tests.error = None, None
+    h.publish_with = None
+    assert (await h.deploy(2, 2))["status"] in ("succeeded", "failed")
+    assert h.store.get_deployment(dep["id"])["status"] == "failed"  # type: ignore[index]
+
+
+async def test_a_failure_in_the_finish_step_keeps_the_new_release_serving(h: Harness) -> None:
+    """The old instances are drained by then: stopping the new ones would leave nothing."""
+    await serve(h, 1, 2)
+    h.release(2)
+    sqlite_fails("finish")(h)
+    dep = await h.deploy(2, 2)
+    assert (dep["status"], dep["step"]) == ("failed", "finish"), dep
+    assert len(h.live(2)) == 2 and h.live(1) == []
+    assert h.store.get_app(APP)["live_release"] == 2  # type: ignore[index]
 
 
 async def test_a_rollout_failure_after_the_checks_leaves_the_old_release(h: Harness) -> None:
