@@ -222,3 +222,49 @@ def test_choose_to_stop(nodes: tuple[Node, ...], count: int,
 def test_choose_to_stop_refuses_a_negative_count() -> None:
     with pytest.raises(BadPlacementRequest):
         choose_to_stop(nodes=(), app="hello", process="web", count=-1)
+
+
+def big(n: int, *, full: set[int] = frozenset(), mem: int = 4096) -> tuple[Node, ...]:
+    """`n` nodes node-00000...; those in `full` have no memory left."""
+    return tuple(Node(name=f"node-{i:05d}", address=f"10.0.{i // 250}.{i % 250}", cpu=4.0,
+                      memory_mb=0 if i in full else mem) for i in range(n))
+
+
+def test_a_large_cluster_scores_a_limited_window_and_still_spreads() -> None:
+    from paas.controller.scheduler import candidate_limit
+
+    nodes = big(1000)
+    plan = place(nodes=nodes, request=request(10))
+    assert len(set(plan.placements)) == 10  # one per node
+    assert candidate_limit(10) == 32 and candidate_limit(100) == 200
+    # A scale-up starts where the app's placements did, so it sees its instances and avoids
+    # those nodes.
+    after = with_placements(nodes=nodes, request=request(10), plan=plan)
+    more = place(nodes=after, request=request(10))
+    assert not set(more.placements) & set(plan.placements)
+    assert len(set(more.placements)) == 10
+    # Deterministic: the same input, the same plan; another app starts elsewhere.
+    assert place(nodes=nodes, request=request(10)) == plan
+    other = place(nodes=nodes, request=request(10, app="other"))
+    assert set(other.placements) != set(plan.placements)
+
+
+def test_when_few_nodes_fit_the_scan_goes_on_until_it_finds_them() -> None:
+    nodes = big(500, full=set(range(0, 499)))  # only the last node has room
+    plan = place(nodes=nodes, request=request(1))
+    assert plan.placements == ("node-00499",)
+    none_fit = place(nodes=big(300, full=set(range(300))), request=request(1))
+    assert none_fit.unplaced == 1 and none_fit.reason == "insufficient memory on 300 nodes"
+
+
+def test_with_placements_uses_the_plan_positions_and_falls_back_to_names() -> None:
+    nodes = big(50)
+    req = request(3)
+    plan = place(nodes=nodes, request=req)
+    assert len(plan.indices) == 3
+    after = with_placements(nodes=nodes, request=req, plan=plan)
+    reordered = tuple(reversed(nodes))  # the positions no longer match: found by name
+    again = with_placements(nodes=reordered, request=req, plan=plan)
+    counted = {n.name: len(n.instances) for n in after if n.instances}
+    assert counted == {n.name: len(n.instances) for n in again if n.instances}
+    assert sum(counted.values()) == 3
