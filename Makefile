@@ -23,5 +23,11 @@ test: setup
 test-quick: | $(PYTEST)
 	$(PYTEST) -q -p no:cacheprovider -m "not docker"
 
+# Every benchmark, one after the other, each as README shows it (bench/*: their own clusters;
+# multihost needs root). Minutes; not part of `make test`.
+BENCHES := scheduler zero_downtime node_loss reactions build first_push multihost
+bench: setup
+	@set -e; for b in $(BENCHES); do echo "== bench/$$b"; bench/$$b; done
+
 $(PYTEST):
 	@scripts/setup.sh
