@@ -267,11 +267,11 @@ class DockerDriver:
         state = attrs.get("State") or {}
         pid = state.get("Pid") or 0
         if not state.get("Running") or not pid:
-            return None
+            return []  # a stopped container listens on nothing
         try:
             return sockets.listeners(int(pid))
         except OSError:
-            return None  # it exited since the inspect
+            return []  # it exited since the inspect
 
     def _recover_sync(self) -> list[ContainerInfo]:
         api = self._client()

@@ -134,7 +134,7 @@ async def test_listening_reads_the_containers_sockets_from_the_host(driver: Dock
     assert {(x.port, x.everywhere) for x in found} == {(5000, True), (7001, False)}, found
 
     await driver.stop(a.id, timeout_s=1)
-    assert await driver.listening(a.id) is None  # not running: nothing to tell
+    assert await driver.listening(a.id) == []  # stopped: it listens on nothing
     await driver.remove(a.id)
     with pytest.raises(ContainerMissing):
         await driver.listening(a.id)
