@@ -244,9 +244,10 @@ def installed_node(root: Path) -> Installed:
     if len(agents) != 1:
         raise CliError(f"this machine is not one node of a cluster: {len(agents)} "
                        f"paas-agent-*.service units in {units}", code=2)
-    text = agents[0].read_text()
-    exec_line = next((line for line in text.splitlines() if line.startswith("ExecStart=")), "")
-    argv = shlex.split(exec_line.removeprefix("ExecStart="))
+    try:
+        argv, _ = machines.unit_command(agents[0].read_text())
+    except ValueError:
+        argv = []
     flags = dict(zip(argv, argv[1:]))
     try:
         node = flags["--node"]

@@ -206,11 +206,10 @@ class Deployer:
         """Record the failure and stop what this deployment started, but for its live
         instances once they are all that serves (the old ones were drained: a failure in the
         finish step), which stay, with their release recorded as live."""
-        mine = [i for i in self.store.list_instances(dep["app"])
-                if i["deployment_id"] == dep["id"]]
+        instances = self.store.list_instances(dep["app"])
+        mine = [i for i in instances if i["deployment_id"] == dep["id"]]
         others_serve = any(i["role"] == "live" and i["desired"] == "running"
-                           and i["deployment_id"] != dep["id"]
-                           for i in self.store.list_instances(dep["app"]))
+                           and i["deployment_id"] != dep["id"] for i in instances)
         keep = [i["id"] for i in mine if i["role"] == "live" and i["desired"] == "running"
                 and not others_serve and exc.step == "finish"]
         if keep:
@@ -384,8 +383,9 @@ class Deployer:
         accepting: set[str] = set()
         while True:
             now = self.clock.now()
+            rows = {i: self.store.get_instance(i) for i in ids}  # one read per tick
             for instance_id in ids:
-                self._starting(dep, instance_id, now, pulled, unstartable_since)
+                self._starting(dep, rows[instance_id], now, pulled, unstartable_since)
             passing, outputs = await self._passing(app, ids, process)
             if tcp:
                 passing = await self._accepting(passing, accepting)
@@ -398,7 +398,7 @@ class Deployer:
                     now - t >= min_time for t in healthy_since.values()):
                 return
             for instance_id in ids:
-                await self._check_alive(instance_id)
+                await self._check_alive(rows[instance_id])
             if now >= deadline:
                 late = [i for i in ids if i not in healthy_since] or ids
                 why = await self._why(app, late[0], outputs.get(late[0], ""), process)
@@ -419,13 +419,13 @@ class Deployer:
                                            await self.logs.tail(instance_id))
             await self.clock.sleep(0.1)
 
-    def _starting(self, dep: dict[str, Any], instance_id: str, now: float, pulled: set[str],
-                  unstartable_since: dict[str, float]) -> None:
+    def _starting(self, dep: dict[str, Any], inst: dict[str, Any] | None, now: float,
+                  pulled: set[str], unstartable_since: dict[str, float]) -> None:
         """Report the instance's image pull once its node has said how long it took; raise
         DeployFailed once the node has said for `CERTAIN_FOR_S` why it cannot start it."""
-        inst = self.store.get_instance(instance_id)
         if inst is None:
             return
+        instance_id = inst["id"]
         if inst["pull_s"] is not None and instance_id not in pulled:
             pulled.add(instance_id)
             self.event(dep, "pull", f"{inst['node']} pulled the image of {instance_id} in "
@@ -454,17 +454,16 @@ class Deployer:
                 accepting.add(instance_id)
         return passing & accepting
 
-    async def _check_alive(self, instance_id: str) -> None:
+    async def _check_alive(self, inst: dict[str, Any] | None) -> None:
         """Raise DeployFailed if the instance exited, crashed or lost its node."""
-        inst = self.store.get_instance(instance_id)
         if inst is None:
             return
         if inst["state"] == "exited" or inst["restarts"]:
-            raise DeployFailed("rollout", exit_sentence(inst), await self.logs.tail(instance_id))
+            raise DeployFailed("rollout", exit_sentence(inst), await self.logs.tail(inst["id"]))
         node = self.store.get_node(inst["node"])
         if node is None or not self.node_is_ready(node):
             raise DeployFailed("rollout", f"node {inst['node']} of instance "
-                               f"{instance_id} was lost")
+                               f"{inst['id']} was lost")
 
     async def _why(self, app: str, instance_id: str, output: str, process: str) -> Diagnosis:
         """Why the instance is not healthy yet (a web instance: what it listens on, what its

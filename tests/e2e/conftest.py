@@ -86,6 +86,13 @@ class E2E:
         with urllib.request.urlopen(self.cluster.router_admin_url + "/routes", timeout=5) as r:  # noqa: S310
             return json.loads(r.read())
 
+    def served(self, app: str) -> int:
+        """How many instances of `app` the router routes; 0 while its admin API is not up."""
+        try:
+            return len(self.routes()["apps"].get(app, {}).get("servers", []))
+        except OSError:
+            return 0
+
 
 def app_dir(tmp: Path, *, test_sh: str | None = None, toml: str | None = None,
             procfile: str | None = None) -> Path:

@@ -39,7 +39,7 @@ def test_slow_requests_in_flight_finish_through_two_deploys(e2e, tmp_path) -> No
     try:
         release = e2e.build("slow", app)
         assert e2e.deploy("slow", release["version"], 2)["status"] == "succeeded"
-        wait_until(lambda: len(e2e.routes()["apps"]["slow"]["servers"]) == 2, what="2 routed")
+        wait_until(lambda: e2e.served("slow") == 2, what="2 routed")
         url = e2e.cluster.router_url + "/cgi-bin/slow"
         statuses: collections.Counter[object] = collections.Counter()
         stop = threading.Event()

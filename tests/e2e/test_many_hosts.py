@@ -42,10 +42,6 @@ def instances(e: E2E, app: str) -> list[dict[str, Any]]:
     return e.api.get(f"/v1/apps/{app}/instances")["instances"]
 
 
-def served(e: E2E, app: str) -> int:
-    return len(e.routes()["apps"].get(app, {}).get("servers", []))
-
-
 def deploy_new(e: E2E, app: str, replicas: Any, directory=None) -> dict[str, Any]:
     release = e.build(app, directory or REPO / "examples" / "hello")
     return e.deploy(app, release["version"], replicas)
@@ -73,7 +69,7 @@ def test_spread_and_constraints_show_in_placements(c3, tmp_path):
 def test_node_loss_reschedules_and_the_returning_node_leaves_no_duplicates(c3):
     c3.api.post("/v1/apps", {"name": "survive"})
     assert deploy_new(c3, "survive", 3)["status"] == "succeeded"
-    wait_until(lambda: served(c3, "survive") == 3, what="3 routed")
+    wait_until(lambda: c3.served("survive") == 3, what="3 routed")
     lost = [i["id"] for i in instances(c3, "survive") if i["node"] == "node-3"]
     assert len(lost) == 1
     # The agent dies (kill -9) but its container keeps running, as after a partition.
@@ -93,7 +89,7 @@ def test_node_loss_reschedules_and_the_returning_node_leaves_no_duplicates(c3):
                what="the stale container removed from the returning node")
     wait_until(lambda: len(c3.containers(app="survive")) == 3, what="exactly 3 containers")
     assert set(lost).isdisjoint(i["id"] for i in instances(c3, "survive"))
-    wait_until(lambda: served(c3, "survive") == 3, what="3 routed after the return")
+    wait_until(lambda: c3.served("survive") == 3, what="3 routed after the return")
     c3.api.delete("/v1/apps/survive")
 
 
@@ -202,7 +198,7 @@ def _orphans(c3: E2E, app: str) -> tuple[int, int]:
 def test_draining_a_node_moves_its_instances_without_a_failed_request(c3):
     c3.api.post("/v1/apps", {"name": "mover"})
     assert deploy_new(c3, "mover", 3)["status"] == "succeeded"
-    wait_until(lambda: served(c3, "mover") == 3, what="3 routed")
+    wait_until(lambda: c3.served("mover") == 3, what="3 routed")
     with Hammer(c3, "mover") as hammer:
         result = c3.api.post("/v1/nodes/node-1/drain", {"drain": True})
         [dep] = result["deployments"]
@@ -220,7 +216,7 @@ def test_draining_a_node_moves_its_instances_without_a_failed_request(c3):
 def test_consul_server_stopped_for_30s_routes_keep_serving_and_all_comes_back(c3):
     c3.api.post("/v1/apps", {"name": "steady"})
     assert deploy_new(c3, "steady", 3)["status"] == "succeeded"
-    wait_until(lambda: served(c3, "steady") == 3, what="3 routed")
+    wait_until(lambda: c3.served("steady") == 3, what="3 routed")
     ids = {i["id"] for i in instances(c3, "steady")}
     with Hammer(c3, "steady") as hammer:
         c3.cluster.stop_process("consul-server")
@@ -234,12 +230,12 @@ def test_consul_server_stopped_for_30s_routes_keep_serving_and_all_comes_back(c3
                    timeout=30, what="every instance registered and passing again")
     assert sum(during.values()) > 100 and set(during) == {200}, during
     assert set(hammer.statuses) == {200}, hammer.statuses
-    assert served(c3, "steady") == 3
+    assert c3.served("steady") == 3
     # The platform works again: a scale goes through the whole flow.
     dep = c3.api.post("/v1/apps/steady/scale", {"replicas": {"web": 4}})["deployment"]
     final = c3.finish("steady", dep, timeout=60)
     assert final["status"] == "succeeded", final
-    wait_until(lambda: served(c3, "steady") == 4, what="4 routed")
+    wait_until(lambda: c3.served("steady") == 4, what="4 routed")
     c3.api.delete("/v1/apps/steady")
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from paas.apiclient.client import ClientError
 from tests.e2e.conftest import REPO
+from tests.e2e.test_git_push import GIT_ENV
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 APP = "hello-flask"
@@ -40,13 +41,11 @@ def test_readme_walk_runs_as_written(e2e, tmp_path: Path) -> None:
     askpass = tmp_path / "askpass"
     askpass.write_text(f"#!/bin/sh\necho {e2e.cluster.admin_token()}\n")
     askpass.chmod(0o700)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    env = {**GIT_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PAAS_URL": e2e.cluster.controller_url, "PAAS_TOKEN": e2e.cluster.admin_token(),
            "PAAS_HOME": str(tmp_path / "home"), "GIT_ASKPASS": str(askpass),
-           "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
-           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_AUTHOR_NAME": "newcomer",
-           "GIT_AUTHOR_EMAIL": "newcomer@paas.invalid", "GIT_COMMITTER_NAME": "newcomer",
-           "GIT_COMMITTER_EMAIL": "newcomer@paas.invalid", "LC_ALL": "C"}
+           "GIT_AUTHOR_NAME": "newcomer", "GIT_AUTHOR_EMAIL": "newcomer@paas.invalid",
+           "GIT_COMMITTER_NAME": "newcomer", "GIT_COMMITTER_EMAIL": "newcomer@paas.invalid"}
     outputs = []
     cwd = tmp_path
     try:

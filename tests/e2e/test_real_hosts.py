@@ -114,10 +114,6 @@ def containers(host: simhosts.SimHost, app: str = "hello") -> list[dict]:
         engine.close()
 
 
-def served(e2e: E2E, app: str = "hello") -> int:
-    return len(e2e.routes()["apps"].get(app, {}).get("servers", []))
-
-
 def test_scale_promote_and_roll_back_across_machines(hosts) -> None:
     e2e, net = hosts
     _, node1, node2 = net.hosts
@@ -152,7 +148,7 @@ def test_every_daemon_restarted_in_turn_while_the_app_serves(hosts) -> None:
         with Hammer(e2e, "hello") as hammer:
             cluster.stop_process(name)
             cluster.up()  # starts what is not running and waits until every part answers
-            wait_until(lambda: served(e2e) == 3, 30, 0.1, what=f"3 routed after {name}")
+            wait_until(lambda: e2e.served("hello") == 3, 30, 0.1, what=f"3 routed after {name}")
         failed[name] = sum(n for status, n in hammer.statuses.items() if status != 200)
         assert e2e.get_via_router("hello")[0] == 200, f"served after restarting {name}"
     print("failed requests while each daemon restarted:", failed)
@@ -176,7 +172,7 @@ def test_a_machine_cut_off_is_replaced_and_returns_without_a_second_copy(hosts) 
                    and len(containers(node1)) == 3, 60, 0.2,
                    what="3 instances running on node-1")
         replaced = time.monotonic() - t0
-        wait_until(lambda: served(e2e) == 3, 30, 0.1, what="3 routed on node-1")
+        wait_until(lambda: e2e.served("hello") == 3, 30, 0.1, what="3 routed on node-1")
         served_again = time.monotonic() - t0
     failed = sum(n for status, n in hammer.statuses.items() if status != 200)
     print(f"node-2 cut off: replaced on node-1 in {replaced:.1f}s, served at 3 in "
