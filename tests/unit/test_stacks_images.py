@@ -168,7 +168,8 @@ def test_two_builds_of_one_stack_at_once_make_its_images_once(fake_mmdebstrap: P
     for t in threads:
         t.join()
     assert sorted(results) == [False, True]
-    assert [i["tag"] for i in api.imported] == [stack.build_image, stack.run_image]
+    # Each image once; the two are made at once, so in either order.
+    assert sorted(i["tag"] for i in api.imported) == [stack.build_image, stack.run_image]
 
 
 def test_a_build_that_waits_for_another_says_so(fake_mmdebstrap: Path) -> None:
