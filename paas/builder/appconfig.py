@@ -10,7 +10,7 @@ Defaults (documented in README):
 | `[health] timeout` | `1` s |
 | `[test] command` | none: the test step is skipped, visibly |
 | `[test] timeout` | `120` s |
-| `[deploy] max_parallel` | `1` |
+| `[deploy] max_parallel` | all at once: the old instances serve until every new one is healthy, so a smaller batch only slows a rollout (the control instance has already proved the release) |
 | `[deploy] min_healthy_time` | `1` s |
 | `[deploy] healthy_deadline` | `60` s |
 | `[deploy] auto_promote` | `false` |
@@ -54,7 +54,8 @@ class Health:
 
 @dataclass(frozen=True, kw_only=True)
 class Policy:
-    max_parallel: int = 1
+    max_parallel: int | None = None
+    """New live instances started per batch; None: all of them at once."""
     min_healthy_time: float = 1.0
     healthy_deadline: float = 60.0
     auto_promote: bool = False
@@ -215,7 +216,8 @@ def parse_app_config(*, procfile: str | None, toml_text: str | None) -> AppConfi
                     interval_s=_number(h, "interval", 1, low=0.2, high=60, where="health"),
                     timeout_s=_number(h, "timeout", 1, low=0.1, high=60, where="health"))
     policy = Policy(
-        max_parallel=int(_number(d, "max_parallel", 1, low=1, high=100, where="deploy")),
+        max_parallel=(int(_number(d, "max_parallel", 1, low=1, high=100, where="deploy"))
+                      if "max_parallel" in d else None),
         min_healthy_time=_number(d, "min_healthy_time", 1, low=0, high=600, where="deploy"),
         healthy_deadline=_number(d, "healthy_deadline", 60, low=1, high=3600, where="deploy"),
         auto_promote=_bool(d, "auto_promote", False, "deploy"),

@@ -7,10 +7,10 @@
    another port, or answers the health path with a 4xx) fails it early.
 2. **test** — the release's integration test in a one-off container from the same image, with
    `PAAS_TARGET_URL` at the control instance. No test configured: the step is skipped, visibly.
-3. **rollout** — per process type, batches of `max_parallel` new live instances; each must pass
-   in Consul and keep passing for `min_healthy_time` before the next batch starts. Once every
-   new instance is healthy, the old ones are drained (deregistered, no longer routed by the
-   router, stopped, removed). So the healthy live count never drops below the old count
+3. **rollout** — per process type, batches of `max_parallel` new live instances (default: all at
+   once); each must pass in Consul and keep passing for `min_healthy_time` before the next batch
+   starts. Once every new instance is healthy, the old ones are drained (deregistered, no
+   longer routed by the router, stopped, removed). So the healthy live count never drops below the old count
    during a rollout, and a failure at any point leaves the old release untouched.
 4. **finish** — remove the control instance, record the new scale, mark the deployment
    succeeded, and promote when `auto_promote` is set (a rollback re-promotes its release).
@@ -332,7 +332,7 @@ class Deployer:
         keep = self._keep(app, process, same, count)
         replace = [i for i in old if i not in keep]
         policy = release["policy"]
-        batch = max(1, int(policy.get("max_parallel", 1)))
+        batch = policy.get("max_parallel")  # None: all at once
         # Instances this deployment started before a controller restart count, once healthy.
         mine = [i["id"] for i in self.store.list_instances(app)
                 if i["process"] == process and i["role"] == "live" and i["desired"] == "running"
@@ -341,7 +341,7 @@ class Deployer:
             await self.wait_healthy(dep, mine, process=process, policy=policy)
         needed = count - len(keep) - len(mine)
         while needed > 0:
-            size = min(batch, needed)
+            size = min(int(batch), needed) if batch else needed
             ids = self._add(dep, process, "live",
                             self._place(app, process, size, set(replace), policy))
             await self.wait_healthy(dep, ids, process=process, policy=policy)

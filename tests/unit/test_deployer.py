@@ -293,13 +293,14 @@ async def test_first_deploy_proves_then_rolls_out(h: Harness) -> None:
 
 
 @pytest.mark.parametrize("test, max_parallel, replicas, batches", [
+    ("./test.sh", None, 3, [3]),  # the default: all at once
     ("./test.sh", 1, 3, [1, 1, 1]),
     ("./test.sh", 2, 3, [2, 1]),
     (None, 3, 3, [3]),
     (None, 5, 2, [2]),
 ])
 async def test_rollout_goes_in_batches_of_max_parallel(h: Harness, test: str | None,
-                                                       max_parallel: int, replicas: int,
+                                                       max_parallel: int | None, replicas: int,
                                                        batches: list[int]) -> None:
     h.release(1, test=test, max_parallel=max_parallel)
     dep = await h.deploy(1, replicas)
@@ -715,7 +716,7 @@ async def test_with_a_registry_the_image_is_published_first_and_once(h: Harness)
 async def test_a_deployment_resumes_after_a_controller_crash_at_each_step(
         h: Harness, crash_at: str, while_: str) -> None:
     await serve(h, 1, 2)
-    h.release(2)
+    h.release(2, max_parallel=1)  # one new instance at a time: a crash between the two
     if while_ == "while the test runs":
         h.tests.crash = True
     elif while_ == "while new instances start":
