@@ -10,9 +10,13 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 )
+
+// maxSlowMillis bounds how long GET /slow?ms=N waits before it answers.
+const maxSlowMillis = 10000
 
 func main() {
 	port := envOr("PORT", "5000")
@@ -46,7 +50,9 @@ func main() {
 }
 
 // newMux routes the service's endpoints. GET /fetch?upstream=NAME counts a failed fetch from
-// NAME, standing in for the real upstream calls whose failures the talk's counter tracks.
+// NAME, standing in for the real upstream calls whose failures the talk's counter tracks;
+// GET /slow?ms=N answers after N milliseconds, standing in for a slow upstream call (the
+// zero-downtime bench keeps such requests in flight through every deploy).
 func newMux(release, instance string, errors *counter) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
@@ -64,6 +70,18 @@ func newMux(release, instance string, errors *counter) *http.ServeMux {
 		}
 		errors.inc(upstream)
 		http.Error(w, "upstream "+upstream+" failed", http.StatusBadGateway)
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		ms, err := strconv.Atoi(r.URL.Query().Get("ms"))
+		if err != nil || ms < 0 || ms > maxSlowMillis {
+			http.Error(w, fmt.Sprintf("ms must be a whole number from 0 to %d", maxSlowMillis), http.StatusBadRequest)
+			return
+		}
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+			fmt.Fprintf(w, "slow answer after %d ms from %s instance %s\n", ms, release, instance)
+		case <-r.Context().Done():
+		}
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {

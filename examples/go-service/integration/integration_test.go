@@ -36,6 +36,8 @@ func TestEndpoints(t *testing.T) {
 			"# TYPE fetch_errors_total counter",
 			`fetch_errors_total{upstream="integration"} `,
 		}},
+		{"slow answer", "/slow?ms=50", http.StatusOK, []string{"slow answer after 50 ms"}},
+		{"slow refuses a bad wait", "/slow?ms=-1", http.StatusBadRequest, nil},
 		{"unknown path", "/no-such-page", http.StatusNotFound, nil},
 	}
 	if release := os.Getenv("PAAS_RELEASE"); release != "" {
