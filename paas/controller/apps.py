@@ -63,8 +63,12 @@ class Apps:
         return view
 
     async def delete(self, name: str) -> None:
+        """Delete the app: its deployment is cancelled, its instances are drained like a
+        deploy's old ones (out of routing, requests in flight finished), then every row goes
+        and the agents stop what ran."""
         require_app(self.store, name)
         self.deployments.cancel_app(name)
+        await self.deployments.deployer.retire_app(name)
         self.store.delete_app(name)
         await self.sync_route(name)
 

@@ -51,6 +51,7 @@ DEFAULT_DRAIN_TIMEOUT_S = 30.0  # [deploy] drain_timeout: requests in flight may
 LOOK_AFTER_S = 5.0  # an instance not yet healthy is first looked into after this long,
 LOOK_EVERY_S = 2.5  # then this often (what it listens on, what its check said);
 CERTAIN_FOR_S = 5.0  # a fault that waiting cannot mend, seen this long, fails the deploy
+UNKNOWN_FOR_S = 2.0  # a router that cannot say what it has in flight is asked this long
 
 
 def check_sentence(health: dict[str, Any] | None) -> str:
@@ -511,22 +512,63 @@ class Deployer:
         """Once the router sends them nothing new, wait until the requests it has in flight to
         `addresses` have finished, up to `[deploy] drain_timeout`; then they are stopped, and
         the event says how many connections that closes."""
-        release = self.store.get_release(dep["app"], dep["release"]) or {}
-        limit = float((release.get("policy") or {}).get("drain_timeout",
-                                                         DEFAULT_DRAIN_TIMEOUT_S))
-        start = self.clock.now()
-        left = await self.router.in_flight(dep["app"], addresses)
-        if not left:
-            return  # none, or the router cannot tell (it has no /sessions)
-        while left and self.clock.now() - start < limit:
-            await self.clock.sleep(0.1)
-            left = await self.router.in_flight(dep["app"], addresses)
-        waited = self.clock.now() - start
+        limit = self._drain_timeout(dep["app"], dep["release"])
+        left, waited = await self._in_flight_end(dep["app"], addresses, limit)
         if left:
             self.event(dep, "rollout", f"drain_timeout ({limit:g}s) passed with {left} "
                                        f"connection(s) still open; they are closed")
-        else:
+        elif waited is not None:
             self.event(dep, "rollout", f"requests in flight finished after {waited:.1f}s")
+
+    def _drain_timeout(self, app: str, version: int | None) -> float:
+        release = (self.store.get_release(app, version) if version else None) or {}
+        return float((release.get("policy") or {}).get("drain_timeout",
+                                                       DEFAULT_DRAIN_TIMEOUT_S))
+
+    async def _in_flight_end(self, app: str, addresses: set[str],
+                             limit: float) -> tuple[int, float | None]:
+        """Wait up to `limit` until the router has no request in flight to `addresses`: the
+        connections still open then, and the seconds waited (None: there was none to wait
+        for, or the router cannot tell)."""
+        start = self.clock.now()
+        left = await self.router.in_flight(app, addresses)
+        unknown_since = start if left is None else None
+        counted = left is not None
+        # A router that cannot tell for a moment (busy, restarting) is asked again; one that
+        # never can (no /sessions) is not waited on longer than UNKNOWN_FOR_S.
+        while left != 0 and self.clock.now() - start < limit:
+            if left is None and unknown_since is not None \
+                    and self.clock.now() - unknown_since >= UNKNOWN_FOR_S:
+                break
+            await self.clock.sleep(0.1)
+            left = await self.router.in_flight(app, addresses)
+            if left is None:
+                unknown_since = self.clock.now() if unknown_since is None else unknown_since
+            else:
+                unknown_since, counted = None, True
+        waited = self.clock.now() - start
+        return left or 0, waited if counted and waited > 0 else None
+
+    async def retire_app(self, app: str) -> None:
+        """Before an app is deleted: take every instance of it out of routing, and wait until
+        the router has no request in flight to them, up to the live release's
+        `drain_timeout` (the same drain as a deploy's). Deleting the app then stops them."""
+        ids = [i["id"] for i in self.store.list_instances(app) if i["desired"] != "stopped"]
+        if not ids:
+            return
+        live = (self.store.get_app(app) or {}).get("live_release")
+        addresses = self._addresses(ids) | await self._service_addresses(app, ids)
+        # Scale 0 first: the reconciler would replace the draining instances otherwise.
+        self.store.set_app_fields(app, scale={})
+        self.store.set_desired(ids, "draining")
+        await self.router.wait_unrouted(app, addresses)
+        limit = self._drain_timeout(app, live)
+        left, waited = await self._in_flight_end(app, addresses, limit)
+        if left:
+            log.warning("deleting %s: drain_timeout (%gs) passed with %s connection(s) still "
+                        "open; they are closed", app, limit, left)
+        elif waited is not None:
+            log.info("deleting %s: requests in flight finished after %.1fs", app, waited)
 
     def _addresses(self, ids: list[str]) -> set[str]:
         nodes = {n["name"]: n["address"] for n in self.store.list_nodes()}

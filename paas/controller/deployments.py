@@ -97,11 +97,15 @@ class Deployments:
             self.start(dep["id"])
 
     def cancel_app(self, app: str) -> None:
-        """Cancel the app's running deployment (the app is being deleted)."""
+        """Cancel the app's running deployment (the app is being deleted), recorded as such
+        at once: it never stays `running`, even when the deletion fails after this."""
         for dep in self.store.running_deployments():
             task = self.tasks.get(dep["id"])
-            if dep["app"] == app and task is not None:
-                task.cancel()
+            if dep["app"] == app:
+                self.store.update_deployment(dep["id"], status="failed", step="cancelled",
+                                             reason="the app was deleted")
+                if task is not None:
+                    task.cancel()
 
     async def stop(self) -> None:
         """Cancel every running deployment task (the controller is stopping; they resume

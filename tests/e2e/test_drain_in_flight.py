@@ -1,7 +1,8 @@
 """Issue 10: requests in flight finish when their instance is drained. An endpoint that takes
 2 s to answer, under 20 concurrent connections through the router, through 2 deploys: every
 request gets 200, because each old instance is stopped only once the router has no request in
-flight to it (HAProxy's own session counters, `GET /sessions` on the router's admin port)."""
+flight to it (HAProxy's own session counters, `GET /sessions` on the router's admin port). The
+app's deletion then drains the same way."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ wait "$pid"
 """
 
 
-def test_slow_requests_in_flight_finish_through_two_deploys(e2e, tmp_path) -> None:
+def test_slow_requests_in_flight_finish_through_two_deploys_and_a_delete(e2e, tmp_path) -> None:
     app = app_dir(tmp_path, toml='[health]\npath = "/health"\n')
     (app / "start.sh").write_text(START)
     (app / "slow.cgi").write_text(SLOW_CGI)
@@ -67,13 +68,20 @@ def test_slow_requests_in_flight_finish_through_two_deploys(e2e, tmp_path) -> No
             assert dep["status"] == "succeeded", dep
             events += [e["message"] for e in e2e.api.get(
                 f"/v1/apps/slow/events?deployment={dep['id']}")["events"]]
+        # Deleting the app drains it too: each client's last request is in flight when the
+        # DELETE comes, and is answered.
         stop.set()
+        t0 = time.monotonic()
+        e2e.api.delete("/v1/apps/slow")
+        deleted_in = time.monotonic() - t0
         for t in threads:
             t.join(40)
-        print(f"through 2 deploys: {dict(statuses)}")
+        print(f"through 2 deploys and the app's deletion (in {deleted_in:.1f}s): "
+              f"{dict(statuses)}")
         assert set(statuses) == {200}, statuses
         assert sum(statuses.values()) >= 60
         waited = [m for m in events if m.startswith("requests in flight finished after")]
         assert waited, events  # the drains did wait for requests in flight
     finally:
-        e2e.api.delete("/v1/apps/slow")
+        if any(a["name"] == "slow" for a in e2e.api.get("/v1/apps")["apps"]):
+            e2e.api.delete("/v1/apps/slow")

@@ -89,6 +89,9 @@ class World:
     in_flight_for: float = 0.0
     """Seconds the requests in flight to a drained instance take to finish."""
     in_flight_count: int = 3
+    in_flight_unknown: tuple[float, float] = (0.0, 0.0)
+    """From when to when, in seconds of a drain, the router cannot say what is in flight."""
+    in_flight_asked: list[float] = field(default_factory=list)
     drains: dict[frozenset[str], float] = field(default_factory=dict)
 
     # --- the agents: converge on the assignments, report in the heartbeat ----------------
@@ -160,6 +163,9 @@ class World:
 
     async def in_flight(self, app: str, addresses: set[str]) -> int | None:
         since = self.drains.setdefault(frozenset(addresses), self.now)
+        self.in_flight_asked.append(self.now - since)
+        if self.in_flight_unknown[0] <= self.now - since < self.in_flight_unknown[1]:
+            return None  # the router cannot tell, for this while
         return self.in_flight_count if self.now - since < self.in_flight_for else 0
 
 
@@ -338,6 +344,21 @@ async def test_a_drain_waits_for_the_requests_in_flight_before_it_stops(h: Harne
     draining = next(i for i, m in enumerate(messages) if m.startswith("draining "))
     assert re.fullmatch(r"requests in flight finished after 2\.[01]s", messages[draining + 1])
     assert messages[draining + 2].startswith("stopped shop-v1-web-")
+
+
+@pytest.mark.parametrize("unknown, waits", [
+    ((0.5, 1.0), 2.0),  # a moment the router cannot tell: the drain asks again
+    ((0.0, 1000.0), 2.0),  # a router that never can: not waited on past UNKNOWN_FOR_S
+])
+async def test_a_drain_outlasts_a_router_that_cannot_tell_for_a_while(
+        h: Harness, unknown: tuple[float, float], waits: float) -> None:
+    await serve(h, 1, 1)
+    h.release(2, test=None)
+    h.world.in_flight_for = 2.0
+    h.world.in_flight_unknown = unknown
+    dep = await h.deploy(2, 1)
+    assert dep["status"] == "succeeded", dep["reason"]
+    assert waits <= max(h.world.in_flight_asked) < waits + 0.5  # asked until then, no longer
 
 
 async def test_a_drain_stops_waiting_at_drain_timeout_and_says_what_it_closes(h: Harness) -> None:
@@ -767,6 +788,42 @@ async def test_a_deleted_app_cancels_its_deployment(h: Harness) -> None:
     assert h.store.get_deployment(dep["id"]) is None
     assert h.store.list_instances(APP) == []
     assert [i["desired"] for i in h.store.list_instances(APP, include_stopped=True)] == ["stopped"]
+
+
+async def test_a_cancelled_deployment_is_failed_even_if_the_app_stays(h: Harness) -> None:
+    """The deletion may fail after the cancel (Consul, SQLite): the deployment is not left
+    `running`, which would refuse every later deploy of the app with 409."""
+    deployments = never_ending(h)
+    dep = await deployments.deploy(APP, release=1, replicas=1)
+    await wait_until_async(lambda: h.world.ticks > 0, 10, 0,
+                           what="the deployment to wait for its control instance's health")
+    deployments.cancel_app(APP)
+    with pytest.raises(asyncio.CancelledError):
+        await deployments.tasks[dep["id"]]
+    done = h.store.get_deployment(dep["id"])
+    assert (done["status"], done["step"], done["reason"]) == (  # type: ignore[index]
+        "failed", "cancelled", "the app was deleted")
+
+
+async def test_an_app_being_deleted_is_drained_like_a_deploys_old_instances(
+        h: Harness) -> None:
+    await serve(h, 1, 2)
+    h.world.in_flight_for = 2.0
+    began = h.world.now
+    await h.deployer().retire_app(APP)
+    assert 2.0 <= h.world.now - began < 2.5, "it waited for the requests in flight"
+    [(app, addresses)] = h.world.unrouted
+    assert app == APP and len(addresses) == 2
+    assert {i["desired"] for i in h.store.list_instances(APP)} == {"draining"}
+    assert h.store.get_app(APP)["scale"] == {}  # type: ignore[index] # nothing replaces them
+
+
+async def test_a_deleted_apps_drain_stops_at_its_drain_timeout(h: Harness) -> None:
+    await serve(h, 1, 1, drain_timeout=4)
+    h.world.in_flight_for = 1000.0
+    began = h.world.now
+    await h.deployer().retire_app(APP)
+    assert 4.0 <= h.world.now - began < 4.5
 
 
 async def test_one_deployment_per_app_at_a_time(h: Harness) -> None:
