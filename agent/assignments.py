@@ -66,6 +66,8 @@ class Assignment:
     stop_timeout_s: float = 10.0
     tags: tuple[str, ...] = ()
     """Extra Consul tags beyond [role, vN, process], e.g. `stable` once promoted."""
+    metrics_path: str | None = None
+    """Where Prometheus scrapes the instance (`[metrics] path`); None: it is not scraped."""
 
     @property
     def is_web(self) -> bool:
@@ -185,7 +187,16 @@ def parse_assignment(item: Any) -> Assignment:
         stop_timeout_s=_float(_default(item.get("stop_timeout_s"), 10),
                               f"{where}: stop_timeout_s"),
         tags=_tags(item.get("tags"), where),
+        metrics_path=_metrics_path(item.get("metrics_path"), where),
     )
+
+
+def _metrics_path(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise InvalidAssignment(f"{where}: 'metrics_path' must be a path starting with '/'")
+    return value
 
 
 def _default(value: Any, default: Any) -> Any:

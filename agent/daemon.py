@@ -34,6 +34,7 @@ from agent.registry import ConsulRegistry
 from agent.settings import AgentSettings
 from agent.status import instance_reports
 from paas.consul import ConsulClient, ConsulUnavailable, Service
+from paas.selfregister import OwnService, keep_registered
 from paas.listeners import InstanceLook
 from paas.retry import Backoff, Outage, RestartState, after_attempt
 
@@ -107,7 +108,10 @@ class Agent:
                 startup.result()
                 self._tasks = [asyncio.create_task(coro, name=name) for name, coro in (
                     ("poll", self._poll_loop()), ("reconcile", self._reconcile_loop()),
-                    ("heartbeat", self._heartbeat_loop()))]
+                    ("heartbeat", self._heartbeat_loop()),
+                    ("register", keep_registered(self.registry.consul, [OwnService(
+                        component="agent", machine=self.settings.node,
+                        address=self.settings.address, port=self.settings.admin_port)])))]
                 await asyncio.wait({stopper, *self._tasks}, return_when=asyncio.FIRST_COMPLETED)
                 for task in self._tasks:
                     if task.done() and not task.cancelled() and task.exception() is not None:

@@ -43,6 +43,8 @@ def service_meta(assignment: Assignment, *, cluster: str, node: str) -> dict[str
         "paas_process": assignment.process,
         "paas_instance": assignment.id,
         "paas_role": assignment.role,
+        # Prometheus scrapes the instances that have it (templates/prometheus.yml.j2).
+        **({"metrics_path": assignment.metrics_path} if assignment.metrics_path else {}),
     }
 
 

@@ -63,6 +63,7 @@ class Server:
     other port of the server listens on `address`, the cluster's private network."""
     controller_port: int = 7070
     router_admin_port: int = 7072
+    haproxy_exporter_port: int = 7073
     node_down_after: float = 6.0
     consul: str = "consul"
     python: str = sys.executable
@@ -143,6 +144,7 @@ def server_processes(s: Server) -> list[Process]:
         s.python, "-m", "router.main", "--consul-url", s.consul_url,
         "--listen-host", s.public_host or s.address, "--listen-port", str(s.http_port),
         "--admin-host", s.address, "--admin-port", str(s.router_admin_port),
+        "--exporter-port", str(s.haproxy_exporter_port),
         "--state-dir", str(s.state_dir / "router")), "PaaS router (HAProxy)",
         capabilities=("CAP_NET_BIND_SERVICE",), leaves_children=True))
     return found

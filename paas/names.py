@@ -9,6 +9,8 @@ APP_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
 NEW_APP_NAME_RE = re.compile(r"^[a-z](?:[a-z0-9-]{0,28}[a-z0-9])?$")
 """A new app's name is one DNS label: it also cannot end in '-'. (Apps named before this rule
 keep their names: lookups take APP_NAME_RE.)"""
+RESERVED_PREFIX = "paas-"
+"""New apps may not take it: `paas.selfregister` names the platform's own services so."""
 PROCESS_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,29}$")
 NODE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 INSTANCE_ID_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}-v[0-9]+-[a-z][a-z0-9_-]{0,29}-[0-9a-f]{6}$")
@@ -36,6 +38,10 @@ def validate_new_app_name(name: object) -> str:
     if not NEW_APP_NAME_RE.fullmatch(name):
         raise InvalidName(f"invalid app name {name!r}: it must not end with '-', since "
                           f"{name}.<domain> would not be a valid host name")
+    if name.startswith(RESERVED_PREFIX):
+        raise InvalidName(f"invalid app name {name!r}: names starting with "
+                          f"'{RESERVED_PREFIX}' are the platform's own (its daemons' Consul "
+                          "services)")
     return name
 
 

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from paas.consul import ConsulClient
 from paas.retry import Backoff
+from paas.selfregister import OwnService, keep_registered
 from router.admin import STATE, RouterState, add_routes
 from router.applier import Applier
 from router.haproxy import HAProxy, HAProxyError, resolve_binary
@@ -69,7 +70,9 @@ def _router_context(
                 options=RenderOptions(listen_host=settings.listen_host,
                                       listen_port=settings.listen_port,
                                       admin_socket=settings.admin_socket,
-                                      maxconn=settings.maxconn),
+                                      maxconn=settings.maxconn,
+                                      exporter_host=settings.admin_host,
+                                      exporter_port=settings.exporter_port),
                 templates_dir=settings.templates_dir, initial_slots=settings.initial_slots,
                 debounce_s=settings.debounce_s, backoff_max_s=settings.backoff_max_s,
                 metrics=metrics, desired=watcher.desired, layout_path=settings.layout_path,
@@ -81,6 +84,8 @@ def _router_context(
                 asyncio.create_task(watcher.run(), name="watch-routes"),
                 asyncio.create_task(_supervise(haproxy, applier, metrics, settings),
                                     name="supervise-haproxy"),
+                asyncio.create_task(keep_registered(consul, own_services(settings)),
+                                    name="register-in-consul"),
             ]
             log.info("routing %s:%d from Consul %s (routes under %s)", settings.listen_host,
                      settings.listen_port, settings.consul_url, settings.routes_prefix)
@@ -146,6 +151,17 @@ async def serve(settings: RouterSettings) -> int:
         return 0
     finally:
         await runner.cleanup()
+
+
+def own_services(settings: RouterSettings) -> list[OwnService]:
+    """The router's endpoints Prometheus scrapes: its own `/metrics`, and HAProxy's exporter."""
+    found = [OwnService(component="router", machine="server", address=settings.admin_host,
+                        port=settings.admin_port)]
+    if settings.exporter_port:
+        found.append(OwnService(component="haproxy", machine="server",
+                                address=settings.admin_host, port=settings.exporter_port,
+                                health_path="/metrics"))
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

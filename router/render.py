@@ -35,6 +35,9 @@ class RenderOptions:
     listen_port: int
     admin_socket: Path
     maxconn: int
+    exporter_host: str = ""
+    exporter_port: int = 0
+    """Where HAProxy's built-in Prometheus exporter serves `/metrics`; port 0: nowhere."""
 
 
 def render_config(layout: Layout, options: RenderOptions, *,
@@ -45,6 +48,9 @@ def render_config(layout: Layout, options: RenderOptions, *,
     template = env.get_template(TEMPLATE_NAME)
     return template.render(
         listen=_listen(options),
+        exporter=(_listen(RenderOptions(options.exporter_host, options.exporter_port,
+                                        options.admin_socket, options.maxconn))
+                  if options.exporter_port else ""),
         admin_socket=_socket_path(options.admin_socket),
         maxconn=_positive_int(options.maxconn, "maxconn"),
         backends=[_backend_view(layout[app]) for app in sorted(layout)],

@@ -36,6 +36,8 @@ class RouterSettings:
     admin_host: str = setting(
         "127.0.0.1", "Address of the router's own HTTP server (/healthz, /metrics, /routes).")
     admin_port: int = setting(7072, "Port of the router's own HTTP server.")
+    exporter_port: int = setting(
+        7073, "Port on admin_host of HAProxy's built-in Prometheus exporter; 0: none.")
     state_dir: Path = setting(
         Path("/run/paas-router"),
         "Folder for haproxy.cfg, the pid file, the master socket and the runtime API socket; "
@@ -81,6 +83,9 @@ class RouterSettings:
             port = getattr(self, name)
             if not isinstance(port, int) or not 0 < port < 65536:
                 raise InvalidSetting(name, f"must be a port number 1-65535, got {port!r}")
+        if not isinstance(self.exporter_port, int) or not 0 <= self.exporter_port < 65536:
+            raise InvalidSetting("exporter_port",
+                                 f"must be a port number 1-65535, or 0, got {self.exporter_port!r}")
         for name in ("initial_slots", "maxconn"):
             if getattr(self, name) < 1:
                 raise InvalidSetting(name, "must be at least 1")

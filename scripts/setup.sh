@@ -5,7 +5,9 @@
 #
 #   - Debian packages: docker.io, haproxy, busybox-static, git, wrk and hey (load generators),
 #     vagrant (to validate the Vagrantfile), docker-registry (images on many hosts), mmdebstrap
-#     (the language stacks' images, made from Debian's packages: paas.builder.stackimages)
+#     (the language stacks' images, made from Debian's packages: paas.builder.stackimages),
+#     prometheus (the cluster's monitoring; the cluster runs its own, on its own port, so
+#     the package's own service is disabled where systemd runs)
 #   - Consul 1.8 from Debian bullseye (not in bookworm): downloaded through an extra apt
 #     sources list that reuses the mirror already in this machine's apt sources, then
 #     unpacked into .local/bin/ (a consul already on PATH wins)
@@ -21,7 +23,8 @@ log() { printf 'setup: %s\n' "$*"; }
 need_pkgs=()
 for pair in docker.io:/usr/sbin/dockerd haproxy:/usr/sbin/haproxy busybox-static:/bin/busybox \
             git:/usr/bin/git wrk:/usr/bin/wrk hey:/usr/bin/hey vagrant:/usr/bin/vagrant \
-            docker-registry:/usr/bin/docker-registry mmdebstrap:/usr/bin/mmdebstrap; do
+            docker-registry:/usr/bin/docker-registry mmdebstrap:/usr/bin/mmdebstrap \
+            prometheus:/usr/bin/prometheus; do
   pkg=${pair%%:*}; file=${pair#*:}
   if [ "$pkg" = busybox-static ]; then
     dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=("$pkg")
@@ -35,6 +38,9 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >/dev/null 2>&1
+fi
+if [ -d /run/systemd/system ] && systemctl is-enabled prometheus >/dev/null 2>&1; then
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 
 # --- Consul -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ Defaults (documented in README):
 | `[health] path` | none: the instance is healthy once it accepts TCP connections on `$PORT` (Heroku's rule); with a path, `GET path` must answer 2xx |
 | `[health] interval` | `1` s |
 | `[health] timeout` | `1` s |
+| `[metrics] path` | none: Prometheus does not scrape the app's instances; with a path (e.g. `/metrics`), it scrapes each web instance there, labelled app, release, process, instance, node and role |
 | `[test] command` | none: the test step is skipped, visibly |
 | `[test] timeout` | `120` s |
 | `[deploy] max_parallel` | all at once: the old instances serve until every new one is healthy, so a smaller batch only slows a rollout (the control instance has already proved the release) |
@@ -81,6 +82,7 @@ class AppConfig:
     test_timeout: float = 120.0
     resources: dict[str, Resources] = field(default_factory=dict)
     stack: str | None = None  # `[build] stack`
+    metrics_path: str | None = None  # `[metrics] path`: where Prometheus scrapes each instance
     build_timeout: float = DEFAULT_BUILD_TIMEOUT_S  # `[build] timeout`, seconds of wall clock
 
     def health_dict(self) -> dict[str, Any]:
@@ -201,7 +203,7 @@ def parse_app_config(*, procfile: str | None, toml_text: str | None) -> AppConfi
         doc = tomllib.loads(toml_text) if toml_text else {}
     except tomllib.TOMLDecodeError as exc:
         raise BadAppConfig(f"paas.toml is not valid TOML: {exc}") from None
-    for section in ("health", "test", "deploy", "build"):
+    for section in ("health", "test", "deploy", "build", "metrics"):
         if not isinstance(doc.get(section, {}), dict):
             raise BadAppConfig(f"paas.toml [{section}] must be a table")
     h, t, d = doc.get("health", {}), doc.get("test", {}), doc.get("deploy", {})
@@ -209,6 +211,10 @@ def parse_app_config(*, procfile: str | None, toml_text: str | None) -> AppConfi
     if path is not None and (not isinstance(path, str) or not _PATH_RE.fullmatch(path)
                              or len(path) > 200):
         raise BadAppConfig("paas.toml health.path must be an absolute URL path like /health")
+    metrics_path = doc.get("metrics", {}).get("path")
+    if metrics_path is not None and (not isinstance(metrics_path, str) or len(metrics_path) > 200
+                                     or not _PATH_RE.fullmatch(metrics_path)):
+        raise BadAppConfig("paas.toml metrics.path must be an absolute URL path like /metrics")
     command = t.get("command")
     if command is not None and (not isinstance(command, str) or not command.strip()):
         raise BadAppConfig("paas.toml test.command must be a non-empty string")
@@ -228,4 +234,5 @@ def parse_app_config(*, procfile: str | None, toml_text: str | None) -> AppConfi
                      test_command=command.strip() if command else None,
                      test_timeout=_number(t, "timeout", 120, low=1, high=3600, where="test"),
                      resources=_resources(doc, processes), stack=build_stack(toml_text),
+                     metrics_path=metrics_path,
                      build_timeout=build_timeout(toml_text))

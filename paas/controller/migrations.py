@@ -202,6 +202,10 @@ ALTER TABLE instances ADD COLUMN exit_code INTEGER;
 ALTER TABLE instances ADD COLUMN ran_s REAL;
 """
 
+RELEASE_METRICS = """
+ALTER TABLE releases ADD COLUMN metrics_path TEXT;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, name="baseline schema", apply=sql(BASELINE)),
     Migration(version=2, name="indexes for running deployments and promotions",
@@ -212,6 +216,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               apply=sql(INSTANCE_START)),
     Migration(version=5, name="how an instance last exited: its code and how long it ran",
               apply=sql(INSTANCE_EXIT)),
+    Migration(version=6, name="where Prometheus scrapes a release's instances",
+              apply=sql(RELEASE_METRICS)),
 )
 LATEST = MIGRATIONS[-1].version
 

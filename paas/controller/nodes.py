@@ -253,5 +253,6 @@ class Nodes:
                 "command": ["/bin/sh", "-c", command] if command else None,
                 "env": a["config"], "port": CONTAINER_PORT,
                 "memory_mb": res.memory_mb, "cpu": res.cpu, "health": a["health"],
+                "metrics_path": a["metrics_path"],
                 "stop_timeout_s": a["policy"].get("stop_timeout", 10)})
         return {"index": new_index, "instances": out}

@@ -145,7 +145,8 @@ class Releases:
             app=app, version=version, image=tag, image_id=image_id, source=source,
             config=app_row["config"], processes=config.processes,
             test_command=config.test_command, health=config.health_dict(),
-            policy=config.policy_dict(), created_by=token, stack=stack)
+            policy=config.policy_dict(), created_by=token, stack=stack,
+            metrics_path=config.metrics_path)
         self.metrics.releases.inc()
         return release_view(release)
 
@@ -288,7 +289,8 @@ class Releases:
                 image_id=latest["image_id"], source=latest["source"], config=config,
                 processes=latest["processes"], test_command=latest["test_command"],
                 health=latest["health"], policy=latest["policy"], created_by="config",
-                app_config=config, stack=latest.get("stack"))
+                app_config=config, stack=latest.get("stack"),
+                metrics_path=latest.get("metrics_path"))
             self.metrics.releases.inc()
             return release_view(release)
 

@@ -24,6 +24,7 @@ from paas.controller.store import Store
 from paas.controller.tokens import load_tokens
 from paas.controller.views import require_app
 from paas.git import server as gitserver
+from paas.selfregister import OwnService, keep_registered
 from paas.retry import Outage
 
 log = logging.getLogger("paas.controller.server")
@@ -78,12 +79,14 @@ def make_app(settings: ControllerSettings) -> web.Application:
             admin_token=ctl.tokens.admin, join_token=ctl.tokens.join,
             app_created_at=lambda name: repr(require_app(store, name)["created_at"]))
         ctl.deployments.resume()
-        routes = asyncio.create_task(_route_loop(ctl))
-        reconcile = asyncio.create_task(_reconcile_loop(ctl))
+        tasks = [asyncio.create_task(_route_loop(ctl)), asyncio.create_task(_reconcile_loop(ctl)),
+                 asyncio.create_task(keep_registered(ctl.consul, [OwnService(
+                     component="controller", machine="server", address=settings.host,
+                     port=settings.port)]))]
         yield
-        routes.cancel()
-        reconcile.cancel()
-        await asyncio.gather(routes, reconcile, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await ctl.deployments.stop()
         await ctl.consul.close()
         await session.close()

@@ -122,7 +122,8 @@ class Store:
                     test_command: str | None, health: dict[str, Any],
                     policy: dict[str, Any], created_by: str,
                     app_config: dict[str, str] | None = None,
-                    stack: str | None = None) -> dict[str, Any]:
+                    stack: str | None = None,
+                    metrics_path: str | None = None) -> dict[str, Any]:
         """Insert release `version`, which must be the app's next number (no gaps, no reuse);
         with `app_config`, set the app's config vars in the same transaction."""
         with self.tx() as db:
@@ -131,11 +132,11 @@ class Store:
                 raise RuntimeError(f"release v{version} is not the next release of {app}")
             db.execute(
                 "INSERT INTO releases (app, version, image, image_id, source, config, processes,"
-                " test_command, health, policy, created_at, created_by, stack)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " test_command, health, policy, created_at, created_by, stack, metrics_path)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (app, version, image, image_id, source, json.dumps(config),
                  json.dumps(processes), test_command, json.dumps(health), json.dumps(policy),
-                 time.time(), created_by, stack))
+                 time.time(), created_by, stack, metrics_path))
             db.execute("UPDATE apps SET next_release = ? WHERE name = ?", (version + 1, app))
             if app_config is not None:
                 db.execute("UPDATE apps SET config = ? WHERE name = ?",
@@ -266,7 +267,7 @@ class Store:
         return self._all(
             "SELECT i.id, i.app, i.release, i.process, i.role, i.desired, r.image, r.pushed_image,"
             " r.config,"
-            " r.processes, r.health, r.policy, a.stable_release FROM instances i"
+            " r.processes, r.health, r.policy, r.metrics_path, a.stable_release FROM instances i"
             " JOIN releases r ON r.app = i.app AND r.version = i.release"
             " JOIN apps a ON a.name = i.app"
             " WHERE i.node = ? AND i.desired IN ('running', 'draining') ORDER BY i.id", node)

@@ -34,7 +34,7 @@ def release_view(r: dict[str, Any]) -> dict[str, Any]:
             "config": r["config"], "processes": r["processes"],
             "test_command": r["test_command"], "health": r["health"], "policy": r["policy"],
             "created_at": r["created_at"], "created_by": r["created_by"],
-            "stack": r.get("stack")}
+            "stack": r.get("stack"), "metrics_path": r.get("metrics_path")}
 
 
 def deployment_view(d: dict[str, Any]) -> dict[str, Any]:

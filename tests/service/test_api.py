@@ -84,7 +84,7 @@ async def test_token_file_is_private(api, settings):
 
 
 @pytest.mark.parametrize("name", ["../x", "A_B", "a;b", "a" * 64, "", "-a", "1abc", None, 5,
-                                  "hello-", "a-"])
+                                  "hello-", "a-", "paas-router", "paas-x"])
 async def test_invalid_app_names_are_refused(api, admin, name):
     msg = await error_of(await api.post("/v1/apps", json={"name": name}, headers=admin), 400)
     assert "app name" in msg
@@ -92,6 +92,9 @@ async def test_invalid_app_names_are_refused(api, admin, name):
     if name == "hello-":
         assert msg == ("invalid app name 'hello-': it must not end with '-', since "
                        "hello-.<domain> would not be a valid host name")
+    if name == "paas-router":  # the platform's own Consul services (paas.selfregister)
+        assert msg == ("invalid app name 'paas-router': names starting with 'paas-' are the "
+                       "platform's own (its daemons' Consul services)")
 
 
 async def test_app_lifecycle_and_conflicts(api, admin):

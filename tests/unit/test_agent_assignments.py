@@ -45,6 +45,12 @@ def test_defaults_for_optional_fields() -> None:
         "live", "running", 5000, HealthCheck(), 10.0, ("run", "it"))
 
 
+def test_a_metrics_path_is_passed_on() -> None:
+    assert parse_assignments(_with(metrics_path="/metrics")).instances[0].metrics_path == \
+        "/metrics"
+    assert parse_assignments(CONTRACT_EXAMPLE).instances[0].metrics_path is None
+
+
 def _with(**changes: object) -> dict:
     body = copy.deepcopy(CONTRACT_EXAMPLE)
     body["instances"][0].update(changes)
@@ -66,6 +72,8 @@ def _with(**changes: object) -> dict:
     _with(port=70000),
     _with(health={"path": "health"}),
     _with(stop_timeout_s=-1),
+    _with(metrics_path="metrics"),
+    _with(metrics_path=5),
     {"index": 1, "instances": [CONTRACT_EXAMPLE["instances"][0]] * 2},
 ], ids=lambda b: str(b)[:60])
 def test_rejects_malformed_answers(body: object) -> None:

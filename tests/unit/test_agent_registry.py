@@ -36,6 +36,14 @@ def test_without_a_health_path_the_check_is_tcp_on_the_instance_port() -> None:
     assert check["Status"] == "critical"
 
 
+def test_an_instance_with_a_metrics_path_tells_prometheus_where_to_scrape() -> None:
+    a = Assignment(id="go-v2-web-1a2b3c", app="go", release=2, process="web",
+                   image="paas/go:v2", metrics_path="/metrics")
+    meta = service_definition(a, cluster="c1", node="n1", address="127.0.0.2",
+                              host_port=32770)["Meta"]
+    assert meta["metrics_path"] == "/metrics" and meta["paas_release"] == "2"
+
+
 @pytest.mark.parametrize("seconds, text", [(1, "1s"), (1.0, "1s"), (0.5, "500ms"),
                                            (1.5, "1500ms"), (30, "30s"), (0.0001, "1ms")])
 def test_duration(seconds: float, text: str) -> None:

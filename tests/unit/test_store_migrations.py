@@ -216,6 +216,27 @@ def test_version_3_releases_record_their_stack(tmp_path: Path) -> None:
         store.close()
 
 
+def test_version_6_releases_say_where_prometheus_scrapes(tmp_path: Path) -> None:
+    """Monitoring: a release records its `[metrics] path`, and a node's assignments carry it;
+    older releases have none (not scraped)."""
+    path = tmp_path / "state.db"
+    write_v1(path)
+    store = Store(path)
+    try:
+        assert version_of(path) >= 6
+        assert [r["metrics_path"] for r in store.list_releases("hello")] == [None, None]
+        assert {a["metrics_path"] for a in store.node_assignments("node-1")} == {None}
+        store.create_app("go", ["go.localhost"])
+        release = store.add_release(app="go", version=1, image="paas/go:v1", image_id="sha256:d",
+                                    source="upload", config={}, processes={"web": "x"},
+                                    test_command=None, health={}, policy={}, created_by="t",
+                                    metrics_path="/metrics")
+        assert release["metrics_path"] == "/metrics"
+        assert dump(path)["releases"][0][0] == "hello"  # the version 1 columns are intact
+    finally:
+        store.close()
+
+
 def test_version_4_instances_say_why_they_cannot_start_and_what_their_pull_took(
         tmp_path: Path) -> None:
     """Real hosts: a node reports why it cannot start an instance (an image it cannot pull)

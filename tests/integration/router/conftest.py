@@ -212,6 +212,7 @@ class Router:
     proc: subprocess.Popen
     listen_port: int
     admin_port: int
+    exporter_port: int
     state_dir: Path
     log_path: Path
     handover: bool = False
@@ -227,9 +228,11 @@ class Router:
         finally:
             conn.close()
 
-    def admin(self, path: str) -> tuple[int, str]:
+    def admin(self, path: str, *, port: int | None = None) -> tuple[int, str]:
+        """GET `path` on the router's admin port (or `port` on its host: HAProxy's exporter)."""
         try:
-            with urllib.request.urlopen(f"http://{HOST}:{self.admin_port}{path}", timeout=5) as resp:
+            with urllib.request.urlopen(f"http://{HOST}:{port or self.admin_port}{path}",
+                                        timeout=5) as resp:
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
@@ -276,18 +279,19 @@ def run_router(consul_url: str, *, initial_slots: int = 2,
     state_dir = after.state_dir if after else Path(tempfile.mkdtemp(prefix="paas-rt-",
                                                                     dir="/tmp"))
     log_path = state_dir.parent / f"{state_dir.name}.{secrets.token_hex(2)}.log"
-    listen_port, admin_port = ((after.listen_port, after.admin_port) if after
-                               else (free_port(), free_port()))
+    listen_port, admin_port, exporter_port = (
+        (after.listen_port, after.admin_port, after.exporter_port) if after
+        else (free_port(), free_port(), free_port()))
     argv = [sys.executable, "-m", "router.main", "--consul-url", consul_url,
             "--listen-host", HOST, "--listen-port", str(listen_port),
             "--admin-host", HOST, "--admin-port", str(admin_port),
-            "--state-dir", str(state_dir), "--initial-slots", str(initial_slots),
+            "--exporter-port", str(exporter_port), "--state-dir", str(state_dir), "--initial-slots", str(initial_slots),
             "--consul-wait-s", "10", "--stop-timeout-s", "2", "--log-level", "INFO"]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
     router = Router(proc=proc, listen_port=listen_port, admin_port=admin_port,
-                    state_dir=state_dir, log_path=log_path)
+                    exporter_port=exporter_port, state_dir=state_dir, log_path=log_path)
     try:
         def healthy() -> bool:
             if proc.poll() is not None:

@@ -304,3 +304,38 @@ def test_restarts_haproxy_on_the_last_routes_when_it_dies(consul, backends, wait
         finally:
             consul.deregister(iid)
             consul.delete_route("phoenix")
+
+
+def test_haproxy_exports_each_apps_golden_signals_and_both_register_in_consul(
+        consul, router, backends, cleanup, wait_for):
+    """Monitoring: HAProxy's built-in exporter on the admin host gives per-app (backend) and
+    per-instance (server) request counts by status class, and the router registers itself
+    and the exporter in Consul, where Prometheus finds them."""
+    a = backends("golden-a", "127.0.5.2")
+    consul.put_route("golden", ["golden.localhost"])
+    cleanup(app="golden")
+    register(consul, cleanup, "golden", a)
+    wait_for(lambda: router.servers("golden") == {addr(a)}, timeout=20, what="golden routed")
+    assert set(hits(router, "golden.localhost", 3)) == {"golden-a"}
+
+    status, text = router.admin("/metrics", port=router.exporter_port)
+    assert status == 200
+    served = [line for line in text.splitlines()
+              if line.startswith("haproxy_backend_http_responses_total{")
+              and 'proxy="app_golden"' in line and 'code="2xx"' in line]
+    assert served and float(served[0].rsplit(" ", 1)[1]) >= 3, served
+    assert 'haproxy_server_current_sessions{proxy="app_golden",server="s1"}' in text
+    assert router.admin("/other", port=router.exporter_port)[0] == 404
+
+    def registered() -> dict[str, dict]:
+        found = {}
+        for name in ("paas-router", "paas-haproxy"):
+            for entry in json.loads(consul._call("GET", f"/v1/health/service/{name}")):
+                found[name] = entry["Service"]
+        return found
+    wait_for(lambda: len(registered()) == 2, timeout=40, what="router and exporter in Consul")
+    services = registered()
+    assert services["paas-haproxy"]["Port"] == router.exporter_port
+    assert services["paas-router"]["Port"] == router.admin_port
+    assert {s["Meta"]["metrics_path"] for s in services.values()} == {"/metrics"}
+    assert "paas_app" not in services["paas-router"]["Meta"]
