@@ -187,6 +187,15 @@ class ConsulClient:
         return await self._call(f"GET health {service}", call, parse=parse,
                                 timeout_s=_blocking_timeout(index, wait_s, self.timeout_s))
 
+    async def catalog_services(self) -> list[str]:
+        """The names of every service in the catalog."""
+        def parse(answer: Any) -> list[str]:
+            _, services = answer
+            return sorted(str(name) for name in (services or {}))
+
+        return await self._call("GET catalog services", self._api().catalog.services(),
+                                parse=parse)
+
     # -- the local agent's services -------------------------------------------------------------
 
     async def agent_services(self) -> dict[str, Service]:

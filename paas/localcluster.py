@@ -97,6 +97,8 @@ class LocalCluster:
     node_down_after: float = 6.0
     node_labels: dict[int, dict[str, str]] = field(default_factory=dict)
     registry: bool = False
+    monitoring: bool = False
+    """Run Prometheus (`paas up` does), at `prometheus_url`."""
     """Run a private registry (Debian's docker-registry) that `publish` pushes to."""
     ledger: Path | None = None
     """A folder where the running cluster records itself for `clear_leftovers`."""
@@ -131,6 +133,10 @@ class LocalCluster:
     @property
     def router_admin_url(self) -> str:
         return f"http://{self.server_ip}:{self.router_admin_port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.server_ip}:{machines.PROMETHEUS_PORT}" if self.monitoring else ""
 
     @property
     def image_repo(self) -> str:
@@ -208,7 +214,7 @@ class LocalCluster:
         names = ["consul-server", *(["registry"] if self.registry else []), "controller"]
         for n in range(1, self.nodes + 1):
             names += [f"consul-{self.node_name(n)}", f"agent-{self.node_name(n)}"]
-        return names + ["router"]
+        return names + ["router", *(["prometheus"] if self.monitoring else [])]
 
     def running(self) -> dict[str, bool]:
         pids = self._pids()
@@ -222,7 +228,10 @@ class LocalCluster:
             docker_url=self.hosts.get(0, Host()).docker_url, http_port=self.http_port,
             controller_port=self.controller_port, router_admin_port=self.router_admin_port,
             node_down_after=self.node_down_after, consul=find_consul(),
-            docker_registry=shutil.which("docker-registry") or "/usr/bin/docker-registry")
+            docker_registry=shutil.which("docker-registry") or "/usr/bin/docker-registry",
+            monitoring=self.monitoring,
+            prometheus=shutil.which("prometheus") or "/usr/bin/prometheus",
+            prometheus_retention="2d", prometheus_retention_size="256MB")
 
     def node(self, n: int) -> machines.Node:
         return machines.Node(
@@ -278,6 +287,9 @@ class LocalCluster:
             self._spawn(f"agent-{self.node_name(n)}")
         self._spawn("router")
         self._wait("router", lambda: _http_ok(self.router_admin_url + "/healthz"))
+        if self.monitoring:
+            self._spawn("prometheus")
+            self._wait("prometheus", lambda: _http_ok(self.prometheus_url + "/-/ready"))
         for n in range(1, self.nodes + 1):
             self._wait(f"agent of {self.node_name(n)}", lambda n=n: _http_ok(
                 f"http://{self.node_ip(n)}:{self.agent_admin_port}/healthz"))

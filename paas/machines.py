@@ -20,8 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from paas import templating
+
 CONSUL_PORT = 8500
 REGISTRY_PORT = 5000
+PROMETHEUS_PORT = 7074
 USER = "paas"
 """The system user every installed unit runs as: none of them runs as root."""
 
@@ -68,6 +71,12 @@ class Server:
     consul: str = "consul"
     python: str = sys.executable
     docker_registry: str = "/usr/bin/docker-registry"
+    monitoring: bool = False
+    """Run Prometheus (`paas up` and an installed server do)."""
+    prometheus: str = "/usr/bin/prometheus"
+    prometheus_retention: str = "7d"
+    prometheus_retention_size: str = "1GB"
+    scrape_interval_s: int = 5
 
     @property
     def consul_url(self) -> str:
@@ -84,6 +93,10 @@ class Server:
     @property
     def registry_address(self) -> str:
         return f"{self.address}:{REGISTRY_PORT}" if self.registry else ""
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.address}:{PROMETHEUS_PORT}" if self.monitoring else ""
 
     @property
     def data_dir(self) -> Path:
@@ -147,7 +160,31 @@ def server_processes(s: Server) -> list[Process]:
         "--exporter-port", str(s.haproxy_exporter_port),
         "--state-dir", str(s.state_dir / "router")), "PaaS router (HAProxy)",
         capabilities=("CAP_NET_BIND_SERVICE",), leaves_children=True))
+    if s.monitoring:
+        found.append(prometheus_process(s))
     return found
+
+
+def prometheus_process(s: Server) -> Process:
+    """Prometheus, its targets read from Consul by the controller (`/sd/prometheus/...`), its
+    data under the state folder with bounded retention, and the alert rules that ship with
+    the cluster."""
+    folder = s.state_dir / "prometheus"
+    config, rules = folder / "prometheus.yml", folder / "rules.yml"
+    templates = templating.environment("prometheus")
+    text = templates.get_template("prometheus.yml.j2").render(
+        scrape_interval=f"{s.scrape_interval_s}s",
+        scrape_timeout=f"{max(1, s.scrape_interval_s - 1)}s", cluster=s.cluster,
+        refresh_interval=f"{s.scrape_interval_s}s", controller=s.controller_url,
+        rules_file=str(rules))
+    rules_text = templates.loader.get_source(templates, "rules.yml")[0]
+    return Process("prometheus", (
+        s.prometheus, f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
+        f"--storage.tsdb.retention.time={s.prometheus_retention}",
+        f"--storage.tsdb.retention.size={s.prometheus_retention_size}",
+        f"--web.listen-address={s.address}:{PROMETHEUS_PORT}", "--log.level=warn"),
+        "Prometheus of the PaaS", dirs=(folder, folder / "data"),
+        files={config: text, rules: rules_text})
 
 
 def node_processes(n: Node) -> list[Process]:

@@ -84,7 +84,7 @@ def plan(args: argparse.Namespace) -> tuple[list[machines.Process], str, Path | 
             raise CliError(f"--http-port must be a port from 1 to 65535, not {args.http_port}",
                            code=2)
         server = machines.Server(address=address, state_dir=state, domain=args.domain,
-                                 registry=True, consul=_consul(args.consul),
+                                 registry=True, monitoring=True, consul=_consul(args.consul),
                                  python=sys.executable, http_port=args.http_port,
                                  public_host=_address(args.public, "--public"))
         return machines.server_processes(server), server.registry_address, None

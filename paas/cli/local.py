@@ -32,7 +32,7 @@ DEMO_REPLICAS = 2
 def local_cluster() -> Any:
     from paas.localcluster import LocalCluster
 
-    return LocalCluster(root=cluster_root())
+    return LocalCluster(root=cluster_root(), monitoring=True)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -46,11 +46,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise CliError(str(exc).rstrip("."), hint="'paas down' stops what did start; the "
                        f"logs are in {cluster.root / 'logs'}") from None
     (cluster.root / "cluster.json").write_text(json.dumps({
-        "controller_url": cluster.controller_url, "router_url": cluster.router_url}))
+        "controller_url": cluster.controller_url, "router_url": cluster.router_url,
+        "prometheus_url": cluster.prometheus_url}))
     result: dict[str, Any] = {"controller_url": cluster.controller_url,
-                              "router_url": cluster.router_url, "nodes": cluster.nodes}
+                              "router_url": cluster.router_url, "nodes": cluster.nodes,
+                              "prometheus_url": cluster.prometheus_url}
     line = (f"cluster up in {time.monotonic() - started:.1f}s: controller "
-            f"{cluster.controller_url}, router {cluster.router_url}, {cluster.nodes} nodes")
+            f"{cluster.controller_url}, router {cluster.router_url}, {cluster.nodes} nodes, "
+            f"Prometheus {cluster.prometheus_url}")
     if not args.demo:
         emit(args, result, lambda: line)
         return EXIT_OK

@@ -14,9 +14,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from paas.builder.builder import STACK_LOG_PREFIX
-from paas.errors import ApiError, BadRequest, Forbidden, Unauthorized
+from paas.consul import ConsulUnavailable
+from paas.errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized, Unavailable
 from paas.names import InvalidName, validate_app_name, validate_new_app_name, validate_node_name
-from paas.controller import logstream
+from paas.controller import logstream, targets
 from paas.git import server as gitserver
 from paas.auth import credentials
 from paas.controller.openapi import openapi_document
@@ -27,6 +28,8 @@ log = logging.getLogger("paas.controller.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PUBLIC = {"/healthz", "/metrics"}
+PUBLIC_PREFIXES = ("/sd/",)
+"""Read by the cluster's own Prometheus on the server's private address, as `/metrics` is."""
 AGENT_ROUTES = {"node_register", "node_heartbeat", "node_assignments", "drain_node",
                 "remove_node"}
 """What the join token may do: a node's agent registers, reports and takes its assignments,
@@ -61,7 +64,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC:
+    if request.path in PUBLIC or request.path.startswith(PUBLIC_PREFIXES):
         return await handler(request)
     ctl = request.app[CONTROLLER]
     _, token = credentials(request.headers.get("Authorization", ""))
@@ -147,6 +150,20 @@ async def list_apps(request: web.Request) -> web.Response:
 
 async def show_app(request: web.Request) -> web.Response:
     return web.json_response({"app": request.app[CONTROLLER].apps.show(_app_name(request))})
+
+
+async def prometheus_targets(request: web.Request) -> web.Response:
+    """Prometheus' `http_sd_configs`: the targets of one scrape job, read from Consul now."""
+    kind = request.match_info["kind"]
+    if kind not in targets.KINDS:
+        raise NotFound(f"no targets of kind {kind[:40]!r}: use one of {', '.join(targets.KINDS)}")
+    consul = request.app[CONTROLLER].consul
+    try:
+        names = targets.services_of(kind, await consul.catalog_services())
+        entries = {name: (await consul.health(name)).value for name in names}
+    except ConsulUnavailable as exc:
+        raise Unavailable(f"Consul did not answer: {exc}") from None
+    return web.json_response([g.as_json() for g in targets.target_groups(kind, entries)])
 
 
 async def delete_app(request: web.Request) -> web.Response:
@@ -413,6 +430,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/healthz", healthz, name="healthz")
     r.add_get("/metrics", metrics, name="metrics")
     r.add_get("/v1/openapi.json", openapi, name="openapi")
+    r.add_get("/sd/prometheus/{kind}", prometheus_targets, name="prometheus_targets")
     r.add_post("/v1/apps", create_app, name="create_app")
     r.add_get("/v1/apps", list_apps, name="list_apps")
     r.add_get("/v1/apps/{app}", show_app, name="show_app")

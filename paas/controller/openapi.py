@@ -61,6 +61,11 @@ def _meta_paths() -> dict[str, Any]:
     return {
         "/healthz": {"get": _op("Liveness of the controller", auth=False, errors=())},
         "/metrics": {"get": _op("Prometheus metrics", auth=False, errors=())},
+        "/sd/prometheus/{kind}": {"get": _op(
+            "Prometheus' targets of one scrape job (http_sd_configs), read from Consul's "
+            "catalog: kind apps (instances with a [metrics] path), paas (the daemons) or "
+            "haproxy (the router's exporter)", params=["kind"], auth=False,
+            errors=("404", "503"))},
         "/v1/openapi.json": {"get": _op("This document", errors=("401",))},
     }
 

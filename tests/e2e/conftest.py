@@ -145,7 +145,7 @@ class Hammer:
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     cluster = new_cluster(tmp_path_factory.mktemp("cluster"), prefix="127.0.1", nodes=2,
-                          cluster_id="e2e" + secrets.token_hex(3))
+                          cluster_id="e2e" + secrets.token_hex(3), monitoring=True)
     try:
         cluster.up()
         yield E2E(cluster)

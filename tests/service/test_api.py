@@ -326,3 +326,12 @@ async def test_app_urls_carry_the_routers_port_unless_it_is_80(start_api, settin
         resp = await api.post("/v1/apps", json={"name": "shop"}, headers=headers)
         assert resp.status == 201
         assert (await resp.json())["app"]["urls"] == [url]
+
+
+async def test_prometheus_targets_need_no_token_and_say_when_consul_is_away(api):
+    """Prometheus reads /sd/prometheus/{kind} as it reads /metrics: on the server's private
+    address, with no token. This controller's Consul does not answer."""
+    msg = await error_of(await api.get("/sd/prometheus/apps"), 503)
+    assert msg.startswith("Consul did not answer")
+    msg = await error_of(await api.get("/sd/prometheus/nodes"), 404)
+    assert msg == "no targets of kind 'nodes': use one of apps, paas, haproxy"

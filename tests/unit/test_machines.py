@@ -22,6 +22,22 @@ def server(**kw) -> machines.Server:
                            python="/opt/paas/bin/python", **kw)
 
 
+def test_with_monitoring_the_server_runs_prometheus_last_asking_the_controller() -> None:
+    procs = machines.server_processes(server(monitoring=True))
+    assert [p.name for p in procs][-2:] == ["router", "prometheus"]
+    prometheus = procs[-1]
+    folder = STATE / "prometheus"
+    assert f"--config.file={folder / 'prometheus.yml'}" in prometheus.argv
+    assert "--web.listen-address=10.0.0.1:7074" in prometheus.argv
+    assert "--storage.tsdb.retention.time=7d" in prometheus.argv  # bounded
+    config = prometheus.files[folder / "prometheus.yml"]
+    for kind in ("apps", "paas", "haproxy"):  # no static target: the controller reads Consul
+        assert f'url: "http://10.0.0.1:7070/sd/prometheus/{kind}"' in config
+    assert "static_configs" not in config
+    assert "alert: AppNoHealthyInstance" in prometheus.files[folder / "rules.yml"]
+    assert "prometheus" not in [p.name for p in machines.server_processes(server())]
+
+
 def test_the_server_runs_consul_the_registry_the_controller_and_the_router_in_order() -> None:
     procs = machines.server_processes(server(registry=True, docker_url="unix:///x.sock"))
     assert [p.name for p in procs] == ["consul-server", "registry", "controller", "router"]

@@ -1,0 +1,121 @@
+"""Issue 11, end to end: the cluster's Prometheus finds its targets through Consul (the
+controller reads the catalog for it: Debian's Prometheus has no consul_sd_configs) and scrapes
+the Go example's own counter, `fetch_errors_total{upstream}`, labelled with its app and
+release; the platform's daemons and HAProxy's exporter, whose per-app response counts are the
+golden signals of every app. A new instance becomes a target, and a stopped one leaves, within
+15 s (printed)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import REPO, wait_until
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+APP = "gomet"
+TARGET_WITHIN_S = 15.0
+
+
+def prometheus(e2e, path: str, **params: str) -> Any:
+    url = f"{e2e.cluster.prometheus_url}{path}?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - the test's cluster
+        body = json.load(resp)
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def query(e2e, promql: str) -> list[dict[str, Any]]:
+    return prometheus(e2e, "/api/v1/query", query=promql)["result"]
+
+
+def targets(e2e, job: str) -> list[dict[str, Any]]:
+    return [t for t in prometheus(e2e, "/api/v1/targets", state="active")["activeTargets"]
+            if t["labels"].get("job") == job]
+
+
+def through_router(e2e, path: str) -> int:
+    req = urllib.request.Request(e2e.cluster.router_url + path,
+                                 headers={"Host": f"{APP}.{e2e.cluster.domain}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def instance_targets(e2e) -> set[str]:
+    return {t["labels"]["instance"] for t in targets(e2e, "apps")
+            if t["labels"].get("app") == APP}
+
+
+def test_prometheus_scrapes_the_go_examples_counter_and_every_daemon(e2e) -> None:
+    assert e2e.cluster.prometheus_url
+    e2e.api.post("/v1/apps", {"name": APP})
+    try:
+        release = e2e.build(APP, REPO / "examples" / "go-service")
+        assert release["metrics_path"] == "/metrics"
+        dep = e2e.deploy(APP, release["version"], 1, timeout=180)
+        assert dep["status"] == "succeeded", dep
+        [live] = [i for i in e2e.api.get(f"/v1/apps/{APP}/instances")["instances"]
+                  if i["desired"] == "running"]
+        wait_until(lambda: e2e.served(APP) == 1, what=f"{APP} routed")
+
+        # The app's own counter, with the labels the platform adds.
+        assert [through_router(e2e, "/fetch?upstream=db") for _ in range(3)] == [502] * 3
+        found: list[dict[str, Any]] = []
+
+        def counted() -> bool:
+            found[:] = query(e2e, f'fetch_errors_total{{app="{APP}",upstream="db"}}')
+            return bool(found) and float(found[0]["value"][1]) >= 3
+        wait_until(counted, timeout=60, interval=1, what="fetch_errors_total in Prometheus")
+        labels = found[0]["metric"]
+        assert (labels["release"], labels["instance"], labels["process"], labels["role"],
+                labels["node"], labels["job"]) == (str(release["version"]), live["id"], "web",
+                                                   "live", live["node"], "apps"), labels
+
+        # Golden signals without touching the app: HAProxy's count of its 5xx answers.
+        def golden() -> bool:
+            rows = query(e2e, f'haproxy_backend_http_responses_total{{app="{APP}",code="5xx"}}')
+            return bool(rows) and float(rows[0]["value"][1]) >= 3
+        wait_until(golden, timeout=60, interval=1, what="HAProxy's 5xx count of the app")
+
+        # Every daemon is a target, and up.
+        def daemons() -> dict[str, int]:
+            seen: dict[str, int] = {}
+            for t in targets(e2e, "paas") + targets(e2e, "haproxy"):
+                if t["health"] == "up":
+                    name = t["labels"].get("component", "haproxy")
+                    seen[name] = seen.get(name, 0) + 1
+            return seen
+        wait_until(lambda: daemons() == {"controller": 1, "agent": 2, "router": 1,
+                                         "haproxy": 1}, timeout=60, interval=1,
+                   what="controller, 2 agents, router and HAProxy scraped")
+
+        # A new instance becomes a target, and a stopped one leaves, within 15 s.
+        before = instance_targets(e2e)
+        t0 = time.monotonic()
+        scaled = e2e.api.post(f"/v1/apps/{APP}/scale", {"replicas": {"web": 2}})["deployment"]
+        assert e2e.finish(APP, scaled, 120)["status"] == "succeeded"
+        wait_until(lambda: len(instance_targets(e2e)) == 2, timeout=60, interval=0.5,
+                   what="the new instance as a target")
+        appeared = time.monotonic() - t0
+        [new] = instance_targets(e2e) - before
+        t0 = time.monotonic()
+        scaled = e2e.api.post(f"/v1/apps/{APP}/scale", {"replicas": {"web": 1}})["deployment"]
+        assert e2e.finish(APP, scaled, 120)["status"] == "succeeded"
+        wait_until(lambda: len(instance_targets(e2e)) == 1, timeout=60, interval=0.5,
+                   what="the stopped instance to leave the targets")
+        left = time.monotonic() - t0
+        print(f"a new instance ({new}) became a scrape target {appeared:.1f}s after the scale "
+              f"to 2 was asked; a stopped one left {left:.1f}s after the scale to 1")
+        assert appeared <= TARGET_WITHIN_S and left <= TARGET_WITHIN_S
+    finally:
+        e2e.api.delete(f"/v1/apps/{APP}")
