@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import inspect
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
@@ -36,14 +37,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client import generate_latest
 
 from agent.driver import ContainerLog, ContainerMissing, DriverError, LogFollower
+from agent.usage import UsageCollector, UsageFn
 from paas.listeners import InstanceLook
 from paas.names import InvalidName, validate_instance_id
 
 
+log = logging.getLogger("agent.admin")
+
+
 class AgentMetrics:
-    def __init__(self) -> None:
+    def __init__(self, usage: UsageFn | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self.usage = UsageCollector(usage) if usage is not None else None
+        """Each instance's CPU and memory, read from Docker when Prometheus scrapes."""
+        if self.usage is not None:
+            r.register(self.usage)
         self.instances = Gauge("paas_agent_instances", "Assigned instances by reported state.",
                                ["state"], registry=r)
         self.reconciles = Counter("paas_agent_reconciles", "Reconcile passes run.", registry=r)
@@ -131,6 +140,11 @@ class _Handlers:
         return web.json_response({"ok": healthy, **details}, status=200 if healthy else 503)
 
     async def metrics_view(self, _: web.Request) -> web.Response:
+        if self.metrics.usage is not None:
+            try:
+                await self.metrics.usage.refresh()
+            except DriverError as exc:  # the last snapshot serves; the scrape still answers
+                log.warning("instance usage not read: %s", exc)
         body = generate_latest(self.metrics.registry)
         resp = web.Response(body=body)
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST

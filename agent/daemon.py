@@ -56,12 +56,13 @@ class Agent:
         self.settings = settings
         self.token = token
         self.clock = clock
-        self.metrics = AgentMetrics()
         self.controller = controller or ControllerClient(
             base_url=settings.controller_url, node=settings.node, token=token)
         self.driver = driver or DockerDriver(
             base_url=settings.effective_docker_url, cluster=settings.cluster,
             node=settings.node, address=settings.address, init=settings.docker_init)
+        # A fake driver of a test may not read usage: then none is exported.
+        self.metrics = AgentMetrics(usage=getattr(self.driver, "usage", None))
         self.registry = registry or ConsulRegistry(
             consul=ConsulClient(settings.effective_consul_url, timeout_s=CONSUL_TIMEOUT_S),
             cluster=settings.cluster, node=settings.node, address=settings.address)

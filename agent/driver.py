@@ -42,6 +42,7 @@ from agent.assignments import (
     container_labels,
     container_name,
 )
+from agent.usage import InstanceUsage, usage_from_stats
 
 T = TypeVar("T")
 log = logging.getLogger("agent.driver")
@@ -164,6 +165,24 @@ class DockerDriver:
         running or cannot be looked into (an engine on another machine: its process ids are
         not this machine's). ContainerMissing if there is no container."""
         return await self._call(self._listening_sync, container_name(self.cluster, instance_id))
+
+    async def usage(self) -> list[InstanceUsage]:
+        """CPU and memory of every running instance container of this node (`agent.usage`)."""
+        return await self._call(self._usage_sync)
+
+    def _usage_sync(self) -> list[InstanceUsage]:
+        api = self._client()
+        found = []
+        for summary in api.containers(filters={
+                "label": [f"{LABEL_CLUSTER}={self.cluster}", f"{LABEL_NODE}={self.node}"]}):
+            try:
+                stats = api.stats(summary["Id"], stream=False, one_shot=True)
+            except docker.errors.NotFound:
+                continue  # stopped between the list and the stats
+            usage = usage_from_stats(summary.get("Labels") or {}, stats)
+            if usage is not None:
+                found.append(usage)
+        return found
 
     def close(self) -> None:
         with self._lock:

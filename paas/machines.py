@@ -151,7 +151,7 @@ def server_processes(s: Server) -> list[Process]:
         "--router-url", s.router_admin_url, "--domain", s.domain, "--cluster", s.cluster,
         "--image-repo", s.image_repo, "--registry", s.registry_address,
         "--node-down-after", str(s.node_down_after), "--public-port", str(s.http_port),
-        *_engine(s.docker_url)),
+        "--prometheus-url", s.prometheus_url, *_engine(s.docker_url)),
         "PaaS controller", groups=("docker",)))
     found.append(Process("router", (
         s.python, "-m", "router.main", "--consul-url", s.consul_url,

@@ -78,6 +78,7 @@ def _router_context(
                 metrics=metrics, desired=watcher.desired, layout_path=settings.layout_path,
             )
             await applier.start_haproxy()
+            metrics.watch_slots(lambda: applier.layout)
             app[STATE] = RouterState(haproxy=haproxy, applier=applier, metrics=metrics)
             tasks = [
                 asyncio.create_task(applier.run(), name="apply"),
@@ -119,6 +120,7 @@ async def _supervise(haproxy: HAProxy, applier: Applier, metrics: RouterMetrics,
         started = time.monotonic()
         try:
             await applier.start_haproxy()
+            metrics.watch_slots(lambda: applier.layout)
         except HAProxyError as exc:
             log.error("HAProxy restart failed: %s", exc)
         applier.notify()

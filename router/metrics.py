@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from router.plan import Backend
+
+
+class SlotCollector(Collector):
+    """`paas_router_server_info{app, server, address} 1` for each filled slot: which instance
+    address a slot of HAProxy's exporter (`haproxy_server_*{proxy="app_<app>", server="sN"}`)
+    counts for now, so per-instance figures can be joined to their instance and release."""
+
+    def __init__(self, layout: Callable[[], Mapping[str, Backend]]) -> None:
+        self._layout = layout
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        info = GaugeMetricFamily("paas_router_server_info",
+                                 "The instance address each HAProxy server slot routes to.",
+                                 labels=["app", "server", "address"])
+        for app, backend in sorted(self._layout().items()):
+            for n, server in enumerate(backend.slots, start=1):
+                if server is not None:
+                    info.add_metric([app, f"s{n}", f"{server.host}:{server.port}"], 1)
+        yield info
 
 
 class RouterMetrics:
@@ -35,6 +60,10 @@ class RouterMetrics:
         self.last_apply = Gauge(
             "paas_router_last_apply_timestamp_seconds", "Unix time of the last successful apply",
             registry=r)
+
+    def watch_slots(self, layout: Callable[[], Mapping[str, Backend]]) -> None:
+        """Export the slots of the layout `layout()` returns at each scrape."""
+        self.registry.register(SlotCollector(layout))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -33,11 +33,18 @@ def cmd_apps_list(args: argparse.Namespace) -> int:
 
 
 def table_apps(apps: list[dict[str, Any]]) -> str:
+    """Name, releases and URLs; the firing alerts too when the cluster's Prometheus said
+    (`?` for an app it said nothing of)."""
+    columns = ["name", "release", "stable", "urls"]
+    if any(a.get("alerts") is not None for a in apps):
+        columns.append("alerts")
     return table([{"name": a["name"],
                    "release": f"v{a['latest_release']}" if a["latest_release"] else "-",
                    "stable": f"v{a['stable_release']}" if a.get("stable_release") else "-",
-                   "urls": " ".join(a["urls"])} for a in apps],
-                 ["name", "release", "stable", "urls"])
+                   "urls": " ".join(a["urls"]),
+                   "alerts": ("?" if a.get("alerts") is None
+                              else ", ".join(a["alerts"]) or "-")} for a in apps],
+                 columns)
 
 
 def cmd_apps_create(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ import sys
 from typing import Sequence
 
 from paas.cli import apps as cli_apps, deploy as cli_deploy, local as cli_local
-from paas.cli import host as cli_host, stacks as cli_stacks
+from paas.cli import host as cli_host, metrics as cli_metrics, stacks as cli_stacks
 from paas.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError, remote_flags
 from paas.apiclient.client import ClientError
 
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_deploy.add_parsers(sub)
     cli_apps.add_parsers(sub)
     cli_stacks.add_parsers(sub)
+    cli_metrics.add_parsers(sub)
     cli_host.add_parsers(sub)
     return parser
 

@@ -17,7 +17,7 @@ from paas.builder.builder import STACK_LOG_PREFIX
 from paas.consul import ConsulUnavailable
 from paas.errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized, Unavailable
 from paas.names import InvalidName, validate_app_name, validate_new_app_name, validate_node_name
-from paas.controller import logstream, targets
+from paas.controller import appmetrics, logstream, targets
 from paas.git import server as gitserver
 from paas.auth import credentials
 from paas.controller.openapi import openapi_document
@@ -145,7 +145,13 @@ async def create_app(request: web.Request) -> web.Response:
 
 
 async def list_apps(request: web.Request) -> web.Response:
-    return web.json_response({"apps": request.app[CONTROLLER].apps.listing()})
+    ctl = request.app[CONTROLLER]
+    apps = ctl.apps.listing()
+    # Firing alerts per app; null when the cluster's Prometheus is not there to say.
+    firing = await appmetrics.Prometheus(ctl.settings.prometheus_url, ctl.session).firing()
+    for app in apps:
+        app["alerts"] = None if firing is None else firing.get(app["name"], [])
+    return web.json_response({"apps": apps})
 
 
 async def show_app(request: web.Request) -> web.Response:
@@ -164,6 +170,21 @@ async def prometheus_targets(request: web.Request) -> web.Response:
     except ConsulUnavailable as exc:
         raise Unavailable(f"Consul did not answer: {exc}") from None
     return web.json_response([g.as_json() for g in targets.target_groups(kind, entries)])
+
+
+async def app_metrics(request: web.Request) -> web.Response:
+    """The app's golden signals and its instances' usage over `since` (default 15m)."""
+    ctl = request.app[CONTROLLER]
+    app = _app_name(request)
+    require_app(ctl.store, app)
+    since = appmetrics.parse_since(request.query.get("since", "15m"))
+    nodes = {n["name"]: n["address"] for n in ctl.store.list_nodes()}
+    addresses = {f"{nodes[i['node']]}:{i['host_port']}": (i["id"], str(i["release"]))
+                 for i in ctl.store.list_instances(app, include_stopped=True)
+                 if i["host_port"] and i["node"] in nodes}
+    found = await appmetrics.app_metrics(
+        appmetrics.Prometheus(ctl.settings.prometheus_url, ctl.session), app, since, addresses)
+    return web.json_response({"metrics": found.as_json()})
 
 
 async def delete_app(request: web.Request) -> web.Response:
@@ -451,6 +472,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v1/apps/{app}/config", get_config, name="get_config")
     r.add_patch("/v1/apps/{app}/config", set_config, name="set_config")
     r.add_get("/v1/apps/{app}/events", list_events, name="list_events")
+    r.add_get("/v1/apps/{app}/metrics", app_metrics, name="app_metrics")
     r.add_get("/v1/stacks", list_stacks, name="list_stacks")
     r.add_post("/v1/stacks/{name}/build", build_stack, name="build_stack")
     r.add_post("/v1/stacks/build", build_stacks_in_background, name="build_stacks")

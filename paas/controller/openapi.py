@@ -181,6 +181,13 @@ def _app_stream_paths() -> dict[str, Any]:
             "get": _op("Deployment events, step by step", params=app,
                        query=[("after", "integer"), ("deployment", "integer")]),
         },
+        "/v1/apps/{app}/metrics": {
+            "get": _op("The app's requests per second, 5xx ratio and average response time, "
+                       "in total and per release, and each instance's CPU and memory, over "
+                       "`since` (90s, 15m, 2h: 1 minute to 7 days; default 15m), asked of the "
+                       "cluster's Prometheus; 503 with one sentence without it", params=app,
+                       query=[("since", "string")], errors=("400", "401", "404", "503")),
+        },
     }
 
 

@@ -33,6 +33,9 @@ class ControllerSettings:
     router_url: str = setting(
         "", "The router's admin URL (/routes); when set, drains wait until it stops routing an "
             "instance.")
+    prometheus_url: str = setting(
+        "", "The cluster's Prometheus (its HTTP API), which `GET /v1/apps/{app}/metrics` "
+            "asks; empty: there is none.")
     docker_url: str = setting(
         "", "Docker engine for builds; empty means the environment's default (DOCKER_HOST or "
             "the socket).")

@@ -2,8 +2,9 @@
 controller reads the catalog for it: Debian's Prometheus has no consul_sd_configs) and scrapes
 the Go example's own counter, `fetch_errors_total{upstream}`, labelled with its app and
 release; the platform's daemons and HAProxy's exporter, whose per-app response counts are the
-golden signals of every app. A new instance becomes a target, and a stopped one leaves, within
-15 s (printed)."""
+golden signals of every app; each instance's CPU and memory from its agent; the API behind
+`paas metrics`; a firing alert in the apps' listing. A new instance becomes a target, and a
+stopped one leaves, within 15 s (printed)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.e2e.conftest import REPO, wait_until
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 APP = "gomet"
+EMPTY = "gonone"
 TARGET_WITHIN_S = 15.0
 
 
@@ -59,6 +61,9 @@ def instance_targets(e2e) -> set[str]:
 def test_prometheus_scrapes_the_go_examples_counter_and_every_daemon(e2e) -> None:
     assert e2e.cluster.prometheus_url
     e2e.api.post("/v1/apps", {"name": APP})
+    # An app routed with no instance: its "no healthy instance" alert fires after 30 s,
+    # while the rest of the test runs.
+    e2e.api.post("/v1/apps", {"name": EMPTY})
     try:
         release = e2e.build(APP, REPO / "examples" / "go-service")
         assert release["metrics_path"] == "/metrics"
@@ -86,6 +91,23 @@ def test_prometheus_scrapes_the_go_examples_counter_and_every_daemon(e2e) -> Non
             rows = query(e2e, f'haproxy_backend_http_responses_total{{app="{APP}",code="5xx"}}')
             return bool(rows) and float(rows[0]["value"][1]) >= 3
         wait_until(golden, timeout=60, interval=1, what="HAProxy's 5xx count of the app")
+
+        # The agent's figures of the instance, labelled like it.
+        memory = f'paas_instance_memory_bytes{{app="{APP}",instance="{live["id"]}"}}'
+        wait_until(lambda: query(e2e, memory), timeout=60, interval=1,
+                   what="the instance's memory from its agent")
+        assert query(e2e, memory)[0]["metric"]["release"] == str(release["version"])
+
+        # What `paas metrics` prints: the API asks Prometheus.
+        def figures() -> dict[str, Any]:
+            return e2e.api.get(f"/v1/apps/{APP}/metrics?since=2m")["metrics"]
+        wait_until(lambda: str(release["version"]) in figures()["releases"], timeout=60,
+                   interval=1, what="the release's own request rate")
+        m = figures()
+        assert m["total"]["requests_per_s"] > 0 and m["total"]["error_ratio"] > 0, m
+        assert m["releases"][str(release["version"])]["error_ratio"] > 0, m
+        assert [(i["instance"], i["release"]) for i in m["instances"]] == \
+            [(live["id"], str(release["version"]))] and m["instances"][0]["memory_bytes"] > 0
 
         # Every daemon is a target, and up.
         def daemons() -> dict[str, int]:
@@ -117,5 +139,13 @@ def test_prometheus_scrapes_the_go_examples_counter_and_every_daemon(e2e) -> Non
         print(f"a new instance ({new}) became a scrape target {appeared:.1f}s after the scale "
               f"to 2 was asked; a stopped one left {left:.1f}s after the scale to 1")
         assert appeared <= TARGET_WITHIN_S and left <= TARGET_WITHIN_S
+
+        # Firing alerts show in the apps' listing (`paas apps`).
+        def alerts() -> dict[str, list[str]]:
+            return {a["name"]: a["alerts"] for a in e2e.api.get("/v1/apps")["apps"]}
+        wait_until(lambda: alerts()[EMPTY] == ["AppNoHealthyInstance"], timeout=90,
+                   interval=1, what=f"{EMPTY}'s alert to fire")
+        assert "AppNoHealthyInstance" not in alerts()[APP]
     finally:
         e2e.api.delete(f"/v1/apps/{APP}")
+        e2e.api.delete(f"/v1/apps/{EMPTY}")

@@ -335,3 +335,14 @@ async def test_prometheus_targets_need_no_token_and_say_when_consul_is_away(api)
     assert msg.startswith("Consul did not answer")
     msg = await error_of(await api.get("/sd/prometheus/nodes"), 404)
     assert msg == "no targets of kind 'nodes': use one of apps, paas, haproxy"
+
+
+async def test_app_metrics_without_prometheus_is_one_sentence(api, admin):
+    await api.post("/v1/apps", json={"name": "quiet"}, headers=admin)
+    msg = await error_of(await api.get("/v1/apps/quiet/metrics", headers=admin), 503)
+    assert msg == ("this cluster runs no Prometheus (the controller's --prometheus-url is not "
+                   "set)")
+    msg = await error_of(await api.get("/v1/apps/quiet/metrics?since=3y", headers=admin), 400)
+    assert msg.startswith("since must be a duration")
+    await error_of(await api.get("/v1/apps/nope/metrics", headers=admin), 404)
+    assert (await api.get("/v1/apps/quiet/metrics")).status == 401

@@ -333,9 +333,10 @@ def test_haproxy_exports_each_apps_golden_signals_and_both_register_in_consul(
             for entry in json.loads(consul._call("GET", f"/v1/health/service/{name}")):
                 found[name] = entry["Service"]
         return found
-    wait_for(lambda: len(registered()) == 2, timeout=40, what="router and exporter in Consul")
+    # (An earlier test's router registered under the same ids, with its own ports.)
+    wait_for(lambda: {n: s["Port"] for n, s in registered().items()} == {
+        "paas-router": router.admin_port, "paas-haproxy": router.exporter_port}, timeout=40,
+        what="this router and its exporter in Consul")
     services = registered()
-    assert services["paas-haproxy"]["Port"] == router.exporter_port
-    assert services["paas-router"]["Port"] == router.admin_port
     assert {s["Meta"]["metrics_path"] for s in services.values()} == {"/metrics"}
     assert "paas_app" not in services["paas-router"]["Meta"]
