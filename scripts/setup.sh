@@ -7,7 +7,8 @@
 #     vagrant (to validate the Vagrantfile), docker-registry (images on many hosts), mmdebstrap
 #     (the language stacks' images, made from Debian's packages: paas.builder.stackimages),
 #     prometheus (the cluster's monitoring; the cluster runs its own, on its own port, so
-#     the package's own service is disabled where systemd runs)
+#     the package's own service is disabled where systemd runs), chromium (the dashboard's
+#     browser tests drive it headless, through playwright's executable_path)
 #   - Consul 1.8 from Debian bullseye (not in bookworm): downloaded through an extra apt
 #     sources list that reuses the mirror already in this machine's apt sources, then
 #     unpacked into .local/bin/ (a consul already on PATH wins)
@@ -24,7 +25,7 @@ need_pkgs=()
 for pair in docker.io:/usr/sbin/dockerd haproxy:/usr/sbin/haproxy busybox-static:/bin/busybox \
             git:/usr/bin/git wrk:/usr/bin/wrk hey:/usr/bin/hey vagrant:/usr/bin/vagrant \
             docker-registry:/usr/bin/docker-registry mmdebstrap:/usr/bin/mmdebstrap \
-            prometheus:/usr/bin/prometheus; do
+            prometheus:/usr/bin/prometheus chromium:/usr/bin/chromium; do
   pkg=${pair%%:*}; file=${pair#*:}
   if [ "$pkg" = busybox-static ]; then
     dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=("$pkg")

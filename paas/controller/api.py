@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import importlib.resources
 import math
 import json
 import logging
+import time
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -28,7 +30,8 @@ log = logging.getLogger("paas.controller.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PUBLIC = {"/healthz", "/metrics"}
-PUBLIC_PREFIXES = ("/sd/",)
+PUBLIC_PREFIXES = ("/sd/", "/ui/")
+UI_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
 """Read by the cluster's own Prometheus on the server's private address, as `/metrics` is."""
 AGENT_ROUTES = {"node_register", "node_heartbeat", "node_assignments", "drain_node",
                 "remove_node"}
@@ -185,6 +188,34 @@ async def app_metrics(request: web.Request) -> web.Response:
     found = await appmetrics.app_metrics(
         appmetrics.Prometheus(ctl.settings.prometheus_url, ctl.session), app, since, addresses)
     return web.json_response({"metrics": found.as_json()})
+
+
+async def app_metrics_series(request: web.Request) -> web.Response:
+    """The dashboard's charts of the app over `since` (default 1h), deploys marked."""
+    ctl = request.app[CONTROLLER]
+    app = _app_name(request)
+    require_app(ctl.store, app)
+    since = appmetrics.parse_since(request.query.get("since", "1h"))
+    deploys = [d["created_at"] for d in ctl.store.list_deployments(app)]
+    series = await appmetrics.app_series(
+        appmetrics.Prometheus(ctl.settings.prometheus_url, ctl.session), app, since,
+        time.time(), deploys)
+    return web.json_response({"series": series})
+
+
+async def ui_file(request: web.Request) -> web.StreamResponse:
+    """The dashboard's three files (paas/ui/), with a policy that allows no script but its
+    own: no inline script, nothing from another origin."""
+    name = request.match_info.get("file") or "index.html"
+    if name not in UI_FILES:
+        raise NotFound(f"no dashboard file {name[:40]!r}")
+    body = importlib.resources.files("paas").joinpath("ui", name).read_bytes()
+    return web.Response(body=body, content_type=UI_FILES[name], charset="utf-8", headers={
+        "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+                                   "img-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
+                                   "base-uri 'none'; form-action 'self'",
+        "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache"})
 
 
 async def delete_app(request: web.Request) -> web.Response:
@@ -473,6 +504,9 @@ def add_routes(app: web.Application) -> None:
     r.add_patch("/v1/apps/{app}/config", set_config, name="set_config")
     r.add_get("/v1/apps/{app}/events", list_events, name="list_events")
     r.add_get("/v1/apps/{app}/metrics", app_metrics, name="app_metrics")
+    r.add_get("/v1/apps/{app}/metrics/series", app_metrics_series, name="app_metrics_series")
+    r.add_get("/ui/", ui_file, name="ui_index")
+    r.add_get("/ui/{file}", ui_file, name="ui_file")
     r.add_get("/v1/stacks", list_stacks, name="list_stacks")
     r.add_post("/v1/stacks/{name}/build", build_stack, name="build_stack")
     r.add_post("/v1/stacks/build", build_stacks_in_background, name="build_stacks")

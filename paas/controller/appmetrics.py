@@ -68,18 +68,19 @@ Vector = list[tuple[Mapping[str, str], float]]
 
 
 class Prometheus:
-    """Instant queries on Prometheus' HTTP API."""
+    """Queries on Prometheus' HTTP API."""
 
     def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
         self.url = url.rstrip("/")
         self.session = session
 
-    async def query(self, promql: str) -> Vector:
+    async def _ask(self, api: str, params: dict[str, str]) -> Any:
+        """The `data` of a successful answer of `/api/v1/<api>`; Unavailable otherwise."""
         if not self.url:
             raise Unavailable("this cluster runs no Prometheus (the controller's "
                               "--prometheus-url is not set)")
         try:
-            async with self.session.get(f"{self.url}/api/v1/query", params={"query": promql},
+            async with self.session.get(f"{self.url}/api/v1/{api}", params=params,
                                         timeout=aiohttp.ClientTimeout(total=10)) as resp:
                 body = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -87,8 +88,19 @@ class Prometheus:
                               f"({type(exc).__name__})") from None
         if body.get("status") != "success":
             raise Unavailable(f"Prometheus refused a query: {body.get('error', body)}")
-        return [(row["metric"], float(row["value"][1])) for row in body["data"]["result"]]
+        return body["data"]
 
+    async def query(self, promql: str) -> Vector:
+        data = await self._ask("query", {"query": promql})
+        return [(row["metric"], float(row["value"][1])) for row in data["result"]]
+
+    async def query_range(self, promql: str, *, since_s: int, step_s: int,
+                          now: float) -> list[list[float]]:
+        """`[[unix time, value], ...]` of a one-series query over the last `since_s`."""
+        result = (await self._ask("query_range", {
+            "query": promql, "start": f"{now - since_s:.0f}", "end": f"{now:.0f}",
+            "step": f"{step_s}s"}))["result"]
+        return [[float(t), float(v)] for t, v in result[0]["values"]] if result else []
 
     async def firing(self) -> dict[str, list[str]] | None:
         """The alerts firing now, by app (`{app: [alertname, ...]}`); None when Prometheus is
@@ -155,3 +167,24 @@ async def app_metrics(prom: Prometheus, app: str, since_s: int,
             setattr(row, attr, value)
     result.instances = sorted(usage.values(), key=lambda u: u.instance)
     return result
+
+
+async def app_series(prom: Prometheus, app: str, since_s: int, now: float,
+                     deploys: list[float]) -> dict[str, Any]:
+    """The dashboard's charts: requests/s, 5xx/s and the average response time over the last
+    `since_s`, at about 60 points, with the times deployments started (`deploys`)."""
+    a = validate_app_name(app)
+    step = max(5, since_s // 60)
+    w = f"[{max(step * 2, 30)}s]"
+    responses = f'haproxy_backend_http_responses_total{{app="{a}"'
+    return {
+        "start": now - since_s, "end": now, "step_s": step,
+        "requests_per_s": await prom.query_range(f"sum(rate({responses}}}{w}))",
+                                                 since_s=since_s, step_s=step, now=now),
+        "errors_per_s": await prom.query_range(f'sum(rate({responses},code="5xx"}}{w}))',
+                                               since_s=since_s, step_s=step, now=now),
+        "avg_response_s": await prom.query_range(
+            f'max(haproxy_backend_response_time_average_seconds{{app="{a}"}})',
+            since_s=since_s, step_s=step, now=now),
+        "deploys": [t for t in deploys if t >= now - since_s],
+    }

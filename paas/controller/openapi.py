@@ -67,6 +67,10 @@ def _meta_paths() -> dict[str, Any]:
             "haproxy (the router's exporter)", params=["kind"], auth=False,
             errors=("404", "503"))},
         "/v1/openapi.json": {"get": _op("This document", errors=("401",))},
+        "/ui/": {"get": _op("The dashboard (its pages ask for the API token)", auth=False,
+                            errors=())},
+        "/ui/{file}": {"get": _op("The dashboard's script and style", params=["file"],
+                                  auth=False, errors=("404",))},
     }
 
 
@@ -186,6 +190,12 @@ def _app_stream_paths() -> dict[str, Any]:
                        "in total and per release, and each instance's CPU and memory, over "
                        "`since` (90s, 15m, 2h: 1 minute to 7 days; default 15m), asked of the "
                        "cluster's Prometheus; 503 with one sentence without it", params=app,
+                       query=[("since", "string")], errors=("400", "401", "404", "503")),
+        },
+        "/v1/apps/{app}/metrics/series": {
+            "get": _op("The dashboard's charts: requests/s, 5xx/s and average response time "
+                       "over `since` (default 1h) at about 60 points, [[unix time, value]], "
+                       "and the times deployments started", params=app,
                        query=[("since", "string")], errors=("400", "401", "404", "503")),
         },
     }

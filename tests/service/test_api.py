@@ -346,3 +346,19 @@ async def test_app_metrics_without_prometheus_is_one_sentence(api, admin):
     assert msg.startswith("since must be a duration")
     await error_of(await api.get("/v1/apps/nope/metrics", headers=admin), 404)
     assert (await api.get("/v1/apps/quiet/metrics")).status == 401
+
+
+@pytest.mark.parametrize("path, kind", [("/ui/", "text/html"), ("/ui/app.js", "text/javascript"),
+                                        ("/ui/style.css", "text/css")])
+async def test_the_dashboard_is_served_with_nothing_from_elsewhere(api, path, kind):
+    """Its files need no token (its pages ask for one); they load nothing from another origin
+    (an operator's network may have no CDN), and the policy allows no inline script."""
+    resp = await api.get(path)
+    assert resp.status == 200 and resp.content_type == kind
+    assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+    text = (await resp.text()).replace("http://www.w3.org/2000/svg", "")  # a name, not a URL
+    assert "http://" not in text and "https://" not in text
+    if kind == "text/javascript":
+        assert "innerHTML" not in text and "insertAdjacentHTML" not in text  # text only
+    assert (await api.get("/ui/..%2Fdata%2Fstate.db")).status == 404
+    assert (await api.get("/ui/secret.txt")).status == 404
