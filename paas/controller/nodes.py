@@ -130,16 +130,22 @@ class Nodes:
         return out
 
     def listing(self) -> list[dict[str, Any]]:
+        """Each node with its capacity and what its instances reserve of it (the scheduler's
+        view: CPU cores and MB of memory)."""
         counts: dict[str, int] = {}
         for i in self.store.list_instances():
             counts[i["node"]] = counts.get(i["node"], 0) + 1
+        held = {v.name: v for v in cluster_view(self.store, is_ready=self.heartbeats.is_ready)}
         nodes = []
         for n in self.store.list_nodes():
+            view = held.get(n["name"])
+            allocated = {"cpu": round(sum(i.cpu for i in view.instances), 3) if view else 0.0,
+                         "memory_mb": sum(i.memory_mb for i in view.instances) if view else 0}
             nodes.append({"name": n["name"], "address": n["address"], "cpu": n["cpu"],
                           "memory_mb": n["memory_mb"], "labels": n["labels"],
                           "status": ("down" if not self.heartbeats.is_ready(n)
                                      else "draining" if n["draining"] else "ready"),
-                          "instances": counts.get(n["name"], 0),
+                          "instances": counts.get(n["name"], 0), "allocated": allocated,
                           "last_heartbeat": n["last_heartbeat"]})
         self.metrics.nodes_ready.set(sum(1 for n in nodes if n["status"] == "ready"))
         return nodes

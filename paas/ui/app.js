@@ -177,8 +177,10 @@ async function appPage(name) {
 async function nodesPage() {
   const nodes = (await api("/v1/nodes")).nodes;
   const reload = () => nodesPage();
-  render(el("h1", {}, "Nodes"), table(["node", "address", "status", "cpu", "memory", "instances", ""],
-    nodes.map((n) => [n.name, n.address, n.status, n.cpu, n.memory_mb + " MB", n.instances,
+  render(el("h1", {}, "Nodes"), table(
+    ["node", "address", "status", "cpu reserved", "memory reserved", "instances", ""],
+    nodes.map((n) => [n.name, n.address, n.status, `${n.allocated.cpu} of ${n.cpu}`,
+      `${n.allocated.memory_mb} of ${n.memory_mb} MB`, n.instances,
       el("button", { class: "action",
         onclick: () => act(`${n.status === "draining" ? "Undrain" : "Drain"} ${n.name}`,
           `/v1/nodes/${n.name}/drain`, { drain: n.status !== "draining" }, reload) },

@@ -3,8 +3,9 @@ playwright through `executable_path`), against the e2e cluster (which runs Prome
 
 A wrong token gets an error and no page; then: log in, see the app and its instance count,
 its log tail with a `<script>` line shown as text and run as nothing, a deploy's phases
-appearing while it runs, a promote from the page (behind a confirmation), and the request
-chart after traffic. Screenshots go to the test's temporary folder."""
+appearing while it runs, a promote from the page (behind a confirmation), the request chart
+after traffic, and the nodes with what their instances reserve. Screenshots go to the test's
+temporary folder."""
 
 from __future__ import annotations
 
@@ -115,5 +116,13 @@ def test_the_dashboard_in_a_real_browser(e2e, tmp_path: Path, browser: Browser) 
                    what="the request chart to show the traffic")
         assert page.query_selector("svg[data-title='requests/s'] circle") is not None
         page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+
+        # Nodes: capacity and what the instances reserve of it (the app's one: 128 MB).
+        nodes = e2e.api.get("/v1/nodes")["nodes"]
+        assert sum(n["allocated"]["memory_mb"] for n in nodes) >= 128, nodes
+        page.click("a[href='#/nodes']")
+        wait_until(lambda: "node-1" in (page.text_content("#page", timeout=5000) or ""),
+                   interval=0.3, what="the nodes page")
+        assert f"of {nodes[0]['memory_mb']} MB" in page.text_content("#page")
     finally:
         e2e.api.delete(f"/v1/apps/{APP}")
