@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.resources
 import logging
 import signal
 import sys
@@ -56,6 +57,9 @@ def _router_context(
             stop_timeout_s=settings.stop_timeout_s,
         )
         settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # HAProxy loads the response-time histograms' script from beside its configuration.
+        settings.latency_script_path.write_bytes(
+            importlib.resources.files("paas").joinpath("templates", "latency.lua").read_bytes())
         consul = ConsulClient(settings.consul_url)
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -72,7 +76,8 @@ def _router_context(
                                       admin_socket=settings.admin_socket,
                                       maxconn=settings.maxconn,
                                       exporter_host=settings.admin_host,
-                                      exporter_port=settings.exporter_port),
+                                      exporter_port=settings.exporter_port,
+                                      latency_script=settings.latency_script_path),
                 templates_dir=settings.templates_dir, initial_slots=settings.initial_slots,
                 debounce_s=settings.debounce_s, backoff_max_s=settings.backoff_max_s,
                 metrics=metrics, desired=watcher.desired, layout_path=settings.layout_path,

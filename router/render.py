@@ -38,6 +38,9 @@ class RenderOptions:
     exporter_host: str = ""
     exporter_port: int = 0
     """Where HAProxy's built-in Prometheus exporter serves `/metrics`; port 0: nowhere."""
+    latency_script: Path | None = None
+    """paas/templates/latency.lua where HAProxy loads it: response-time histograms per app,
+    at /latency on the exporter's port; None: none."""
 
 
 def render_config(layout: Layout, options: RenderOptions, *,
@@ -53,6 +56,8 @@ def render_config(layout: Layout, options: RenderOptions, *,
                   if options.exporter_port else ""),
         admin_socket=_socket_path(options.admin_socket),
         maxconn=_positive_int(options.maxconn, "maxconn"),
+        latency_script=(_socket_path(options.latency_script)
+                        if options.latency_script and options.exporter_port else ""),
         backends=[_backend_view(layout[app]) for app in sorted(layout)],
     )
 

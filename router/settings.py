@@ -108,6 +108,10 @@ class RouterSettings:
         return self.state_dir / "haproxy.cfg"
 
     @property
+    def latency_script_path(self) -> Path:
+        return self.state_dir / "latency.lua"
+
+    @property
     def pid_path(self) -> Path:
         return self.state_dir / "haproxy.pid"
 

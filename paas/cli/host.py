@@ -275,13 +275,16 @@ def cmd_host_remove(args: argparse.Namespace) -> int:
     note(f"node {node}: draining; its instances move to the other nodes")
     deadline = time.monotonic() + args.timeout
     while True:
-        left = api.get(f"/v1/nodes/{node}/assignments?index=0&wait=0")["instances"]
-        if not left:
+        # Drained once nothing is assigned to it and its agent has stopped and removed what
+        # ran (the agent leaves containers running when its unit stops).
+        answer = api.get(f"/v1/nodes/{node}/assignments?index=0&wait=0")
+        left = answer["instances"]
+        if not left and not answer.get("stopping"):
             break
         if time.monotonic() > deadline:
-            raise CliError(f"node {node} still has {len(left)} instance(s) after "
-                           f"{args.timeout:g}s: the drain could not move them; nothing was "
-                           "stopped", hint="see `paas events APP` for each app's drain "
+            raise CliError(f"node {node} still has {len(left) or answer['stopping']} "
+                           f"instance(s) after {args.timeout:g}s: the drain could not move "
+                           "or stop them; nothing was stopped", hint="see `paas events APP` for each app's drain "
                            "deployment, then run this again")
         time.sleep(1)
     names = [unit.name for unit in found.units]

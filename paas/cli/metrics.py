@@ -24,8 +24,8 @@ def _mb(size: float | None) -> str:
 def text(m: dict[str, Any], since: str) -> str:
     total = m["total"]
     lines = [f"{m['app']} over the last {since}: {total['requests_per_s']:.2f} req/s, "
-             f"5xx {_pct(total['error_ratio'])}, average response "
-             f"{_ms(total['avg_response_s'])}", ""]
+             f"5xx {_pct(total['error_ratio'])}, response p50 {_ms(total['p50_response_s'])}, "
+             f"p95 {_ms(total['p95_response_s'])}, average {_ms(total['avg_response_s'])}", ""]
     lines.append(table([{"release": f"v{r}", "req/s": f"{s['requests_per_s']:.2f}",
                          "5xx": _pct(s["error_ratio"])} for r, s in m["releases"].items()],
                        ["release", "req/s", "5xx"]))

@@ -2,16 +2,17 @@
 window, asked of the cluster's Prometheus (its HTTP API at `--prometheus-url`).
 
 In total and per release: requests per second, the 5xx ratio and the average response time,
-from HAProxy's exporter. Per release, HAProxy's per-server counters are joined to the router's
+from HAProxy's exporter; in total, p50 and p95 of the response time, from the histograms
+HAProxy keeps per app (paas/templates/latency.lua: its exporter has no histogram). Per release, HAProxy's per-server counters are joined to the router's
 `paas_router_server_info` (which instance address each server slot routes to) and the store's
 instance addresses; the figures of a slot that changed instance during the window go to its
 current one. Per instance: CPU (cores, averaged over the window) and memory, from the agents.
-HAProxy 2.6's exporter keeps an average response time, not a histogram, so percentiles are not
-given. Without Prometheus (not configured, or not answering) the answer is one sentence.
+Without Prometheus (not configured, or not answering) the answer is one sentence.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,8 @@ class Signals:
     requests_per_s: float = 0.0
     error_ratio: float | None = None  # 5xx of all; None without requests
     avg_response_s: float | None = None
+    p50_response_s: float | None = None  # in total only: from HAProxy's latency.lua buckets
+    p95_response_s: float | None = None
 
 
 @dataclass
@@ -140,9 +143,16 @@ async def app_metrics(prom: Prometheus, app: str, since_s: int,
         f'sum(rate(haproxy_backend_http_responses_total{{app="{a}",code="5xx"}}{w}))'))
     avg = await prom.query(
         f'avg_over_time(haproxy_backend_response_time_average_seconds{{app="{a}"}}{w})')
+    quantiles = []
+    for q in (0.5, 0.95):
+        found = await prom.query(
+            f"histogram_quantile({q}, sum by (le) "
+            f'(rate(paas_haproxy_response_seconds_bucket{{app="{a}"}}{w})))')
+        quantiles.append(found[0][1] if found and not math.isnan(found[0][1]) else None)
     result = AppMetrics(app=app, since_s=since_s, total=Signals(
         requests_per_s=total_rps, error_ratio=_ratio(errors, total_rps),
-        avg_response_s=avg[0][1] if avg else None))
+        avg_response_s=avg[0][1] if avg else None, p50_response_s=quantiles[0],
+        p95_response_s=quantiles[1]))
 
     per_slot = ('sum by (address) (rate(haproxy_server_http_responses_total{{app="{a}"{code}}}'
                 '{w}) * on (app, server) group_left (address) '

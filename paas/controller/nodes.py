@@ -261,4 +261,5 @@ class Nodes:
                 "memory_mb": res.memory_mb, "cpu": res.cpu, "health": a["health"],
                 "metrics_path": a["metrics_path"],
                 "stop_timeout_s": a["policy"].get("stop_timeout", 10)})
-        return {"index": new_index, "instances": out}
+        return {"index": new_index, "instances": out,
+                "stopping": self.store.count_stopping(name)}

@@ -63,8 +63,8 @@ def _meta_paths() -> dict[str, Any]:
         "/metrics": {"get": _op("Prometheus metrics", auth=False, errors=())},
         "/sd/prometheus/{kind}": {"get": _op(
             "Prometheus' targets of one scrape job (http_sd_configs), read from Consul's "
-            "catalog: kind apps (instances with a [metrics] path), paas (the daemons) or "
-            "haproxy (the router's exporter)", params=["kind"], auth=False,
+            "catalog: kind apps (instances with a [metrics] path), paas (the daemons), "
+            "haproxy (the router's exporter) or latency (its response-time histograms)", params=["kind"], auth=False,
             errors=("404", "503"))},
         "/v1/openapi.json": {"get": _op("This document", errors=("401",))},
         "/ui/": {"get": _op("The dashboard (its pages ask for the API token)", auth=False,

@@ -272,6 +272,12 @@ class Store:
             " JOIN apps a ON a.name = i.app"
             " WHERE i.node = ? AND i.desired IN ('running', 'draining') ORDER BY i.id", node)
 
+    def count_stopping(self, node: str) -> int:
+        """Instances the node was told to stop and has not yet reported gone."""
+        row = self._one("SELECT COUNT(*) AS n FROM instances WHERE node = ?"
+                        " AND desired = 'stopped'", node)
+        return int(row["n"]) if row else 0
+
     def report_instances(self, node: str, reports: list[dict[str, Any]]) -> None:
         """Apply a node's heartbeat: update reported states and forget stopped instances
         the node no longer has."""

@@ -9,7 +9,9 @@ its own. Three kinds, one scrape job each (paas/templates/prometheus/prometheus.
 - `apps`: every app instance whose release says `[metrics] path` (the agent put it in the
   service's meta), control instances too, labelled app, release, process, instance, node, role;
 - `paas`: the platform's daemons (`paas.selfregister`), labelled component and node;
-- `haproxy`: the router's HAProxy exporter.
+- `haproxy`: the router's HAProxy exporter;
+- `latency`: the same HAProxy's response-time histograms per app (`/latency`,
+  paas/templates/latency.lua).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from dataclasses import dataclass
 from paas.consul import HealthEntry
 from paas.selfregister import PREFIX
 
-KINDS = ("apps", "paas", "haproxy")
+KINDS = ("apps", "paas", "haproxy", "latency")
 DAEMONS = tuple(f"{PREFIX}{c}" for c in ("controller", "agent", "router"))
 EXPORTER = f"{PREFIX}haproxy"
+LATENCY_PATH = "/latency"
 _INSTANCE_LABELS = {"app": "paas_app", "release": "paas_release", "process": "paas_process",
                     "instance": "paas_instance", "node": "paas_node", "role": "paas_role"}
 
@@ -42,7 +45,7 @@ def services_of(kind: str, catalog: Sequence[str]) -> list[str]:
         return [s for s in catalog if not s.startswith(PREFIX) and s != "consul"]
     if kind == "paas":
         return [s for s in catalog if s in DAEMONS]
-    return [s for s in catalog if s == EXPORTER]
+    return [s for s in catalog if s == EXPORTER]  # haproxy, latency
 
 
 def target_groups(kind: str, entries: Mapping[str, Sequence[HealthEntry]]) -> list[TargetGroup]:
@@ -52,7 +55,7 @@ def target_groups(kind: str, entries: Mapping[str, Sequence[HealthEntry]]) -> li
     for name, rows in entries.items():
         for e in rows:
             meta, svc = e.service.meta, e.service
-            path = meta.get("metrics_path", "")
+            path = LATENCY_PATH if kind == "latency" else meta.get("metrics_path", "")
             if not path.startswith("/") or not svc.address or not svc.port:
                 continue
             labels = {"__metrics_path__": path}

@@ -59,6 +59,7 @@ function render(...nodes) {
 
 const pct = (r) => (r === null || r === undefined ? "-" : (r * 100).toFixed(1) + "%");
 const rate = (r) => (r === null || r === undefined ? "-" : r.toFixed(2));
+const ms = (s) => (s === null || s === undefined ? "-" : (s * 1000).toFixed(1) + " ms");
 const mb = (b) => (b === null || b === undefined ? "-" : (b / 1e6).toFixed(1) + " MB");
 
 async function metricsOf(app, since) {
@@ -163,7 +164,8 @@ async function appPage(name) {
     : el("p", { class: "muted" }, "No charts: this cluster runs no Prometheus.");
   render(el("h1", {}, name),
     el("p", {}, `stable v${app.app.stable_release || "-"}, latest v${app.app.latest_release || "-"}`,
-      m ? ` — ${rate(m.total.requests_per_s)} req/s, 5xx ${pct(m.total.error_ratio)} (15 min)` : ""),
+      m ? ` — ${rate(m.total.requests_per_s)} req/s, 5xx ${pct(m.total.error_ratio)}, ` +
+        `p50 ${ms(m.total.p50_response_s)}, p95 ${ms(m.total.p95_response_s)} (15 min)` : ""),
     el("h2", {}, "Last hour"), charts,
     el("h2", {}, "Deployment " + (lastDep ?? "-")),
     el("ol", { class: "events", id: "phases" }, ...phases.map((e) => el("li", {},

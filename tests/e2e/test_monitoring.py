@@ -98,28 +98,39 @@ def test_prometheus_scrapes_the_go_examples_counter_and_every_daemon(e2e) -> Non
                    what="the instance's memory from its agent")
         assert query(e2e, memory)[0]["metric"]["release"] == str(release["version"])
 
-        # What `paas metrics` prints: the API asks Prometheus.
+        # What `paas metrics` prints: the API asks Prometheus. Traffic goes on while it is
+        # asked (a 2-minute window): 5xx from /fetch, 200 from /.
         def figures() -> dict[str, Any]:
             return e2e.api.get(f"/v1/apps/{APP}/metrics?since=2m")["metrics"]
-        wait_until(lambda: str(release["version"]) in figures()["releases"], timeout=60,
-                   interval=1, what="the release's own request rate")
+
+        def served_and_measured() -> bool:
+            assert [through_router(e2e, "/fetch?upstream=db") for _ in range(2)] == [502] * 2
+            for _ in range(5):
+                assert through_router(e2e, "/") == 200
+            m = figures()
+            mine = m["releases"].get(str(release["version"]), {})
+            return (m["total"]["requests_per_s"] > 0 and (m["total"]["error_ratio"] or 0) > 0
+                    and (mine.get("error_ratio") or 0) > 0
+                    and m["total"]["p50_response_s"] is not None
+                    and m["total"]["p95_response_s"] is not None)
+        wait_until(served_and_measured, timeout=90, interval=1,
+                   what="the app's figures, its release's and its p50/p95 in the API")
         m = figures()
-        assert m["total"]["requests_per_s"] > 0 and m["total"]["error_ratio"] > 0, m
-        assert m["releases"][str(release["version"])]["error_ratio"] > 0, m
+        assert 0 < m["total"]["p50_response_s"] <= m["total"]["p95_response_s"] < 1, m
         assert [(i["instance"], i["release"]) for i in m["instances"]] == \
             [(live["id"], str(release["version"]))] and m["instances"][0]["memory_bytes"] > 0
 
         # Every daemon is a target, and up.
         def daemons() -> dict[str, int]:
             seen: dict[str, int] = {}
-            for t in targets(e2e, "paas") + targets(e2e, "haproxy"):
+            for t in targets(e2e, "paas") + targets(e2e, "haproxy") + targets(e2e, "latency"):
                 if t["health"] == "up":
-                    name = t["labels"].get("component", "haproxy")
+                    name = t["labels"].get("component") or t["labels"]["job"]
                     seen[name] = seen.get(name, 0) + 1
             return seen
         wait_until(lambda: daemons() == {"controller": 1, "agent": 2, "router": 1,
-                                         "haproxy": 1}, timeout=60, interval=1,
-                   what="controller, 2 agents, router and HAProxy scraped")
+                                         "haproxy": 1, "latency": 1}, timeout=60, interval=1,
+                   what="controller, 2 agents, router, HAProxy and its histograms scraped")
 
         # A new instance becomes a target, and a stopped one leaves, within 15 s.
         before = instance_targets(e2e)

@@ -211,6 +211,15 @@ async def test_long_poll_returns_when_assignments_change(api, admin, join):
     [inst] = body["instances"]
     assert inst["id"] == "web-v1-web-abcdef" and inst["env"] == {"A": "b"}
     assert inst["command"] == ["/bin/sh", "-c", "./run"] and inst["desired"] == "running"
+    assert body["stopping"] == 0
+    # Told to stop: no longer assigned, but counted until the node reports it gone (what
+    # `paas host remove` waits for before it stops the node's agent).
+    ctl.store.set_desired(["web-v1-web-abcdef"], "stopped")
+    body = await (await api.get("/v1/nodes/node-1/assignments?index=0", headers=join)).json()
+    assert (body["instances"], body["stopping"]) == ([], 1)
+    ctl.store.report_instances("node-1", [])
+    body = await (await api.get("/v1/nodes/node-1/assignments?index=0", headers=join)).json()
+    assert body["stopping"] == 0
 
 
 async def test_heartbeat_validation(api, join):
@@ -334,7 +343,7 @@ async def test_prometheus_targets_need_no_token_and_say_when_consul_is_away(api)
     msg = await error_of(await api.get("/sd/prometheus/apps"), 503)
     assert msg.startswith("Consul did not answer")
     msg = await error_of(await api.get("/sd/prometheus/nodes"), 404)
-    assert msg == "no targets of kind 'nodes': use one of apps, paas, haproxy"
+    assert msg == "no targets of kind 'nodes': use one of apps, paas, haproxy, latency"
 
 
 async def test_app_metrics_without_prometheus_is_one_sentence(api, admin):

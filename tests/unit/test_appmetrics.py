@@ -39,6 +39,8 @@ async def test_figures_in_total_per_release_and_per_instance() -> None:
         'sum(rate(haproxy_backend_http_responses_total{app="go"}[900s]))': [({}, 10.0)],
         'code="5xx"}[900s]))': [({}, 0.5)],  # the backend's 5xx
         "avg_over_time": [({"app": "go"}, 0.004)],
+        "histogram_quantile(0.5,": [({}, 0.003)],
+        "histogram_quantile(0.95,": [({}, float("nan"))],  # no request in the window
         'haproxy_server_http_responses_total{app="go",code="5xx"}': [
             ({"address": "127.0.0.2:32768"}, 0.5)],
         'haproxy_server_http_responses_total{app="go"}': [
@@ -53,10 +55,12 @@ async def test_figures_in_total_per_release_and_per_instance() -> None:
     m = (await app_metrics(prom, "go", 900, {  # type: ignore[arg-type]
         "127.0.0.2:32768": ("go-v3-web-aaaaaa", "3"),
         "127.0.0.3:32769": ("go-v4-web-bbbbbb", "4")})).as_json()
-    assert m["total"] == {"requests_per_s": 10.0, "error_ratio": 0.05, "avg_response_s": 0.004}
+    assert m["total"] == {"requests_per_s": 10.0, "error_ratio": 0.05, "avg_response_s": 0.004,
+                          "p50_response_s": 0.003, "p95_response_s": None}
+    none = {"avg_response_s": None, "p50_response_s": None, "p95_response_s": None}
     assert m["releases"] == {
-        "3": {"requests_per_s": 6.0, "error_ratio": 0.5 / 6, "avg_response_s": None},
-        "4": {"requests_per_s": 4.0, "error_ratio": 0.0, "avg_response_s": None}}
+        "3": {"requests_per_s": 6.0, "error_ratio": 0.5 / 6, **none},
+        "4": {"requests_per_s": 4.0, "error_ratio": 0.0, **none}}
     assert m["instances"] == [
         {"instance": "go-v3-web-aaaaaa", "release": "3", "cpu_cores": 0.02,
          "memory_bytes": 12e6},

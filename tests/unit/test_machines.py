@@ -31,7 +31,7 @@ def test_with_monitoring_the_server_runs_prometheus_last_asking_the_controller()
     assert "--web.listen-address=10.0.0.1:7074" in prometheus.argv
     assert "--storage.tsdb.retention.time=7d" in prometheus.argv  # bounded
     config = prometheus.files[folder / "prometheus.yml"]
-    for kind in ("apps", "paas", "haproxy"):  # no static target: the controller reads Consul
+    for kind in ("apps", "paas", "haproxy", "latency"):  # none static: the controller reads Consul
         assert f'url: "http://10.0.0.1:7070/sd/prometheus/{kind}"' in config
     assert "static_configs" not in config
     assert "alert: AppNoHealthyInstance" in prometheus.files[folder / "rules.yml"]

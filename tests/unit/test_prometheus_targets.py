@@ -49,3 +49,12 @@ def test_an_entry_without_a_path_or_an_address_is_no_target() -> None:
     assert target_groups("haproxy", {"paas-haproxy": [
         entry("x", "paas-haproxy", 0, metrics_path="/metrics"),
         entry("y", "paas-haproxy", 7073, metrics_path="metrics")]}) == []
+
+
+def test_the_latency_histograms_are_the_exporters_other_path() -> None:
+    exporter = {"paas-haproxy": [entry("paas-haproxy-server", "paas-haproxy", 7073,
+                                       metrics_path="/metrics", paas_component="haproxy")]}
+    assert services_of("latency", CATALOG) == ["paas-haproxy"]
+    [group] = target_groups("latency", exporter)
+    assert group.as_json() == {"targets": ["127.0.0.2:7073"],
+                               "labels": {"__metrics_path__": "/latency"}}

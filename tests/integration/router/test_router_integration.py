@@ -326,6 +326,13 @@ def test_haproxy_exports_each_apps_golden_signals_and_both_register_in_consul(
     assert served and float(served[0].rsplit(" ", 1)[1]) >= 3, served
     assert 'haproxy_server_current_sessions{proxy="app_golden",server="s1"}' in text
     assert router.admin("/other", port=router.exporter_port)[0] == 404
+    # The response-time histogram per app that the exporter lacks (latency.lua in HAProxy).
+    status, text = router.admin("/latency", port=router.exporter_port)
+    assert status == 200
+    count = [line for line in text.splitlines()
+             if line.startswith('paas_haproxy_response_seconds_count{app="golden"}')]
+    assert count and int(count[0].rsplit(" ", 1)[1]) >= 3, text
+    assert 'paas_haproxy_response_seconds_bucket{app="golden",le="+Inf"}' in text
 
     def registered() -> dict[str, dict]:
         found = {}
