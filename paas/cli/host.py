@@ -284,8 +284,9 @@ def cmd_host_remove(args: argparse.Namespace) -> int:
         if time.monotonic() > deadline:
             raise CliError(f"node {node} still has {len(left) or answer['stopping']} "
                            f"instance(s) after {args.timeout:g}s: the drain could not move "
-                           "or stop them; nothing was stopped", hint="see `paas events APP` for each app's drain "
-                           "deployment, then run this again")
+                           "or stop them; nothing was stopped",
+                           hint="see `paas events APP` for each app's drain deployment, then "
+                                "run this again")
         time.sleep(1)
     names = [unit.name for unit in found.units]
     if root == Path("/"):

@@ -31,8 +31,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PUBLIC = {"/healthz", "/metrics"}
 PUBLIC_PREFIXES = ("/sd/", "/ui/")
+"""Prometheus' targets, read by the cluster's own Prometheus on the server's private address
+as `/metrics` is; the dashboard's files, whose pages ask for the token."""
 UI_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
-"""Read by the cluster's own Prometheus on the server's private address, as `/metrics` is."""
 AGENT_ROUTES = {"node_register", "node_heartbeat", "node_assignments", "drain_node",
                 "remove_node"}
 """What the join token may do: a node's agent registers, reports and takes its assignments,

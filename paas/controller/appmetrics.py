@@ -3,10 +3,10 @@ window, asked of the cluster's Prometheus (its HTTP API at `--prometheus-url`).
 
 In total and per release: requests per second, the 5xx ratio and the average response time,
 from HAProxy's exporter; in total, p50 and p95 of the response time, from the histograms
-HAProxy keeps per app (paas/templates/latency.lua: its exporter has no histogram). Per release, HAProxy's per-server counters are joined to the router's
-`paas_router_server_info` (which instance address each server slot routes to) and the store's
-instance addresses; the figures of a slot that changed instance during the window go to its
-current one. Per instance: CPU (cores, averaged over the window) and memory, from the agents.
+HAProxy keeps per app (paas/templates/latency.lua: its exporter has no histogram). Per
+release, HAProxy's per-server counters are joined to the router's `paas_router_server_info`
+(which instance address each server slot routes to) and the store's instance addresses; the
+figures of a slot that changed instance during the window go to its current one. Per instance: CPU (cores, averaged over the window) and memory, from the agents.
 Without Prometheus (not configured, or not answering) the answer is one sentence.
 """
 

@@ -10,8 +10,9 @@
 3. **rollout** — per process type, batches of `max_parallel` new live instances (default: all at
    once); each must pass in Consul and keep passing for `min_healthy_time` before the next batch
    starts. Once every new instance is healthy, the old ones are drained (deregistered, no
-   longer routed by the router, stopped, removed). So the healthy live count never drops below the old count
-   during a rollout, and a failure at any point leaves the old release untouched.
+   longer routed by the router, stopped, removed). So the healthy live count never drops
+   below the old count during a rollout, and a failure at any point leaves the old release
+   untouched.
 4. **finish** — remove the control instance, record the new scale, mark the deployment
    succeeded, and promote when `auto_promote` is set (a rollback re-promotes its release).
 

@@ -64,8 +64,8 @@ def _meta_paths() -> dict[str, Any]:
         "/sd/prometheus/{kind}": {"get": _op(
             "Prometheus' targets of one scrape job (http_sd_configs), read from Consul's "
             "catalog: kind apps (instances with a [metrics] path), paas (the daemons), "
-            "haproxy (the router's exporter) or latency (its response-time histograms)", params=["kind"], auth=False,
-            errors=("404", "503"))},
+            "haproxy (the router's exporter) or latency (its response-time histograms)",
+            params=["kind"], auth=False, errors=("404", "503"))},
         "/v1/openapi.json": {"get": _op("This document", errors=("401",))},
         "/ui/": {"get": _op("The dashboard (its pages ask for the API token)", auth=False,
                             errors=())},
