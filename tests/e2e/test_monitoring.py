@@ -58,6 +58,17 @@ def instance_targets(e2e) -> set[str]:
             if t["labels"].get("app") == APP}
 
 
+def scaled_to_targets(e2e, web: int) -> float:
+    """Scale the app to `web` instances; the seconds from the ask until Prometheus has as many
+    targets of it."""
+    t0 = time.monotonic()
+    scaled = e2e.api.post(f"/v1/apps/{APP}/scale", {"replicas": {"web": web}})["deployment"]
+    assert e2e.finish(APP, scaled, 120)["status"] == "succeeded"
+    wait_until(lambda: len(instance_targets(e2e)) == web, timeout=60, interval=0.5,
+               what=f"{web} instance(s) as targets")
+    return time.monotonic() - t0
+
+
 def test_prometheus_scrapes_the_go_examples_counter_and_every_daemon(e2e) -> None:
     assert e2e.cluster.prometheus_url
     e2e.api.post("/v1/apps", {"name": APP})
@@ -134,19 +145,9 @@ def test_prometheus_scrapes_the_go_examples_counter_and_every_daemon(e2e) -> Non
 
         # A new instance becomes a target, and a stopped one leaves, within 15 s.
         before = instance_targets(e2e)
-        t0 = time.monotonic()
-        scaled = e2e.api.post(f"/v1/apps/{APP}/scale", {"replicas": {"web": 2}})["deployment"]
-        assert e2e.finish(APP, scaled, 120)["status"] == "succeeded"
-        wait_until(lambda: len(instance_targets(e2e)) == 2, timeout=60, interval=0.5,
-                   what="the new instance as a target")
-        appeared = time.monotonic() - t0
+        appeared = scaled_to_targets(e2e, 2)
         [new] = instance_targets(e2e) - before
-        t0 = time.monotonic()
-        scaled = e2e.api.post(f"/v1/apps/{APP}/scale", {"replicas": {"web": 1}})["deployment"]
-        assert e2e.finish(APP, scaled, 120)["status"] == "succeeded"
-        wait_until(lambda: len(instance_targets(e2e)) == 1, timeout=60, interval=0.5,
-                   what="the stopped instance to leave the targets")
-        left = time.monotonic() - t0
+        left = scaled_to_targets(e2e, 1)
         print(f"a new instance ({new}) became a scrape target {appeared:.1f}s after the scale "
               f"to 2 was asked; a stopped one left {left:.1f}s after the scale to 1")
         assert appeared <= TARGET_WITHIN_S and left <= TARGET_WITHIN_S
