@@ -136,9 +136,10 @@ def cmd_ps(args: argparse.Namespace) -> int:
     rows = client(args).get(f"/v1/apps/{app}/instances")["instances"]
     emit(args, rows, lambda: table(
         [{**r, "id": r["id"] or "(pending)", "release": f"v{r['release']}" if r["release"]
-          else "-", "state": r["state"] + (f": {r['reason']}" if r.get("reason") else "")}
+          else "-", "state": r["state"] + (f": {r['reason']}" if r.get("reason") else ""),
+          "health": r.get("health") or "-"}
          for r in rows],
-        ["id", "release", "process", "role", "node", "state", "desired", "address"]))
+        ["id", "release", "process", "role", "node", "state", "health", "desired", "address"]))
     return EXIT_OK
 
 

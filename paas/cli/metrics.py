@@ -27,8 +27,10 @@ def text(m: dict[str, Any], since: str) -> str:
              f"5xx {_pct(total['error_ratio'])}, response p50 {_ms(total['p50_response_s'])}, "
              f"p95 {_ms(total['p95_response_s'])}, average {_ms(total['avg_response_s'])}", ""]
     lines.append(table([{"release": f"v{r}", "req/s": f"{s['requests_per_s']:.2f}",
-                         "5xx": _pct(s["error_ratio"])} for r, s in m["releases"].items()],
-                       ["release", "req/s", "5xx"]))
+                         "5xx": _pct(s["error_ratio"]), "p50": _ms(s["p50_response_s"]),
+                         "p95": _ms(s["p95_response_s"]), "average": _ms(s["avg_response_s"])}
+                        for r, s in m["releases"].items()],
+                       ["release", "req/s", "5xx", "p50", "p95", "average"]))
     lines.append("")
     lines.append(table([{"instance": i["instance"], "release": f"v{i['release']}",
                          "cpu": "-" if i["cpu_cores"] is None else f"{i['cpu_cores']:.3f}",

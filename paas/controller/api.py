@@ -409,9 +409,24 @@ async def list_events(request: web.Request) -> web.Response:
     return web.json_response({"events": events})
 
 
+HEALTH_ASK_S = 2.0  # a listing does not wait longer on Consul than this
+
+
 async def list_instances(request: web.Request) -> web.Response:
+    """The app's instances, each with `health`: its Consul check status (passing, warning,
+    critical), or null when it is not registered (not yet, or a process that is not routed)
+    or Consul cannot say within HEALTH_ASK_S."""
     ctl = request.app[CONTROLLER]
-    return web.json_response({"instances": ctl.nodes.list_instances(_app_name(request))})
+    app = _app_name(request)
+    rows = ctl.nodes.list_instances(app)
+    status: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(HEALTH_ASK_S):
+            status = {s["id"]: s["status"] for s in await ctl.consul.service_health(app)}
+    except (ConsulUnavailable, TimeoutError) as exc:
+        log.warning("instances of %s listed without their health: %s", app, exc)
+    return web.json_response({"instances": [{**r, "health": status.get(r["id"] or "")}
+                                            for r in rows]})
 
 
 async def list_stacks(request: web.Request) -> web.Response:

@@ -1,12 +1,15 @@
 """`GET /v1/apps/{app}/metrics`: an app's golden signals and its instances' usage over a
 window, asked of the cluster's Prometheus (its HTTP API at `--prometheus-url`).
 
-In total and per release: requests per second, the 5xx ratio and the average response time,
-from HAProxy's exporter; in total, p50 and p95 of the response time, from the histograms
-HAProxy keeps per app (paas/templates/latency.lua: its exporter has no histogram). Per
-release, HAProxy's per-server counters are joined to the router's `paas_router_server_info`
-(which instance address each server slot routes to) and the store's instance addresses; the
-figures of a slot that changed instance during the window go to its current one. Per instance: CPU (cores, averaged over the window) and memory, from the agents.
+In total and per release: requests per second and the 5xx ratio, from HAProxy's exporter;
+p50, p95 and the average of the response time, from the histograms HAProxy keeps per app and
+server slot (paas/templates/latency.lua: its exporter has no histogram; in total, the average
+is the exporter's own). Per release, the per-slot series are joined to the router's
+`paas_router_server_info` (which instance address each server slot routes to) and the store's
+instance addresses, and a release's buckets are summed before its quantiles are taken (as
+Prometheus' histogram_quantile does); the figures of a slot that changed instance during the
+window go to its current one. Per instance: CPU (cores, averaged over the window) and memory,
+from the agents.
 Without Prometheus (not configured, or not answering) the answer is one sentence.
 """
 
@@ -43,7 +46,7 @@ class Signals:
     requests_per_s: float = 0.0
     error_ratio: float | None = None  # 5xx of all; None without requests
     avg_response_s: float | None = None
-    p50_response_s: float | None = None  # in total only: from HAProxy's latency.lua buckets
+    p50_response_s: float | None = None  # from HAProxy's latency.lua buckets
     p95_response_s: float | None = None
 
 
@@ -131,6 +134,28 @@ def _ratio(errors: float, total: float) -> float | None:
     return errors / total if total > 0 else None
 
 
+def bucket_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """The q-quantile of a histogram given as cumulative counts (or rates) by upper bound
+    (`math.inf` included), interpolated linearly inside its bucket: Prometheus'
+    histogram_quantile, for buckets summed here. None without observations; the highest
+    finite bound when the quantile falls in the +Inf bucket."""
+    bounds = sorted(buckets)
+    if not bounds or bounds[-1] != math.inf:
+        return None
+    total = buckets[math.inf]
+    if total <= 0:
+        return None
+    rank = q * total
+    below_bound, below_count = 0.0, 0.0
+    for bound in bounds[:-1]:
+        count = buckets[bound]
+        if count >= rank and count > below_count:
+            return below_bound + (bound - below_bound) * (rank - below_count) / (
+                count - below_count)
+        below_bound, below_count = bound, count
+    return bounds[-2] if len(bounds) > 1 else None
+
+
 async def app_metrics(prom: Prometheus, app: str, since_s: int,
                       addresses: Mapping[str, tuple[str, str]]) -> AppMetrics:
     """The app's figures over the last `since_s` seconds; `addresses` maps each instance's
@@ -165,6 +190,8 @@ async def app_metrics(prom: Prometheus, app: str, since_s: int,
                 by_release.setdefault(found[1], [0.0, 0.0])[slot] += value
     result.releases = {release: Signals(requests_per_s=rps, error_ratio=_ratio(err, rps))
                        for release, (rps, err) in sorted(by_release.items())}
+    await _release_latency(prom, a, w, addresses, result.releases)
+    result.releases = dict(sorted(result.releases.items()))
 
     usage: dict[str, InstanceUsage] = {}
     for promql, attr in ((f'rate(paas_instance_cpu_seconds_total{{app="{a}"}}{w})',
@@ -177,6 +204,37 @@ async def app_metrics(prom: Prometheus, app: str, since_s: int,
             setattr(row, attr, value)
     result.instances = sorted(usage.values(), key=lambda u: u.instance)
     return result
+
+
+async def _release_latency(prom: Prometheus, a: str, w: str,
+                           addresses: Mapping[str, tuple[str, str]],
+                           releases: dict[str, Signals]) -> None:
+    """Fill each release's p50, p95 and average response time from the per-slot histograms."""
+    join = ("* on (app, server) group_left (address) "
+            f'paas_router_server_info{{app="{a}"}}')
+    series = "paas_haproxy_response_seconds"
+    buckets: dict[str, dict[float, float]] = {}
+    for labels, value in await prom.query(
+            f'sum by (address, le) (rate({series}_bucket{{app="{a}"}}{w}) {join})'):
+        found = addresses.get(labels.get("address", ""))
+        if found and not math.isnan(value):
+            le = float(labels.get("le", "nan"))
+            per = buckets.setdefault(found[1], {})
+            per[le] = per.get(le, 0.0) + value
+    sums: dict[str, list[float]] = {}
+    for slot, name in ((0, "sum"), (1, "count")):
+        for labels, value in await prom.query(
+                f'sum by (address) (rate({series}_{name}{{app="{a}"}}{w}) {join})'):
+            found = addresses.get(labels.get("address", ""))
+            if found and not math.isnan(value):
+                sums.setdefault(found[1], [0.0, 0.0])[slot] += value
+    for release, per in buckets.items():
+        signals = releases.setdefault(release, Signals())
+        signals.p50_response_s = bucket_quantile(0.5, per)
+        signals.p95_response_s = bucket_quantile(0.95, per)
+    for release, (total_s, count) in sums.items():
+        if count > 0:
+            releases.setdefault(release, Signals()).avg_response_s = total_s / count
 
 
 async def app_series(prom: Prometheus, app: str, since_s: int, now: float,

@@ -129,7 +129,7 @@ def _deployment_paths() -> dict[str, Any]:
             "get": _op("Show a deployment; ?wait=S blocks while it runs",
                        params=["app", "id"], query=[("wait", "number")]),
         },
-        "/v1/apps/{app}/instances": {"get": _op("List an app's instances", params=app)},
+        "/v1/apps/{app}/instances": {"get": _op("List an app's instances, each with its Consul health", params=app)},
         "/v1/apps/{app}/promote": {
             "post": _op("Mark a succeeded release stable (default: the last deployed)",
                         params=app, errors=("400", "401", "404", "409"), body=_json({

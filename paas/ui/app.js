@@ -74,7 +74,7 @@ async function appsPage() {
   for (const a of apps) {
     const instances = (await api(`/v1/apps/${a.name}/instances`)).instances
       .filter((i) => i.role === "live" && i.desired === "running");
-    const up = instances.filter((i) => i.state === "running").length;
+    const up = instances.filter((i) => i.health === "passing").length;
     const m = await metricsOf(a.name, "5m");
     rows.push([el("a", { href: `#/apps/${a.name}` }, a.name),
       a.latest_release ? "v" + a.latest_release : "-",
@@ -85,7 +85,7 @@ async function appsPage() {
       a.alerts === null ? "?" : el("span", { class: "alert" }, a.alerts.join(", "))]);
   }
   render(el("h1", {}, "Apps"),
-    table(["app", "latest", "stable", "url", "running", "req/s", "5xx", "alerts"], rows));
+    table(["app", "latest", "stable", "url", "healthy", "req/s", "5xx", "alerts"], rows));
 }
 
 async function act(what, path, body, after) {
@@ -139,8 +139,11 @@ async function appPage(name) {
   catch (e) { if (e.status !== 503) throw e; }
   const usage = Object.fromEntries((m ? m.instances : []).map((u) => [u.instance, u]));
   const reload = () => appPage(name);
+  const byRelease = m ? m.releases : {};
   const rows = releases.releases.slice().reverse().map((r) => [
     "v" + r.version, r.status, r.stable ? "stable" : "", r.source,
+    ...(((f) => (f ? [rate(f.requests_per_s), pct(f.error_ratio), ms(f.p50_response_s),
+      ms(f.p95_response_s)] : ["", "", "", ""]))(byRelease[String(r.version)])),
     el("span", {},
       el("button", { class: "action", "data-promote": r.version,
         onclick: () => act(`Promote v${r.version} to stable`, `/v1/apps/${name}/promote`,
@@ -149,7 +152,7 @@ async function appPage(name) {
         onclick: () => act(`Roll back to v${r.version}`, `/v1/apps/${name}/rollback`,
           { release: r.version }, reload) }, "Roll back"))]);
   const inst = instances.instances.map((i) => [i.id || "(pending)", "v" + i.release, i.process,
-    i.role, i.node || "-", i.state, usage[i.id] ? rate(usage[i.id].cpu_cores) : "-",
+    i.role, i.node || "-", i.state, i.health || "-", usage[i.id] ? rate(usage[i.id].cpu_cores) : "-",
     usage[i.id] ? mb(usage[i.id].memory_bytes) : "-"]);
   const lastDep = events.events.length ? events.events[events.events.length - 1].deployment_id : null;
   const phases = events.events.filter((e) => e.deployment_id === lastDep);
@@ -170,9 +173,11 @@ async function appPage(name) {
     el("h2", {}, "Deployment " + (lastDep ?? "-")),
     el("ol", { class: "events", id: "phases" }, ...phases.map((e) => el("li", {},
       `${e.step}: ${e.message}`))),
-    el("h2", {}, "Releases"), table(["release", "status", "", "source", ""], rows),
+    el("h2", {}, "Releases"), table(["release", "status", "", "source", "req/s", "5xx", "p50",
+      "p95", ""], rows),
     el("h2", {}, "Instances"),
-    table(["instance", "release", "process", "role", "node", "state", "cpu", "memory"], inst),
+    table(["instance", "release", "process", "role", "node", "state", "health", "cpu",
+      "memory"], inst),
     el("h2", {}, "Log tail"), el("pre", { id: "logs" }, logs));
 }
 

@@ -83,6 +83,9 @@ def test_prometheus_scrapes_the_go_examples_counter_and_every_daemon(e2e) -> Non
         [live] = [i for i in e2e.api.get(f"/v1/apps/{APP}/instances")["instances"]
                   if i["desired"] == "running"]
         wait_until(lambda: e2e.served(APP) == 1, what=f"{APP} routed")
+        # `paas ps` and the dashboard count healthy instances from Consul's checks.
+        assert [i["health"] for i in e2e.api.get(f"/v1/apps/{APP}/instances")["instances"]
+                if i["id"] == live["id"]] == ["passing"]
 
         # The app's own counter, with the labels the platform adds.
         assert [through_router(e2e, "/fetch?upstream=db") for _ in range(3)] == [502] * 3
@@ -123,11 +126,18 @@ def test_prometheus_scrapes_the_go_examples_counter_and_every_daemon(e2e) -> Non
             return (m["total"]["requests_per_s"] > 0 and (m["total"]["error_ratio"] or 0) > 0
                     and (mine.get("error_ratio") or 0) > 0
                     and m["total"]["p50_response_s"] is not None
-                    and m["total"]["p95_response_s"] is not None)
+                    and m["total"]["p95_response_s"] is not None
+                    and mine.get("p95_response_s") is not None)
         wait_until(served_and_measured, timeout=90, interval=1,
-                   what="the app's figures, its release's and its p50/p95 in the API")
+                   what="the app's figures, its release's and their p50/p95 in the API")
         m = figures()
         assert 0 < m["total"]["p50_response_s"] <= m["total"]["p95_response_s"] < 1, m
+        # One release serves: its quantiles, from its slots' buckets summed here, are the
+        # app's, which Prometheus' histogram_quantile computed.
+        mine = m["releases"][str(release["version"])]
+        for q in ("p50_response_s", "p95_response_s"):
+            assert mine[q] == pytest.approx(m["total"][q], rel=0.2), m
+        assert 0 < mine["avg_response_s"] < 1, m
         assert [(i["instance"], i["release"]) for i in m["instances"]] == \
             [(live["id"], str(release["version"]))] and m["instances"][0]["memory_bytes"] > 0
 

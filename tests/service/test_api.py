@@ -308,6 +308,8 @@ async def test_what_cannot_be_placed_stays_pending_with_the_reason(api, admin, j
     pending = [r for r in rows if r["state"] == "pending" and r["node"] is None]
     assert len(placed) == 2 and len(pending) == 1  # 2 x 128 MB fit in 300 MB
     assert pending[0]["reason"] == "insufficient memory on 1 node"
+    # This controller's Consul does not answer: the listing still comes, without health.
+    assert [r["health"] for r in rows] == [None] * 3
     # Running the reconcile again places nothing more and keeps the reason.
     assert [(p.process, p.count) for p in ctl.nodes.reconcile_once().place] == [("web", 1)]
     rows = (await (await api.get("/v1/apps/big/instances", headers=admin)).json())["instances"]

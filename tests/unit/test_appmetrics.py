@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from paas.controller.appmetrics import Vector, app_metrics, parse_since
+import math
+
+from paas.controller.appmetrics import Vector, app_metrics, bucket_quantile, parse_since
 from paas.errors import BadRequest
 
 
@@ -46,6 +48,12 @@ async def test_figures_in_total_per_release_and_per_instance() -> None:
         'haproxy_server_http_responses_total{app="go"}': [
             ({"address": "127.0.0.2:32768"}, 6.0), ({"address": "127.0.0.3:32769"}, 4.0),
             ({"address": "127.0.0.9:1"}, 1.0)],  # an address of no instance of the app
+        "sum by (address, le) (rate(paas_haproxy_response_seconds_bucket": [
+            *[({"address": "127.0.0.2:32768", "le": le}, v)
+              for le, v in (("0.01", 4.0), ("0.1", 6.0), ("+Inf", 6.0))],
+            ({"address": "127.0.0.9:1", "le": "+Inf"}, 1.0)],  # no instance of the app
+        "rate(paas_haproxy_response_seconds_sum": [({"address": "127.0.0.2:32768"}, 0.12)],
+        "rate(paas_haproxy_response_seconds_count": [({"address": "127.0.0.2:32768"}, 6.0)],
         "rate(paas_instance_cpu_seconds_total": [
             ({"instance": "go-v3-web-aaaaaa", "release": "3"}, 0.02)],
         "paas_instance_memory_bytes": [
@@ -58,8 +66,11 @@ async def test_figures_in_total_per_release_and_per_instance() -> None:
     assert m["total"] == {"requests_per_s": 10.0, "error_ratio": 0.05, "avg_response_s": 0.004,
                           "p50_response_s": 0.003, "p95_response_s": None}
     none = {"avg_response_s": None, "p50_response_s": None, "p95_response_s": None}
+    # Release 3's buckets: 4 of 6 requests within 10 ms, all 6 within 100 ms.
     assert m["releases"] == {
-        "3": {"requests_per_s": 6.0, "error_ratio": 0.5 / 6, **none},
+        "3": {"requests_per_s": 6.0, "error_ratio": 0.5 / 6, "avg_response_s": 0.02,
+              "p50_response_s": 0.0075,
+              "p95_response_s": pytest.approx(0.01 + 0.09 * (5.7 - 4) / 2)},
         "4": {"requests_per_s": 4.0, "error_ratio": 0.0, **none}}
     assert m["instances"] == [
         {"instance": "go-v3-web-aaaaaa", "release": "3", "cpu_cores": 0.02,
@@ -68,6 +79,21 @@ async def test_figures_in_total_per_release_and_per_instance() -> None:
          "memory_bytes": 11e6}]
     # The per-slot figures are joined to the instance each slot routes to now.
     assert any("group_left (address) paas_router_server_info" in q for q in prom.asked)
+
+
+@pytest.mark.parametrize("q, buckets, expected", [
+    (0.5, {0.1: 5, 0.5: 10, math.inf: 10}, 0.1),
+    (0.75, {0.1: 5, 0.5: 10, math.inf: 10}, 0.3),  # halfway through the 0.1-0.5 bucket
+    (0.5, {0.1: 0, 0.5: 10, math.inf: 10}, 0.3),  # empty first bucket: starts at 0.1
+    (0.95, {0.1: 5, math.inf: 10}, 0.1),  # in +Inf: the highest finite bound
+    (0.5, {math.inf: 10}, None),  # only +Inf: nothing to tell
+    (0.5, {0.1: 0, math.inf: 0}, None),  # no request
+    (0.5, {0.1: 3}, None),  # no +Inf bucket
+    (0.5, {}, None),
+])
+def test_quantiles_of_summed_buckets_as_prometheus_takes_them(
+        q: float, buckets: dict[float, float], expected: float | None) -> None:
+    assert bucket_quantile(q, buckets) == (pytest.approx(expected) if expected else None)
 
 
 async def test_an_app_without_traffic_has_no_ratio() -> None:

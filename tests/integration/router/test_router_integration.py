@@ -326,13 +326,14 @@ def test_haproxy_exports_each_apps_golden_signals_and_both_register_in_consul(
     assert served and float(served[0].rsplit(" ", 1)[1]) >= 3, served
     assert 'haproxy_server_current_sessions{proxy="app_golden",server="s1"}' in text
     assert router.admin("/other", port=router.exporter_port)[0] == 404
-    # The response-time histogram per app that the exporter lacks (latency.lua in HAProxy).
+    # The response-time histogram per app and server slot that the exporter lacks
+    # (latency.lua in HAProxy); the slot is the exporter's server name.
     status, text = router.admin("/latency", port=router.exporter_port)
     assert status == 200
-    count = [line for line in text.splitlines()
-             if line.startswith('paas_haproxy_response_seconds_count{app="golden"}')]
+    count = [line for line in text.splitlines() if line.startswith(
+        'paas_haproxy_response_seconds_count{app="golden",server="s1"}')]
     assert count and int(count[0].rsplit(" ", 1)[1]) >= 3, text
-    assert 'paas_haproxy_response_seconds_bucket{app="golden",le="+Inf"}' in text
+    assert 'paas_haproxy_response_seconds_bucket{app="golden",server="s1",le="+Inf"}' in text
 
     def registered() -> dict[str, dict]:
         found = {}
