@@ -88,6 +88,40 @@ async function appsPage() {
     table(["app", "latest", "stable", "url", "healthy", "req/s", "5xx", "alerts"], rows));
 }
 
+// The app page's log tail is one stream (`logs?follow=1`) kept across the page's refreshes:
+// lines are appended as the controller sends them, new instances' included.
+const LOG_LINES = 500;
+let logStream = null;
+
+function stopLogs() {
+  if (logStream) logStream.abort.abort();
+  logStream = null;
+}
+
+function followLogs(app) {
+  if (logStream && logStream.app === app) return logStream;
+  stopLogs();
+  const s = { app, text: "", abort: new AbortController() };
+  logStream = s;
+  (async () => {
+    try {
+      const resp = await fetch(`/v1/apps/${app}/logs?tail=50&follow=1`,
+        { headers: { "Authorization": "Bearer " + token() }, signal: s.abort.signal });
+      if (!resp.ok) throw new Error(`logs: HTTP ${resp.status}`);
+      const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        s.text = (s.text + value).split("\n").slice(-LOG_LINES).join("\n");
+        const pre = document.getElementById("logs");
+        if (pre && logStream === s) pre.textContent = s.text;
+      }
+    } catch (e) { /* aborted, or the stream broke: the next refresh starts another */ }
+    if (logStream === s) logStream = null;
+  })();
+  return s;
+}
+
 async function act(what, path, body, after) {
   if (!window.confirm(what + "?")) return;
   try { await api(path, { method: "POST", body }); await after(); }
@@ -156,9 +190,7 @@ async function appPage(name) {
     usage[i.id] ? mb(usage[i.id].memory_bytes) : "-"]);
   const lastDep = events.events.length ? events.events[events.events.length - 1].deployment_id : null;
   const phases = events.events.filter((e) => e.deployment_id === lastDep);
-  let logs = "";
-  try { logs = await (await fetch(`/v1/apps/${name}/logs?tail=50`,
-    { headers: { "Authorization": "Bearer " + token() } })).text(); } catch (e) { logs = ""; }
+  const logs = followLogs(name).text;
   const charts = series ? el("div", { class: "charts" },
     chart("requests/s", series.requests_per_s, series.deploys, rate, series.start, series.end),
     chart("5xx/s", series.errors_per_s, series.deploys, rate, series.start, series.end),
@@ -205,6 +237,7 @@ async function show() {
   try {
     showError("");
     const app = hash.match(/^#\/apps\/([a-z][a-z0-9-]*)$/);
+    if (!app) stopLogs();
     if (app) await appPage(app[1]);
     else if (hash === "#/nodes") await nodesPage();
     else await appsPage();
@@ -229,6 +262,7 @@ document.getElementById("login-form").addEventListener("submit", (event) => {
   show();
 });
 document.getElementById("logout").addEventListener("click", () => {
+  stopLogs();
   sessionStorage.removeItem(TOKEN_KEY);
   show();
 });

@@ -3,7 +3,7 @@ playwright through `executable_path`), against the e2e cluster (which runs Prome
 
 A wrong token gets an error and no page; then: log in, see the app and its instance count,
 its log tail with a `<script>` line shown as text and run as nothing, a deploy's phases
-appearing while it runs, a promote from the page (behind a confirmation), the request chart
+appearing while it runs, the new instance's lines joining the live log tail, a promote from the page (behind a confirmation), the request chart
 after traffic, and the nodes with what their instances reserve. Screenshots go to the test's
 temporary folder."""
 
@@ -70,6 +70,8 @@ def test_the_dashboard_in_a_real_browser(e2e, tmp_path: Path, browser: Browser) 
         page.screenshot(path=str(tmp_path / "apps.png"))
 
         # The app's page: the log line with markup is text, and nothing of it ran.
+        log_asks: list[str] = []
+        page.on("request", lambda r: log_asks.append(r.url) if "/logs?" in r.url else None)
         page.click(f"a[href='#/apps/{APP}']")
         # (Polled from here: the page's policy forbids the eval a wait_for_function needs.)
         wait_until(lambda: "<script>" in (page.text_content("#logs", timeout=5000) or ""),
@@ -94,6 +96,13 @@ def test_the_dashboard_in_a_real_browser(e2e, tmp_path: Path, browser: Browser) 
         print(f"phases seen on the page as they came: {seen}")
         assert "finish" in seen and len(seen) >= 2, seen
         assert e2e.finish(APP, dep)["status"] == "succeeded"
+        # The log tail is live: the new release's instance's lines join the one stream the
+        # page opened (it refreshes every 2 s, but asks for the logs once).
+        [new] = [i["id"] for i in e2e.api.get(f"/v1/apps/{APP}/instances")["instances"]
+                 if i["release"] == dep["release"] and i["role"] == "live"]
+        wait_until(lambda: f"{new} | " in (page.text_content("#logs", timeout=5000) or ""),
+                   timeout=30, interval=0.3, what="the new instance's lines in the log tail")
+        assert len(log_asks) == 1 and "follow=1" in log_asks[0], log_asks
 
         # Promote from the page (the confirmation is accepted).
         version = dep["release"]
