@@ -18,6 +18,7 @@ from pathlib import Path
 from paas.names import InvalidName
 from paas.retry import Backoff
 from router import layoutfile
+from router.certs import CertApplier
 from router.haproxy import HAProxy, HAProxyError
 from router.metrics import RouterMetrics
 from router.plan import Backend, Plan, plan_changes
@@ -34,7 +35,8 @@ class Applier:
     def __init__(self, *, haproxy: HAProxy, options: RenderOptions, templates_dir: Path,
                  initial_slots: int, debounce_s: float, backoff_max_s: float,
                  metrics: RouterMetrics, desired: Callable[[], RoutingTable],
-                 layout_path: Path | None = None) -> None:
+                 layout_path: Path | None = None,
+                 certs: CertApplier | None = None) -> None:
         self.haproxy = haproxy
         self.options = options
         self.templates_dir = templates_dir
@@ -46,6 +48,9 @@ class Applier:
         self.layout_path = layout_path
         self.layout: dict[str, Backend] = layoutfile.load(layout_path) if layout_path else {}
         self.generation = 0
+        # HTTPS certificates (router/certs.py), synced before the routes on each apply; their
+        # fallback when the runtime API fails is a reload of the layout HAProxy runs.
+        self.certs = certs
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -66,6 +71,9 @@ class Applier:
         routes it applied before); the next apply converges from there."""
         async with self._lock:
             config = self.render(self.layout)
+            if self.certs is not None:
+                self.certs.prepare()
+                self.certs.forget()
             if await self.haproxy.adopt():
                 on_disk = (self.haproxy.config_path.read_text()
                            if self.haproxy.config_path.exists() else None)
@@ -96,6 +104,13 @@ class Applier:
     async def apply_once(self) -> Plan:
         """Move HAProxy to the desired table now; return the plan that was applied."""
         async with self._lock:
+            if self.certs is not None:
+                # Before the routes: a new app's first HTTPS request already finds its own.
+                sent = await self.certs.sync(reload=self._reload_current)
+                if sent:
+                    self.metrics.cert_updates.inc()
+                    self.metrics.runtime_commands.inc(sent)
+                self.metrics.certificates.set(len(self.certs.loaded or {}))
             plan = plan_changes(self.layout, self.desired(), initial_slots=self.initial_slots)
             if plan.noop:
                 return plan
@@ -121,6 +136,11 @@ class Applier:
             self._record()
             log.info("applied generation %d by %s", self.generation, plan.summary())
             return plan
+
+    async def _reload_current(self) -> None:
+        """Reload HAProxy on the layout it runs (the caller holds the lock)."""
+        await self.haproxy.reload(self.render(self.layout))
+        self.metrics.reloads.inc()
 
     def _record(self) -> None:
         if self.layout_path is not None:

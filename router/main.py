@@ -25,9 +25,11 @@ from aiohttp import web
 
 from paas.consul import ConsulClient
 from paas.retry import Backoff
+from paas.sealing import SealError, Sealer
 from paas.selfregister import OwnService, keep_registered
 from router.admin import STATE, RouterState, add_routes
 from router.applier import Applier
+from router.certs import CertApplier
 from router.haproxy import HAProxy, HAProxyError, resolve_binary
 from router.metrics import RouterMetrics
 from router.render import RenderOptions
@@ -60,6 +62,9 @@ def _router_context(
         # HAProxy loads the response-time histograms' script from beside its configuration.
         settings.latency_script_path.write_bytes(
             importlib.resources.files("paas").joinpath("templates", "latency.lua").read_bytes())
+        # With HTTPS, a seal key that cannot be read stops the start (SealError: one line).
+        sealer = Sealer.from_file(settings.seal_key_file) if settings.https_port \
+            and settings.seal_key_file else None
         consul = ConsulClient(settings.consul_url)
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -68,7 +73,12 @@ def _router_context(
                 prefix=settings.routes_prefix, wait_s=settings.consul_wait_s,
                 backoff_max_s=settings.backoff_max_s, min_interval_s=settings.debounce_s,
                 metrics=metrics, on_change=lambda: applier.notify(),
+                certs_prefix=settings.certs_prefix if sealer else None, sealer=sealer,
             )
+            certs = CertApplier(
+                admin_socket=settings.admin_socket, certs_dir=settings.certs_dir,
+                crt_list=settings.crt_list_path, fallback=settings.fallback_cert_path,
+                desired=lambda: watcher.certs) if sealer else None
             applier = Applier(
                 haproxy=haproxy,
                 options=RenderOptions(listen_host=settings.listen_host,
@@ -77,10 +87,14 @@ def _router_context(
                                       maxconn=settings.maxconn,
                                       exporter_host=settings.admin_host,
                                       exporter_port=settings.exporter_port,
-                                      latency_script=settings.latency_script_path),
+                                      latency_script=settings.latency_script_path,
+                                      https_port=settings.https_port,
+                                      fallback_cert=settings.fallback_cert_path,
+                                      crt_list=settings.crt_list_path),
                 templates_dir=settings.templates_dir, initial_slots=settings.initial_slots,
                 debounce_s=settings.debounce_s, backoff_max_s=settings.backoff_max_s,
                 metrics=metrics, desired=watcher.desired, layout_path=settings.layout_path,
+                certs=certs,
             )
             await applier.start_haproxy()
             metrics.watch_slots(lambda: applier.layout)
@@ -93,8 +107,10 @@ def _router_context(
                 asyncio.create_task(keep_registered(consul, own_services(settings)),
                                     name="register-in-consul"),
             ]
-            log.info("routing %s:%d from Consul %s (routes under %s)", settings.listen_host,
-                     settings.listen_port, settings.consul_url, settings.routes_prefix)
+            log.info("routing %s:%d%s from Consul %s (routes under %s)", settings.listen_host,
+                     settings.listen_port,
+                     f", HTTPS on :{settings.https_port}" if settings.https_port else "",
+                     settings.consul_url, settings.routes_prefix)
             yield
         finally:
             for task in tasks:
@@ -136,7 +152,7 @@ async def serve(settings: RouterSettings) -> int:
     runner = web.AppRunner(build_app(settings), access_log=None)
     try:
         await runner.setup()
-    except (HAProxyError, OSError) as exc:
+    except (HAProxyError, SealError, OSError) as exc:
         log.error("router cannot start: %s", exc)
         return 1
     try:

@@ -57,6 +57,12 @@ class RouterMetrics:
             "paas_router_generation", "Generation of the routes HAProxy serves", registry=r)
         self.apps = Gauge("paas_router_apps", "Apps HAProxy routes", registry=r)
         self.servers = Gauge("paas_router_servers", "Servers HAProxy routes to", registry=r)
+        self.cert_updates = Counter(
+            "paas_router_cert_updates", "Certificate changes applied (added, replaced or "
+            "removed) through the runtime API, or by a reload when it refused", registry=r)
+        self.certificates = Gauge(
+            "paas_router_certificates", "Apps' certificates HAProxy serves over HTTPS",
+            registry=r)
         self.last_apply = Gauge(
             "paas_router_last_apply_timestamp_seconds", "Unix time of the last successful apply",
             registry=r)

@@ -41,6 +41,12 @@ class RenderOptions:
     latency_script: Path | None = None
     """paas/templates/latency.lua where HAProxy loads it: response-time histograms per app,
     at /latency on the exporter's port; None: none."""
+    https_port: int = 0
+    """Where HAProxy serves HTTPS, on listen_host; 0: no HTTPS (the rest is then unused)."""
+    fallback_cert: Path | None = None
+    """The PEM bundle served to a name no app's certificate has."""
+    crt_list: Path | None = None
+    """HAProxy's crt-list of the apps' certificates (router/certs.py keeps it)."""
 
 
 def render_config(layout: Layout, options: RenderOptions, *,
@@ -58,6 +64,7 @@ def render_config(layout: Layout, options: RenderOptions, *,
         maxconn=_positive_int(options.maxconn, "maxconn"),
         latency_script=(_socket_path(options.latency_script)
                         if options.latency_script and options.exporter_port else ""),
+        https=_https(options),
         backends=[_backend_view(layout[app]) for app in sorted(layout)],
     )
 
@@ -71,6 +78,17 @@ def _listen(options: RenderOptions) -> str:
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise InvalidRoute(f"invalid listen port {port!r}")
     return f"{host}:{port}"
+
+
+def _https(options: RenderOptions) -> dict[str, str] | None:
+    if not options.https_port:
+        return None
+    if options.fallback_cert is None or options.crt_list is None:
+        raise InvalidRoute("HTTPS needs a fallback certificate and a crt-list")
+    return {"listen": _listen(RenderOptions(options.listen_host, options.https_port,
+                                            options.admin_socket, options.maxconn)),
+            "fallback_cert": _socket_path(options.fallback_cert),
+            "crt_list": _socket_path(options.crt_list)}
 
 
 def _socket_path(path: Path) -> str:

@@ -20,10 +20,18 @@ class RuntimeApiError(Exception):
     """A socket could not be reached, or HAProxy refused a command; the message says which."""
 
 
-async def send_command(socket_path: Path, command: str, *, timeout: float = 5.0) -> str:
-    """Send one command on a unix-socket CLI and return HAProxy's whole reply."""
+async def send_command(socket_path: Path, command: str, *, timeout: float = 5.0,
+                       payload: str | None = None) -> str:
+    """Send one command on a unix-socket CLI and return HAProxy's whole reply. A `payload`
+    (such as the PEM of `set ssl cert`) follows the command as HAProxy's `<<` block: its
+    lines up to an empty one, so it must hold no empty line."""
     if "\n" in command or ";" in command:
         raise RuntimeApiError(f"one command per call, got {command!r}")
+    if payload is not None:
+        lines = payload.strip("\n").split("\n")
+        if not all(line.strip() for line in lines):
+            raise RuntimeApiError(f"the payload of {command!r} holds an empty line")
+        command = command + " <<\n" + "\n".join(lines) + "\n"
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_unix_connection(str(socket_path)), timeout

@@ -33,6 +33,14 @@ class RouterSettings:
         "Consul HTTP API the router watches (the server agent, or any agent of the cluster).")
     listen_host: str = setting("127.0.0.1", "IPv4 address HAProxy binds for app traffic.")
     listen_port: int = setting(8080, "Port HAProxy binds for app traffic.")
+    https_port: int = setting(
+        0, "Port HAProxy binds for HTTPS app traffic, on listen_host (SNI picks each app's "
+           "certificate from Consul KV); 0: no HTTPS.")
+    certs_prefix: str = setting(
+        "paas/certs/", "Consul KV prefix holding one certificate per app (its key sealed).")
+    seal_key_file: Path | None = setting(
+        None, "The cluster's seal key (paas.sealing), which opens the certificates' keys; "
+              "needed with https_port.", shown_default="none")
     admin_host: str = setting(
         "127.0.0.1", "Address of the router's own HTTP server (/healthz, /metrics, /routes).")
     admin_port: int = setting(7072, "Port of the router's own HTTP server.")
@@ -83,9 +91,13 @@ class RouterSettings:
             port = getattr(self, name)
             if not isinstance(port, int) or not 0 < port < 65536:
                 raise InvalidSetting(name, f"must be a port number 1-65535, got {port!r}")
-        if not isinstance(self.exporter_port, int) or not 0 <= self.exporter_port < 65536:
-            raise InvalidSetting("exporter_port",
-                                 f"must be a port number 1-65535, or 0, got {self.exporter_port!r}")
+        for name in ("exporter_port", "https_port"):
+            port = getattr(self, name)
+            if not isinstance(port, int) or not 0 <= port < 65536:
+                raise InvalidSetting(name, f"must be a port number 1-65535, or 0, got {port!r}")
+        if self.https_port and self.seal_key_file is None:
+            raise InvalidSetting("seal_key_file", "is needed with https_port: the certificates' "
+                                                  "keys are sealed with it")
         for name in ("initial_slots", "maxconn"):
             if getattr(self, name) < 1:
                 raise InvalidSetting(name, "must be at least 1")
@@ -95,8 +107,9 @@ class RouterSettings:
         for name in ("debounce_s", "stop_timeout_s"):
             if getattr(self, name) < 0:
                 raise InvalidSetting(name, "must not be negative")
-        if not self.routes_prefix.endswith("/"):
-            raise InvalidSetting("routes_prefix", "must end with '/'")
+        for name in ("routes_prefix", "certs_prefix"):
+            if not getattr(self, name).endswith("/"):
+                raise InvalidSetting(name, "must end with '/'")
         if len(str(self.master_socket)) > MAX_SOCKET_PATH:
             raise InvalidSetting(
                 "state_dir", f"{str(self.state_dir)!r} is too long for unix sockets: "
@@ -110,6 +123,18 @@ class RouterSettings:
     @property
     def latency_script_path(self) -> Path:
         return self.state_dir / "latency.lua"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.state_dir / "certs"
+
+    @property
+    def crt_list_path(self) -> Path:
+        return self.state_dir / "certs.list"
+
+    @property
+    def fallback_cert_path(self) -> Path:
+        return self.state_dir / "fallback.pem"
 
     @property
     def pid_path(self) -> Path:

@@ -1,10 +1,11 @@
-"""Watching Consul for the routing table, with blocking queries only.
+"""Watching Consul for the routing table and the certificates, with blocking queries only.
 
 One task holds a recursive blocking query on the routes prefix (`paas/routes/`); for each routed
 app it runs one more task holding a blocking query on
 `/v1/health/service/<service>?passing=1&tag=live`, started and stopped as apps come and go.
-Each answer updates `RouteWatcher.specs` / `.servers` and calls `on_change`; the applier
-debounces and applies.
+With HTTPS, one more holds one on the certificates' prefix (`paas/certs/`, router/certs.py).
+Each answer updates `RouteWatcher.specs` / `.servers` / `.certs` and calls `on_change`; the
+applier debounces and applies.
 
 When Consul fails, the last good values stay (HAProxy keeps serving them), each task retries
 with `paas.retry.Backoff`, and one `paas.retry.Outage` logs one line when the outage starts and
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from paas.consul import ConsulClient, ConsulUnavailable
 from paas.retry import Backoff, Outage
+from paas.sealing import Sealer
+from router.certs import ServedCert, parse_certs
 from router.metrics import RouterMetrics
 from router.routes import (
     RouteSpec,
@@ -34,13 +37,17 @@ FIRST_RETRY_S = 0.1
 
 
 class RouteWatcher:
-    """Keeps `specs` (routes from KV) and `servers` (passing live web instances) up to date."""
+    """Keeps `specs` (routes from KV), `servers` (passing live web instances) and `certs`
+    (with `certs_prefix` and `sealer`) up to date."""
 
     def __init__(self, *, client: ConsulClient, prefix: str, wait_s: float, backoff_max_s: float,
                  min_interval_s: float, metrics: RouterMetrics,
-                 on_change: Callable[[], None]) -> None:
+                 on_change: Callable[[], None], certs_prefix: str | None = None,
+                 sealer: Sealer | None = None) -> None:
         self.client = client
         self.prefix = prefix
+        self.certs_prefix = certs_prefix
+        self.sealer = sealer
         self.wait_s = wait_s
         self.backoff_max_s = backoff_max_s
         self.min_interval_s = min_interval_s
@@ -50,6 +57,7 @@ class RouteWatcher:
                              logger=log, on_change=lambda up: metrics.consul_up.set(int(up)))
         self.specs: dict[str, RouteSpec] = {}
         self.servers: dict[str, tuple[Server, ...]] = {}
+        self.certs: dict[str, ServedCert] = {}
         self._health: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self._warned: set[str] = set()
 
@@ -60,7 +68,10 @@ class RouteWatcher:
     async def run(self) -> None:
         """Watch until cancelled; the health tasks stop with it."""
         try:
-            await self._watch_routes()
+            if self.certs_prefix and self.sealer:
+                await asyncio.gather(self._watch_routes(), self._watch_certs())
+            else:
+                await self._watch_routes()
         finally:
             tasks = [task for _, task in self._health.values()]
             for task in tasks:
@@ -69,11 +80,32 @@ class RouteWatcher:
             self._health.clear()
 
     async def _watch_routes(self) -> None:
+        def got(values: Mapping[str, bytes]) -> None:
+            specs = parse_routes(values, self.prefix, warn=self._warn_once)
+            if specs != self.specs:
+                self.specs = specs
+                self._sync_health_tasks()
+                self.on_change()
+        await self._watch_kv(self.prefix, got)
+
+    async def _watch_certs(self) -> None:
+        assert self.certs_prefix is not None and self.sealer is not None
+        prefix, sealer = self.certs_prefix, self.sealer
+
+        def got(values: Mapping[str, bytes]) -> None:
+            certs = parse_certs(values, prefix, sealer, warn=self._warn_once)
+            if certs != self.certs:
+                self.certs = certs
+                self.on_change()
+        await self._watch_kv(prefix, got)
+
+    async def _watch_kv(self, prefix: str, got: Callable[[Mapping[str, bytes]], None]) -> None:
+        """Hand each new answer of a recursive blocking query on `prefix` to `got`."""
         index = 0
         backoff = Backoff(first=FIRST_RETRY_S, cap=self.backoff_max_s)
         while True:
             try:
-                result = await self.client.list_kv(self.prefix, index=index, wait_s=self.wait_s)
+                result = await self.client.list_kv(prefix, index=index, wait_s=self.wait_s)
             except ConsulUnavailable as exc:
                 self._failed(exc)
                 await asyncio.sleep(backoff.next())
@@ -81,11 +113,7 @@ class RouteWatcher:
             self.outage.ok()
             backoff.reset()
             index = result.index
-            specs = parse_routes(result.value, self.prefix, warn=self._warn_once)
-            if specs != self.specs:
-                self.specs = specs
-                self._sync_health_tasks()
-                self.on_change()
+            got(result.value)
             await asyncio.sleep(self.min_interval_s)  # a floor between calls, not a poll
 
     def _sync_health_tasks(self) -> None:

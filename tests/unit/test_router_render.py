@@ -437,3 +437,75 @@ def test_sessions_come_per_app_and_server_address_from_show_stat() -> None:
     assert parse_sessions(SHOW_STAT) == {"shop": {"127.0.0.2:32768": 3, "127.0.0.3:32769": 0}}
     assert parse_sessions("") == {} and parse_sessions("no header\n") == {}
     assert parse_sessions("# pxname,svname\napp_x,s1\n") == {}  # no scur, no addr column
+
+
+# --- HTTPS (issue 12) ----------------------------------------------------------------------
+
+@pytest.mark.docker
+def test_https_bind_with_fallback_and_crt_list_passes_haproxy_check(tmp_path: Path) -> None:
+    from paas.tlscerts import self_signed
+
+    cert, key = self_signed(["paas-router.invalid"])
+    (tmp_path / "fallback.pem").write_text(cert + key)
+    (tmp_path / "certs.list").write_text("")
+    options = dataclasses.replace(OPTIONS, https_port=18443,
+                                  fallback_cert=tmp_path / "fallback.pem",
+                                  crt_list=tmp_path / "certs.list")
+    layout = plan_changes({}, {"hello": route("hello", ("hello.localhost",), A1)},
+                          initial_slots=2).layout
+    config = render_config(layout, options)
+    assert (f"bind 127.0.5.1:18443 ssl crt {tmp_path}/fallback.pem crt-list "
+            f"{tmp_path}/certs.list alpn h2,http/1.1") in lines(config)
+    assert "bind 127.0.5.1:18080" in lines(config)  # plain HTTP stays
+    (tmp_path / "haproxy.cfg").write_text(config)
+    haproxy = shutil.which("haproxy", path="/usr/sbin:/usr/bin")
+    result = subprocess.run([haproxy, "-c", "-q", "-f", str(tmp_path / "haproxy.cfg")],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ssl crt" not in render_config(layout, OPTIONS)  # no https_port: no HTTPS
+
+
+def test_https_needs_its_files_and_a_seal_key() -> None:
+    with pytest.raises(InvalidRoute, match="HTTPS needs a fallback certificate and a crt-list"):
+        render_config({}, dataclasses.replace(OPTIONS, https_port=18443))
+    from paas.settings import InvalidSetting
+
+    with pytest.raises(InvalidSetting, match="seal_key_file: is needed with https_port"):
+        RouterSettings(https_port=8443)
+
+
+async def test_a_payload_with_an_empty_line_is_refused_before_anything_is_sent() -> None:
+    from router.runtime_api import send_command
+
+    with pytest.raises(RuntimeApiError, match="holds an empty line"):
+        await send_command(Path("/nonexistent.sock"), "set ssl cert /x.pem",
+                           payload="-----BEGIN-----\n\nabc\n")
+
+
+def test_certificates_from_kv_open_with_the_seal_key_and_bad_ones_are_skipped(
+        tmp_path: Path) -> None:
+    from paas.sealing import Sealer, create_key_file
+    from paas.tlscerts import issue, make_ca
+    from router.certs import parse_certs
+
+    ca_cert, ca_key = make_ca("test CA")
+    cert, key = issue(ca_cert, ca_key, ["hello.localhost"])
+    create_key_file(tmp_path / "seal.key")
+    create_key_file(tmp_path / "other.key")
+    sealer = Sealer.from_file(tmp_path / "seal.key")
+    good = json.dumps({"cert": cert, "key": sealer.seal(key.encode())}).encode()
+    warnings: list[str] = []
+    found = parse_certs({
+        "paas/certs/hello": good,
+        "paas/certs/Bad_Name": good,
+        "paas/certs/other": json.dumps({"cert": cert, "key": Sealer.from_file(
+            tmp_path / "other.key").seal(key.encode())}).encode(),
+        "paas/certs/nocert": json.dumps({"cert": "x", "key": "y"}).encode(),
+        "paas/certs/notjson": b"{",
+    }, "paas/certs/", sealer, warnings.append)
+    assert list(found) == ["hello"]
+    bundle = found["hello"].bundle
+    assert bundle.startswith("-----BEGIN CERTIFICATE-----") and "PRIVATE KEY" in bundle
+    assert "\n\n" not in bundle and len(found["hello"].sha1) == 40
+    assert len(warnings) == 4 and all(w.startswith("certificate 'paas/certs/") for w in warnings)
+    assert any("does not open with this cluster's seal key" in w for w in warnings)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from paas.sealing import create_key_file
 from tests.engines import consul_binary
 from tests.waiting import wait_until
 
@@ -89,6 +90,14 @@ class Consul:
 
     def delete_route(self, app: str) -> None:
         self._call("DELETE", f"/v1/kv/paas/routes/{app}")
+
+    def put_cert(self, app: str, cert_pem: str, sealed_key: str) -> None:
+        """An app's certificate as the controller writes it (router/certs.py)."""
+        self._call("PUT", f"/v1/kv/paas/certs/{app}",
+                   json.dumps({"cert": cert_pem, "key": sealed_key}).encode())
+
+    def delete_cert(self, app: str) -> None:
+        self._call("DELETE", f"/v1/kv/paas/certs/{app}")
 
     def register(self, *, app: str, instance_id: str, address: str, port: int, role: str = "live",
                  process: str = "web", release: int = 1) -> None:
@@ -213,6 +222,7 @@ class Router:
     listen_port: int
     admin_port: int
     exporter_port: int
+    https_port: int
     state_dir: Path
     log_path: Path
     handover: bool = False
@@ -268,6 +278,11 @@ class Router:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def seal_key(self) -> Path:
+        """The seal key this router opens certificates' keys with (paas.sealing)."""
+        return self.state_dir.parent / f"{self.state_dir.name}.seal.key"
+
 
 @contextlib.contextmanager
 def run_router(consul_url: str, *, initial_slots: int = 2,
@@ -279,19 +294,24 @@ def run_router(consul_url: str, *, initial_slots: int = 2,
     state_dir = after.state_dir if after else Path(tempfile.mkdtemp(prefix="paas-rt-",
                                                                     dir="/tmp"))
     log_path = state_dir.parent / f"{state_dir.name}.{secrets.token_hex(2)}.log"
-    listen_port, admin_port, exporter_port = (
-        (after.listen_port, after.admin_port, after.exporter_port) if after
-        else (free_port(), free_port(), free_port()))
+    listen_port, admin_port, exporter_port, https_port = (
+        (after.listen_port, after.admin_port, after.exporter_port, after.https_port) if after
+        else (free_port(), free_port(), free_port(), free_port()))
+    seal_key = state_dir.parent / f"{state_dir.name}.seal.key"
+    create_key_file(seal_key)
     argv = [sys.executable, "-m", "router.main", "--consul-url", consul_url,
             "--listen-host", HOST, "--listen-port", str(listen_port),
+            "--https-port", str(https_port), "--seal-key-file", str(seal_key),
             "--admin-host", HOST, "--admin-port", str(admin_port),
-            "--exporter-port", str(exporter_port), "--state-dir", str(state_dir), "--initial-slots", str(initial_slots),
+            "--exporter-port", str(exporter_port), "--state-dir", str(state_dir),
+            "--initial-slots", str(initial_slots),
             "--consul-wait-s", "10", "--stop-timeout-s", "2", "--log-level", "INFO"]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
     router = Router(proc=proc, listen_port=listen_port, admin_port=admin_port,
-                    exporter_port=exporter_port, state_dir=state_dir, log_path=log_path)
+                    exporter_port=exporter_port, https_port=https_port, state_dir=state_dir,
+                    log_path=log_path)
     try:
         def healthy() -> bool:
             if proc.poll() is not None:
@@ -308,6 +328,7 @@ def run_router(consul_url: str, *, initial_slots: int = 2,
             if haproxy_pid is not None:
                 _kill_if_haproxy(haproxy_pid)  # it serves on after the router, on purpose
             shutil.rmtree(state_dir, ignore_errors=True)
+            seal_key.unlink(missing_ok=True)
 
 
 def _read_pid(path: Path) -> int | None:
