@@ -1,12 +1,15 @@
 """HTTPS certificates: from Consul KV to HAProxy's SNI table, replaced without a reload.
 
-The controller writes one JSON value per app under `paas/certs/<app>`: `cert` (the PEM chain,
-server's first) and `key` (its private key, sealed with the cluster's seal key: paas.sealing).
+The controller writes one JSON value per certificate under `paas/certs/<app>/<kind>` (an app
+may have several: the cluster CA's for `<app>.<domain>`, and one for its own domains): `cert`
+(the PEM chain, server's first) and `key` (its private key, sealed with the cluster's seal
+key: paas.sealing).
 `parse_certs` opens them into the PEM bundles HAProxy loads; an entry that does not parse or
 open is left out with a warning, so one bad value takes no other app's certificate down.
 
 HAProxy's HTTPS bind loads `crt <fallback.pem>` (served to a name no app has) and
-`crt-list <certs.list>`, a list of files `<certs_dir>/<app>.pem` (0600, in a 0700 folder);
+`crt-list <certs.list>`, a list of files `<certs_dir>/<app>.<kind>.pem` (0600, in a 0700
+folder);
 SNI picks among them by the names in each certificate. `CertApplier.sync` moves HAProxy to
 the desired bundles: the files and the list are written first (so any later reload or restart
 loads what is desired), then the runtime API changes the running worker in place:
@@ -44,11 +47,14 @@ log = logging.getLogger("router.certs")
 FALLBACK_NAME = "paas-router.invalid"  # a name no client asks for (RFC 6761's .invalid)
 
 
+_KIND_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
 @dataclass(frozen=True)
 class ServedCert:
-    """One app's certificate as HAProxy loads it."""
+    """One certificate as HAProxy loads it; `name` (`<app>.<kind>`) names its file."""
 
-    app: str
+    name: str
     bundle: str  # the PEM chain, then the key; no empty line
     sha1: str  # the server certificate's SHA-1 fingerprint, upper-case hex (as HAProxy says)
 
@@ -63,19 +69,23 @@ def _sha1(cert: x509.Certificate) -> str:
 
 def parse_certs(values: Mapping[str, bytes], prefix: str, sealer: Sealer,
                 warn: Callable[[str], None]) -> dict[str, ServedCert]:
-    """The KV values under `prefix` as bundles by app; bad ones are skipped with `warn`."""
+    """The KV values under `prefix` as bundles by name (`<app>.<kind>`); bad ones are
+    skipped with `warn`."""
     found: dict[str, ServedCert] = {}
     for key, raw in values.items():
-        name = key[len(prefix):]
+        app, _, kind = key[len(prefix):].partition("/")
         try:
-            app = validate_app_name(name)
+            validate_app_name(app)
+            if not _KIND_RE.fullmatch(kind):
+                raise ValueError("not under paas/certs/<app>/<kind>")
             value = json.loads(raw)
             chain = load_chain(value["cert"])
             private = sealer.unseal(value["key"]).decode()
         except (InvalidName, ValueError, KeyError, TypeError, CertError, SealError) as exc:
             warn(f"certificate {key!r} skipped: {exc}")
             continue
-        found[app] = ServedCert(app=app, bundle=_pem_lines(value["cert"]) + _pem_lines(private),
+        name = f"{app}.{kind}"
+        found[name] = ServedCert(name=name, bundle=_pem_lines(value["cert"]) + _pem_lines(private),
                                 sha1=_sha1(chain[0]))
     return found
 
@@ -93,7 +103,7 @@ class CertApplier:
         self.crt_list = crt_list
         self.fallback = fallback
         self.desired = desired
-        self.loaded: dict[str, str] | None = None  # app -> SHA-1, as the worker holds them
+        self.loaded: dict[str, str] | None = None  # name -> SHA-1, as the worker holds them
 
     def prepare(self) -> None:
         """Before HAProxy starts: the folder, the list and a fallback certificate exist."""
@@ -104,8 +114,8 @@ class CertApplier:
             cert, key = self_signed([FALLBACK_NAME])
             _write_private(self.fallback, cert + key)
 
-    def path(self, app: str) -> Path:
-        return self.certs_dir / f"{app}.pem"
+    def path(self, name: str) -> Path:
+        return self.certs_dir / f"{name}.pem"
 
     def forget(self) -> None:
         """HAProxy was started or reloaded: it loaded the files; read it again next time."""
@@ -126,38 +136,38 @@ class CertApplier:
             return 0
         sent = 0
         try:
-            for app in added + replaced:
-                path = str(self.path(app))
-                if app in added:
+            for name in added + replaced:
+                path = str(self.path(name))
+                if name in added:
                     sent += await self._command(f"new ssl cert {path}", "New empty")
                 sent += await self._command(f"set ssl cert {path}", "Transaction",
-                                            payload=want[app].bundle)
+                                            payload=want[name].bundle)
                 sent += await self._command(f"commit ssl cert {path}", "Success")
-                if app in added:
+                if name in added:
                     sent += await self._command(f"add ssl crt-list {self.crt_list} {path}",
                                                 "Success")
-                loaded[app] = want[app].sha1
-            for app in removed:
-                path = str(self.path(app))
+                loaded[name] = want[name].sha1
+            for name in removed:
+                path = str(self.path(name))
                 sent += await self._command(f"del ssl crt-list {self.crt_list} {path}",
                                             "deleted")
                 sent += await self._command(f"del ssl cert {path}", "deleted")
-                del loaded[app]
+                del loaded[name]
         except RuntimeApiError as exc:
             log.warning("certificates: runtime API failed (%s); reloading HAProxy instead", exc)
             await reload()
-            self.loaded = {app: cert.sha1 for app, cert in want.items()}
+            self.loaded = {name: cert.sha1 for name, cert in want.items()}
             return sent
         log.info("certificates: %d added, %d replaced, %d removed, without a reload",
                  len(added), len(replaced), len(removed))
         return sent
 
     def _write_files(self, want: Mapping[str, ServedCert]) -> None:
-        for app, cert in want.items():
-            path = self.path(app)
+        for name, cert in want.items():
+            path = self.path(name)
             if not path.exists() or path.read_text() != cert.bundle:
                 _write_private(path, cert.bundle)
-        listing = "".join(f"{self.path(app)}\n" for app in sorted(want))
+        listing = "".join(f"{self.path(name)}\n" for name in sorted(want))
         if not self.crt_list.exists() or self.crt_list.read_text() != listing:
             _write_private(self.crt_list, listing)
         for path in self.certs_dir.glob("*.pem"):
@@ -171,7 +181,7 @@ class CertApplier:
         return 1
 
     async def _read_loaded(self) -> dict[str, str]:
-        """What the running worker serves from the list: app -> SHA-1 fingerprint."""
+        """What the running worker serves from the list: name -> SHA-1 fingerprint."""
         listing = await send_command(self.admin_socket, f"show ssl crt-list {self.crt_list}")
         loaded: dict[str, str] = {}
         for line in listing.splitlines():

@@ -496,16 +496,17 @@ def test_certificates_from_kv_open_with_the_seal_key_and_bad_ones_are_skipped(
     good = json.dumps({"cert": cert, "key": sealer.seal(key.encode())}).encode()
     warnings: list[str] = []
     found = parse_certs({
-        "paas/certs/hello": good,
-        "paas/certs/Bad_Name": good,
-        "paas/certs/other": json.dumps({"cert": cert, "key": Sealer.from_file(
+        "paas/certs/hello/platform": good,
+        "paas/certs/Bad_Name/platform": good,
+        "paas/certs/hello": good,  # no kind
+        "paas/certs/other/platform": json.dumps({"cert": cert, "key": Sealer.from_file(
             tmp_path / "other.key").seal(key.encode())}).encode(),
-        "paas/certs/nocert": json.dumps({"cert": "x", "key": "y"}).encode(),
-        "paas/certs/notjson": b"{",
+        "paas/certs/nocert/own": json.dumps({"cert": "x", "key": "y"}).encode(),
+        "paas/certs/notjson/own": b"{",
     }, "paas/certs/", sealer, warnings.append)
-    assert list(found) == ["hello"]
-    bundle = found["hello"].bundle
+    assert list(found) == ["hello.platform"]
+    bundle = found["hello.platform"].bundle
     assert bundle.startswith("-----BEGIN CERTIFICATE-----") and "PRIVATE KEY" in bundle
-    assert "\n\n" not in bundle and len(found["hello"].sha1) == 40
-    assert len(warnings) == 4 and all(w.startswith("certificate 'paas/certs/") for w in warnings)
+    assert "\n\n" not in bundle and len(found["hello.platform"].sha1) == 40
+    assert len(warnings) == 5 and all(w.startswith("certificate 'paas/certs/") for w in warnings)
     assert any("does not open with this cluster's seal key" in w for w in warnings)

@@ -91,13 +91,13 @@ class Consul:
     def delete_route(self, app: str) -> None:
         self._call("DELETE", f"/v1/kv/paas/routes/{app}")
 
-    def put_cert(self, app: str, cert_pem: str, sealed_key: str) -> None:
+    def put_cert(self, app: str, cert_pem: str, sealed_key: str, kind: str = "own") -> None:
         """An app's certificate as the controller writes it (router/certs.py)."""
-        self._call("PUT", f"/v1/kv/paas/certs/{app}",
+        self._call("PUT", f"/v1/kv/paas/certs/{app}/{kind}",
                    json.dumps({"cert": cert_pem, "key": sealed_key}).encode())
 
     def delete_cert(self, app: str) -> None:
-        self._call("DELETE", f"/v1/kv/paas/certs/{app}")
+        self._call("DELETE", f"/v1/kv/paas/certs/{app}?recurse")
 
     def register(self, *, app: str, instance_id: str, address: str, port: int, role: str = "live",
                  process: str = "web", release: int = 1) -> None:

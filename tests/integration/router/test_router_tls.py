@@ -75,7 +75,7 @@ def test_sni_picks_each_apps_certificate_which_changes_without_a_reload(
                  timeout=20, what="tlsb served over HTTPS with its own certificate")
         assert router.metric("paas_router_certificates") == 2
         # On disk for the next reload: readable by the router's user only.
-        pem = router.state_dir / "certs" / "tlsa.pem"
+        pem = router.state_dir / "certs" / "tlsa.own.pem"
         assert pem.stat().st_mode & 0o777 == 0o600 and "PRIVATE KEY" in pem.read_text()
         assert (router.state_dir / "certs").stat().st_mode & 0o777 == 0o700
 
@@ -120,7 +120,7 @@ def test_sni_picks_each_apps_certificate_which_changes_without_a_reload(
                  what="tlsb's certificate to go")
         with pytest.raises(ssl.SSLCertVerificationError):
             https_get(router, "tlsb.localhost", ca[2])
-        assert not (router.state_dir / "certs" / "tlsb.pem").exists()
+        assert not (router.state_dir / "certs" / "tlsb.own.pem").exists()
         assert router.haproxy_reloads() == reloads
 
         # A key sealed with another cluster's seal key is refused, and named in the log; the
@@ -129,7 +129,7 @@ def test_sni_picks_each_apps_certificate_which_changes_without_a_reload(
         cert, key = tlscerts.issue(ca[0], ca[1], ["tlsb.localhost"])
         consul.put_cert("tlsb", cert, Sealer.from_file(tmp_path / "other.key")
                         .seal(key.encode()))
-        wait_for(lambda: "certificate 'paas/certs/tlsb' skipped" in router.log(), timeout=20,
+        wait_for(lambda: "certificate 'paas/certs/tlsb/own' skipped" in router.log(), timeout=20,
                  what="the refusal in the router's log")
         assert https_get(router, "tlsa.localhost", ca[2])[2] == renewed
         assert router.metric("paas_router_certificates") == 1
