@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paas import machines
+from paas import machines, tlsdir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -89,6 +89,9 @@ class LocalCluster:
     cluster_id: str = "local"
     domain: str = "localhost"
     http_port: int = 8080
+    https_port: int = 8443
+    """Where the router serves apps over HTTPS, with certificates from the cluster's own CA
+    (`ca_path`); 0: plain HTTP only."""
     controller_port: int = 7070
     router_admin_port: int = 7072
     agent_admin_port: int = 7071
@@ -133,6 +136,15 @@ class LocalCluster:
     @property
     def router_admin_url(self) -> str:
         return f"http://{self.server_ip}:{self.router_admin_port}"
+
+    @property
+    def router_https_url(self) -> str:
+        return f"https://{self.server_ip}:{self.https_port}" if self.https_port else ""
+
+    @property
+    def ca_path(self) -> Path:
+        """The cluster CA's certificate, which clients trust (`curl --cacert`)."""
+        return self.root / "tls" / "ca.pem"
 
     @property
     def prometheus_url(self) -> str:
@@ -226,7 +238,7 @@ class LocalCluster:
             address=self.server_ip, state_dir=self.root, cluster=self.cluster_id,
             domain=self.domain, image_repo=self.image_repo, registry=self.registry,
             docker_url=self.hosts.get(0, Host()).docker_url, http_port=self.http_port,
-            controller_port=self.controller_port, router_admin_port=self.router_admin_port,
+            https_port=self.https_port, controller_port=self.controller_port, router_admin_port=self.router_admin_port,
             node_down_after=self.node_down_after, consul=find_consul(),
             docker_registry=shutil.which("docker-registry") or "/usr/bin/docker-registry",
             monitoring=self.monitoring,
@@ -277,6 +289,8 @@ class LocalCluster:
         if self.registry:
             self._spawn("registry")
             self._wait("registry", lambda: _http_ok(f"http://{self.registry_address}/v2/"))
+        if self.https_port:  # the CA and the seal key, before the controller and router read them
+            tlsdir.ensure(self.server().tls_dir, self.cluster_id)
         self._spawn("controller")
         self._wait("controller", lambda: _http_ok(self.controller_url + "/healthz"))
         for n in range(1, self.nodes + 1):

@@ -9,7 +9,8 @@ very commands a real machine's units run.
 
 A machine keeps its state in one folder (`state_dir`; `/var/lib/paas` when installed):
 `consul-server/` or `consul-<node>/` (Consul's data), `controller/` (the SQLite store and the
-admin and join tokens), `router/`, `registry.yml` and `registry-data/`.
+admin and join tokens), `tls/` (the cluster CA and the seal key: paas.tlsdir), `router/`,
+`registry.yml` and `registry-data/`.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class Server:
     registry: bool = False
     docker_url: str = ""  # the engine builds run on ("" = this machine's default)
     http_port: int = 8080
+    https_port: int = 8443
+    """Where the router serves apps over HTTPS (0: it does not; an installed server: 443)."""
     public_host: str = ""
     """Where the router serves apps ("" = `address`; an installed server: 0.0.0.0). Every
     other port of the server listens on `address`, the cluster's private network."""
@@ -101,6 +104,10 @@ class Server:
     @property
     def data_dir(self) -> Path:
         return self.state_dir / "controller"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.state_dir / "tls"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,13 +158,17 @@ def server_processes(s: Server) -> list[Process]:
         "--router-url", s.router_admin_url, "--domain", s.domain, "--cluster", s.cluster,
         "--image-repo", s.image_repo, "--registry", s.registry_address,
         "--node-down-after", str(s.node_down_after), "--public-port", str(s.http_port),
-        "--prometheus-url", s.prometheus_url, *_engine(s.docker_url)),
+        "--prometheus-url", s.prometheus_url, *_engine(s.docker_url),
+        *(("--tls-dir", str(s.tls_dir), "--public-https-port", str(s.https_port))
+          if s.https_port else ())),
         "PaaS controller", groups=("docker",)))
     found.append(Process("router", (
         s.python, "-m", "router.main", "--consul-url", s.consul_url,
         "--listen-host", s.public_host or s.address, "--listen-port", str(s.http_port),
         "--admin-host", s.address, "--admin-port", str(s.router_admin_port),
         "--exporter-port", str(s.haproxy_exporter_port),
+        *(("--https-port", str(s.https_port), "--seal-key-file", str(s.tls_dir / "seal.key"))
+          if s.https_port else ()),
         "--state-dir", str(s.state_dir / "router")), "PaaS router (HAProxy)",
         capabilities=("CAP_NET_BIND_SERVICE",), leaves_children=True))
     if s.monitoring:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from paas import machines, tokenfile
+from paas import machines, tlsdir, tokenfile
 from paas.apiclient.client import Client, ClientError, Target
 from paas.cli.common import EXIT_OK, CliError, emit, note, output_flags
 from paas.names import InvalidName, validate_node_name
@@ -83,9 +83,13 @@ def plan(args: argparse.Namespace) -> tuple[list[machines.Process], str, Path | 
         if not 1 <= args.http_port <= 65535:
             raise CliError(f"--http-port must be a port from 1 to 65535, not {args.http_port}",
                            code=2)
+        if not 0 <= args.https_port <= 65535:
+            raise CliError(f"--https-port must be a port from 1 to 65535, or 0, not "
+                           f"{args.https_port}", code=2)
         server = machines.Server(address=address, state_dir=state, domain=args.domain,
                                  registry=True, monitoring=True, consul=_consul(args.consul),
                                  python=sys.executable, http_port=args.http_port,
+                                 https_port=args.https_port,
                                  public_host=_address(args.public, "--public"))
         return machines.server_processes(server), server.registry_address, None
     if not args.server:
@@ -161,6 +165,8 @@ def cmd_host_install(args: argparse.Namespace) -> int:
         data.chmod(0o700)
         join = join_command(args.address, tokenfile.read_or_create(data / "join.token"))
         written.append(str(data / "join.token"))
+        if args.https_port:  # the cluster CA and the seal key (paas.tlsdir)
+            written.append(str(tlsdir.ensure(state / "tls", "installed")))
     if after != before:
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(after)
@@ -336,6 +342,10 @@ def add_parsers(sub: Any) -> None:
                    help="server: apps are served at <app>.<domain> (default localhost)")
     p.add_argument("--http-port", type=int, default=80,
                    help="server: the port the router serves apps on (default 80)")
+    p.add_argument("--https-port", type=int, default=443,
+                   help="server: the port the router serves apps on over HTTPS, with "
+                        "certificates from the cluster's CA or the user's (default 443; 0: "
+                        "none)")
     p.add_argument("--public", default="0.0.0.0",
                    help="server: the address the router serves apps on (default 0.0.0.0, "
                         "every address; the server's other ports listen on --address only)")

@@ -49,11 +49,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         "controller_url": cluster.controller_url, "router_url": cluster.router_url,
         "prometheus_url": cluster.prometheus_url}))
     result: dict[str, Any] = {"controller_url": cluster.controller_url,
-                              "router_url": cluster.router_url, "nodes": cluster.nodes,
+                              "router_url": cluster.router_url,
+                              "router_https_url": cluster.router_https_url,
+                              "ca": str(cluster.ca_path), "nodes": cluster.nodes,
                               "prometheus_url": cluster.prometheus_url}
     line = (f"cluster up in {time.monotonic() - started:.1f}s: controller "
-            f"{cluster.controller_url}, router {cluster.router_url}, {cluster.nodes} nodes, "
-            f"Prometheus {cluster.prometheus_url}")
+            f"{cluster.controller_url}, router {cluster.router_url} and "
+            f"{cluster.router_https_url}, {cluster.nodes} nodes, Prometheus "
+            f"{cluster.prometheus_url}; the cluster's CA: {cluster.ca_path}")
     if not args.demo:
         emit(args, result, lambda: line)
         return EXIT_OK
@@ -92,13 +95,15 @@ def demo(cluster: Any) -> dict[str, Any]:
                        {"release": release["version"], "replicas": DEMO_REPLICAS})["deployment"]
         wait(api, DEMO_APP, dep)
     return {"app": DEMO_APP, "release": release["version"],
-            "url": f"http://{DEMO_APP}.{cluster.domain}:{cluster.http_port}/"}
+            "url": f"http://{DEMO_APP}.{cluster.domain}:{cluster.http_port}/",
+            "https_url": f"https://{DEMO_APP}.{cluster.domain}:{cluster.https_port}/"}
 
 
 def demo_text(cluster: Any, result: dict[str, Any], queued: list[str] = ()) -> str:
     return "\n".join([
         f"\n{DEMO_APP} v{result['release']} answers at {result['url']}",
         f"  try: curl -H 'Host: {DEMO_APP}.{cluster.domain}' {cluster.router_url}/",
+        f"  or over HTTPS: curl --cacert {cluster.ca_path} {result['https_url']}",
         *([f"  the {', '.join(queued)} stacks' images are being made in the background "
            "('paas stacks' shows how far), so your own app's first push does not wait"]
           if queued else []),

@@ -17,7 +17,8 @@ import sys
 from typing import Sequence
 
 from paas.cli import apps as cli_apps, deploy as cli_deploy, local as cli_local
-from paas.cli import host as cli_host, metrics as cli_metrics, stacks as cli_stacks
+from paas.cli import certs as cli_certs, host as cli_host, metrics as cli_metrics
+from paas.cli import stacks as cli_stacks
 from paas.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, CliError, remote_flags
 from paas.apiclient.client import ClientError
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_apps.add_parsers(sub)
     cli_stacks.add_parsers(sub)
     cli_metrics.add_parsers(sub)
+    cli_certs.add_parsers(sub)
     cli_host.add_parsers(sub)
     return parser
 

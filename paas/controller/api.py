@@ -337,6 +337,25 @@ async def set_domains(request: web.Request) -> web.Response:
     return web.json_response({"app": app})
 
 
+async def list_certs(request: web.Request) -> web.Response:
+    """The app's certificates: kind, source, host names, expiry; never a key."""
+    return web.json_response(
+        {"certs": request.app[CONTROLLER].certs.listing(_app_name(request))})
+
+
+async def add_cert(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    cert = await request.app[CONTROLLER].certs.add(_app_name(request), body.get("cert"),
+                                                   body.get("key"))
+    return web.json_response({"cert": cert}, status=201)
+
+
+async def remove_cert(request: web.Request) -> web.Response:
+    kind = request.match_info["kind"]
+    await request.app[CONTROLLER].certs.remove(_app_name(request), kind)
+    return web.json_response({"removed": kind})
+
+
 async def create_deployment(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
     app = _app_name(request)
@@ -509,6 +528,9 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/v1/apps/{app}/releases/{version}/publish", publish_release,
                name="publish_release")
     r.add_put("/v1/apps/{app}/domains", set_domains, name="set_domains")
+    r.add_get("/v1/apps/{app}/certs", list_certs, name="list_certs")
+    r.add_post("/v1/apps/{app}/certs", add_cert, name="add_cert")
+    r.add_delete("/v1/apps/{app}/certs/{kind}", remove_cert, name="remove_cert")
     r.add_post("/v1/apps/{app}/deployments", create_deployment, name="create_deployment")
     r.add_get("/v1/apps/{app}/deployments", list_deployments, name="list_deployments")
     r.add_get("/v1/apps/{app}/deployments/{id}", show_deployment, name="show_deployment")

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from paas.consul import ConsulClient, ConsulUnavailable
+from paas.controller.certs import Certificates
 from paas.controller.deployments import Deployments
 from paas.controller.releases import Releases
 from paas.controller.settings import ControllerSettings
 from paas.controller.store import Store
 from paas.controller.views import require_app
 from paas.errors import BadRequest, Conflict
+from paas.tlscerts import covers
 
 log = logging.getLogger("paas.controller.apps")
 
@@ -30,6 +32,7 @@ class Apps:
     consul: ConsulClient
     releases: Releases
     deployments: Deployments
+    certs: Certificates
 
     def hostnames(self, app: str) -> list[str]:
         return [f"{app}.{self.settings.domain}"]
@@ -39,10 +42,20 @@ class Apps:
         return {"name": app["name"], "hostnames": app["hostnames"], "scale": app["scale"],
                 "created_at": app["created_at"], "stable_release": app["stable_release"],
                 "latest_release": latest["version"] if latest else None,
-                "urls": [self.url(h) for h in app["hostnames"]]}
+                "urls": [self.url(h, secure=self._secured(app["name"], h))
+                         for h in app["hostnames"]]}
 
-    def url(self, hostname: str) -> str:
+    def _secured(self, app: str, hostname: str) -> bool:
+        """Whether the router serves `hostname` over HTTPS with a certificate of the app's."""
+        return bool(self.settings.public_https_port) and self.certs.tls is not None and any(
+            covers(name, hostname) for row in self.store.list_certs(app)
+            for name in row["hostnames"])
+
+    def url(self, hostname: str, *, secure: bool = False) -> str:
         """Where the router serves a host name, as a browser or curl takes it."""
+        if secure:
+            port = self.settings.public_https_port
+            return f"https://{hostname}{'' if port == 443 else f':{port}'}/"
         port = self.settings.public_port
         return f"http://{hostname}{'' if port == 80 else f':{port}'}/"
 
@@ -51,6 +64,8 @@ class Apps:
         if self.store.get_app(name) is not None:
             raise Conflict(f"app {name!r} already exists")
         app = self.store.create_app(name, self.hostnames(name))
+        if self.certs.tls is not None:  # before the route: its first HTTPS request finds it
+            self.certs.issue_platform(name)
         await self.sync_route(name)
         return self._view(app)
 
@@ -78,6 +93,7 @@ class Apps:
         reconcile retries when Consul is away)."""
         app = self.store.get_app(name)
         try:
+            await self.certs.publish(name)
             if app is None:
                 await self.consul.delete_route(name)
                 await self.consul.delete_kv(f"paas/apps/{name}", recurse=True)

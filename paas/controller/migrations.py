@@ -206,6 +206,25 @@ RELEASE_METRICS = """
 ALTER TABLE releases ADD COLUMN metrics_path TEXT;
 """
 
+# An app's certificates: `platform` is the cluster CA's for <app>.<domain>, `own` the user's
+# (or an ACME CA's) for its own domains. The private key is kept sealed (paas.sealing), as it
+# is written to Consul KV for the router: the database holds no key in the clear.
+CERTIFICATES = """
+CREATE TABLE certs (
+    app TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    cert TEXT NOT NULL,
+    sealed_key TEXT NOT NULL,
+    hostnames TEXT NOT NULL,
+    not_before TEXT NOT NULL,
+    not_after TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (app, kind)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, name="baseline schema", apply=sql(BASELINE)),
     Migration(version=2, name="indexes for running deployments and promotions",
@@ -218,6 +237,7 @@ MIGRATIONS: tuple[Migration, ...] = (
               apply=sql(INSTANCE_EXIT)),
     Migration(version=6, name="where Prometheus scrapes a release's instances",
               apply=sql(RELEASE_METRICS)),
+    Migration(version=7, name="apps' certificates, their keys sealed", apply=sql(CERTIFICATES)),
 )
 LATEST = MIGRATIONS[-1].version
 

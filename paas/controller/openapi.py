@@ -106,6 +106,21 @@ def _app_paths() -> dict[str, Any]:
                        body=_json({"type": "object", "properties": {
                            "hostnames": {"type": "array", "items": {"type": "string"}}}})),
         },
+        "/v1/apps/{app}/certs": {
+            "get": _op("List the app's certificates (kind platform: the cluster CA's for "
+                       "<app>.<domain>; own: the user's), with their host names and expiry; "
+                       "never a key", params=app),
+            "post": _op("Serve the user's certificate for the app's own domains: the key must "
+                        "match, it must cover them, be valid now and its chain in order; the "
+                        "key is kept sealed", "201", params=app,
+                        errors=("400", "401", "404", "503"),
+                        body=_json({"type": "object", "required": ["cert", "key"],
+                                    "properties": {"cert": {"type": "string"},
+                                                   "key": {"type": "string"}}})),
+        },
+        "/v1/apps/{app}/certs/{kind}": {
+            "delete": _op("Stop serving the app's own certificate", params=["app", "kind"]),
+        },
     }
 
 

@@ -26,6 +26,7 @@ from paas.controller.views import require_app
 from paas.git import server as gitserver
 from paas.selfregister import OwnService, keep_registered
 from paas.retry import Outage
+from paas.sealing import SealError
 
 log = logging.getLogger("paas.controller.server")
 ROUTE_RECONCILE_INTERVAL = 5.0
@@ -33,12 +34,13 @@ RECONCILE_INTERVAL = 1.0
 
 
 async def _route_loop(ctl: Controller) -> None:
-    """Keep Consul's route keys equal to the apps in the store, whatever was missed while
-    Consul was away."""
+    """Keep Consul's route and certificate keys equal to the store, whatever was missed while
+    Consul was away; issue and renew the certificates that are due."""
     consul = Outage("consul", doing="route keys are reconciled when it is back", logger=log)
     while True:
         try:
             await ctl.apps.reconcile_routes()
+            await ctl.certs.reconcile()
             consul.ok()
         except ConsulUnavailable as exc:
             consul.failed(exc)
@@ -105,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         web.run_app(make_app(settings), host=settings.host, port=settings.port, print=None,
                     access_log=None, shutdown_timeout=5)
-    except StoreRefused as exc:
+    except (StoreRefused, SealError) as exc:
         sys.exit(f"paas-controller: {exc}")
 
 

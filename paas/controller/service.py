@@ -8,6 +8,7 @@ wired once here. The HTTP edge (`paas.controller.api`) calls them through `app[C
 | `deployments` | `deployments.py` | starting, resuming, cancelling and reading deployments |
 | `deployer` | `deployer.py` | the deploy state machine one deployment runs |
 | `nodes` | `nodes.py` | agents' registration, heartbeats, assignments; drains; the reconcile between deployments |
+| `certs` | `certs.py` | apps' certificates: the cluster CA's, the user's; sealed keys published for the router |
 
 Each operation checks everything it is given before it changes anything, and raises
 `paas.errors` types that the API maps to statuses. A change that must be atomic is one store
@@ -25,6 +26,7 @@ from aiohttp import web
 
 from paas.consul import ConsulClient
 from paas.controller.apps import Apps
+from paas.controller.certs import Certificates, ClusterTls
 from paas.controller.deployer import Deployer
 from paas.controller.deployments import Deployments
 from paas.controller.engine import Engine
@@ -51,6 +53,7 @@ class Controller:
     releases: Releases
     deployments: Deployments
     nodes: Nodes
+    certs: Certificates
 
     @classmethod
     def assemble(cls, *, settings: ControllerSettings, store: Store, tokens: Tokens,
@@ -73,10 +76,12 @@ class Controller:
             publish=releases.publish)
         deployments = Deployments(settings=settings, store=store, deployer=deployer,
                                   metrics=metrics)
+        certs = Certificates(store=store, consul=consul, domain=settings.domain,
+                             tls=ClusterTls.load(settings.tls_dir) if settings.tls_dir else None)
         return cls(settings=settings, store=store, tokens=tokens, session=session,
                    consul=consul, metrics=metrics, releases=releases, deployments=deployments,
                    apps=Apps(settings=settings, store=store, consul=consul, releases=releases,
-                             deployments=deployments),
+                             deployments=deployments, certs=certs), certs=certs,
                    nodes=Nodes(store=store, waiters=waiters, heartbeats=heartbeats,
                                deployments=deployments, metrics=metrics))
 

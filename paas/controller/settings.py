@@ -54,8 +54,18 @@ class ControllerSettings:
     image_repo: str = setting("paas", "Release images are tagged <image_repo>/<app>:v<N>.")
     public_port: int = setting(
         80, "The port the router serves apps on, for the URLs the API shows (80 is left out).")
+    public_https_port: int = setting(
+        0, "The port the router serves apps on over HTTPS, for the URLs the API shows (443 is "
+           "left out); 0: no HTTPS.")
+    tls_dir: Path | None = setting(
+        None, "The cluster's CA (ca.pem, ca.key), which issues each app a certificate for "
+              "<app>.<domain>, and the seal key (seal.key) its keys pass to the router under; "
+              "made by `paas up` or the server's install.", shown_default="none: no HTTPS")
 
     def __post_init__(self) -> None:
+        if not 0 <= self.public_https_port < 65536:
+            raise InvalidSetting("public_https_port", f"must be a port number 1-65535, or 0, "
+                                                      f"got {self.public_https_port}")
         for name in ("port", "public_port"):
             if not 0 < getattr(self, name) < 65536:
                 raise InvalidSetting(name, f"must be a port number 1-65535, got "

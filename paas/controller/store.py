@@ -106,9 +106,32 @@ class Store:
             db.execute("DELETE FROM events WHERE app = ?", (name,))
             db.execute("DELETE FROM promotions WHERE app = ?", (name,))
             db.execute("DELETE FROM deployments WHERE app = ?", (name,))
+            db.execute("DELETE FROM certs WHERE app = ?", (name,))
             db.execute("DELETE FROM apps WHERE name = ?", (name,))
             self._bump(db, nodes)
         return nodes
+
+    # --- certificates -----------------------------------------------------------------------
+    def put_cert(self, *, app: str, kind: str, source: str, cert: str, sealed_key: str,
+                 hostnames: list[str], not_before: str, not_after: str,
+                 fingerprint: str) -> None:
+        """Add or replace the app's certificate of this kind."""
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO certs (app, kind, source, cert, sealed_key, "
+                       "hostnames, not_before, not_after, fingerprint, created_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (app, kind, source, cert, sealed_key, json.dumps(hostnames),
+                        not_before, not_after, fingerprint, time.time()))
+
+    def list_certs(self, app: str | None = None) -> list[dict[str, Any]]:
+        if app is None:
+            return self._all("SELECT * FROM certs ORDER BY app, kind")
+        return self._all("SELECT * FROM certs WHERE app = ? ORDER BY kind", app)
+
+    def delete_cert(self, app: str, kind: str) -> bool:
+        with self.tx() as db:
+            return db.execute("DELETE FROM certs WHERE app = ? AND kind = ?",
+                              (app, kind)).rowcount > 0
 
     def set_app_fields(self, name: str, **values: Any) -> None:
         cols = ", ".join(f"{k} = ?" for k in values)

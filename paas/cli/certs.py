@@ -1,0 +1,88 @@
+"""The `certs` verb: what each of an app's host names is served with over HTTPS, and when its
+certificate expires; add the app's own certificate, or remove it.
+
+    paas certs APP                                  each host name, its certificate, expiry
+    paas certs add APP --cert FILE --key FILE       serve the user's pair for the app's domains
+    paas certs remove APP                           stop serving it
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from paas.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    app_name,
+    client,
+    emit,
+    remote_flags,
+    table,
+)
+from paas.tlscerts import covers
+
+ACTIONS = ("add", "remove")
+
+
+def served_with(hostnames: list[str], certs: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """One row per host name: the certificate that covers it, or none (HTTP only)."""
+    rows = []
+    for host in hostnames:
+        cert = next((c for c in certs if any(covers(n, host) for n in c["hostnames"])), None)
+        rows.append({"host": host,
+                     "certificate": f"{cert['kind']} ({cert['source']})" if cert
+                     else "none: HTTP only",
+                     "expires": f"{cert['not_after'][:10]} (in {cert['expires_in_days']:g} days)"
+                     if cert else "-"})
+    return rows
+
+
+def _read(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read the {what} file {path}: "
+                       f"{getattr(exc, 'strerror', None) or exc}", code=EXIT_USAGE) from None
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    action, app = ((args.first, args.second) if args.first in ACTIONS
+                   else ("list", args.first if args.second is None else None))
+    if app is None:
+        raise CliError("name one app: paas certs APP, paas certs add APP --cert FILE --key "
+                       "FILE, or paas certs remove APP", code=EXIT_USAGE)
+    app = app_name(app)
+    api = client(args)
+    if action == "add":
+        if not args.cert or not args.key:
+            raise CliError("paas certs add needs --cert FILE and --key FILE", code=EXIT_USAGE)
+        added = api.post(f"/v1/apps/{app}/certs", {"cert": _read(args.cert, "certificate"),
+                                                   "key": _read(args.key, "key")})["cert"]
+        emit(args, added, lambda: f"{app} now serves its own certificate for "
+             f"{', '.join(added['hostnames'])} (expires {added['not_after'][:10]})")
+        return EXIT_OK
+    if action == "remove":
+        result = api.delete(f"/v1/apps/{app}/certs/own")
+        emit(args, result, lambda: f"{app}'s own certificate is no longer served")
+        return EXIT_OK
+    hostnames = api.get(f"/v1/apps/{app}")["app"]["hostnames"]
+    certs = api.get(f"/v1/apps/{app}/certs")["certs"]
+    emit(args, certs, lambda: table(served_with(hostnames, certs),
+                                    ["host", "certificate", "expires"]))
+    return EXIT_OK
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("certs", parents=[remote_flags()],
+                       help="what each of an app's host names is served with over HTTPS and "
+                            "when it expires; add or remove the app's own certificate",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("first", metavar="APP|add|remove", nargs="?")
+    p.add_argument("second", metavar="APP", nargs="?")
+    p.add_argument("--cert", metavar="FILE",
+                   help="add: the certificate, PEM, the server's first and then its chain")
+    p.add_argument("--key", metavar="FILE", help="add: its private key, PEM, unencrypted")
+    p.set_defaults(func=cmd_certs)
