@@ -239,10 +239,13 @@ class ConsulClient:
 
     # -- the controller's calls -----------------------------------------------------------------
 
-    async def put_route(self, app: str, hostnames: list[str]) -> None:
+    async def put_route(self, app: str, hostnames: list[str],
+                        https: dict[str, bool] | None = None) -> None:
+        """The app's route for the router: its host names and HTTPS choices (redirect,
+        hsts)."""
         validate_app_name(app)
-        await self.put_kv(f"{ROUTES_PREFIX}{app}",
-                          json.dumps({"app": app, "service": app, "hostnames": hostnames}))
+        await self.put_kv(f"{ROUTES_PREFIX}{app}", json.dumps(
+            {"app": app, "service": app, "hostnames": hostnames, "https": https or {}}))
 
     async def delete_route(self, app: str) -> None:
         validate_app_name(app)

@@ -17,14 +17,15 @@ from typing import Any
 
 from paas.names import InvalidName, validate_app_name
 from router.plan import Backend, Layout
-from router.routes import InvalidRoute, Server, validate_hostname
+from router.routes import HttpsPolicy, InvalidRoute, Server, validate_hostname
 
 log = logging.getLogger("router.layout")
 
 
 def dump(layout: Layout) -> dict[str, Any]:
     return {"apps": {app: {"hostnames": list(b.hostnames),
-                           "slots": [str(s) if s else None for s in b.slots]}
+                           "slots": [str(s) if s else None for s in b.slots],
+                           "https": {"redirect": b.https.redirect, "hsts": b.https.hsts}}
                      for app, b in sorted(layout.items())}}
 
 
@@ -47,9 +48,14 @@ def parse(doc: Any) -> dict[str, Backend]:
             if not port.isdigit():
                 raise ValueError(f"bad server {slot!r}")
             slots.append(Server(host, int(port)))
+        https = entry.get("https") or {}  # absent in a layout saved before HTTPS
+        if not isinstance(https, dict):
+            raise ValueError(f"bad https policy for {app!r}")
         layout[app] = Backend(app=app, hostnames=tuple(validate_hostname(h)
                                                        for h in entry["hostnames"]),
-                              slots=tuple(slots))
+                              slots=tuple(slots),
+                              https=HttpsPolicy(redirect=https.get("redirect") is True,
+                                                hsts=https.get("hsts") is True))
     return layout
 
 

@@ -3,8 +3,9 @@
 `plan_changes(current, desired)` is a pure function from the layout HAProxy runs now (each
 app's backend with its numbered server slots) and the desired routing table to a `Plan`: the
 next layout, whether HAProxy must reload, and otherwise the slot changes to send through the
-runtime API. A reload is needed only when the set of apps or their hostnames change, or when a
-backend has more servers than slots; instance changes fill and empty slots.
+runtime API. A reload is needed only when the set of apps, their hostnames or their HTTPS
+policy (redirect, HSTS) change, or when a backend has more servers than slots; instance changes
+fill and empty slots.
 
 Slots are stable: a server keeps its slot while it stays, so the runtime changes touch only the
 servers that came or went, and new servers take slots that were already empty before reusing
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from router.routes import AppRoute, InvalidRoute, RoutingTable, Server
+from router.routes import AppRoute, HttpsPolicy, InvalidRoute, RoutingTable, Server
 
 
 @dataclass(frozen=True)
@@ -26,13 +27,15 @@ class Backend:
     app: str
     hostnames: tuple[str, ...]
     slots: tuple[Server | None, ...]
+    https: HttpsPolicy = HttpsPolicy()
 
     @property
     def servers(self) -> tuple[Server, ...]:
         return tuple(sorted(s for s in self.slots if s is not None))
 
     def route(self) -> AppRoute:
-        return AppRoute(app=self.app, hostnames=self.hostnames, servers=self.servers)
+        return AppRoute(app=self.app, hostnames=self.hostnames, servers=self.servers,
+                        https=self.https)
 
 
 Layout = Mapping[str, Backend]
@@ -103,10 +106,14 @@ def plan_changes(current: Layout, desired: RoutingTable, *, initial_slots: int) 
         if old is None:
             size = slots_needed(len(route.servers), initial_slots)
             slots = tuple(route.servers) + (None,) * (size - len(route.servers))
-            layout[app] = Backend(app=app, hostnames=route.hostnames, slots=slots)
+            layout[app] = Backend(app=app, hostnames=route.hostnames, slots=slots,
+                                  https=route.https)
             continue
         if old.hostnames != route.hostnames:
             reasons.append(f"hostnames of {app}: {' '.join(route.hostnames) or '(none)'}")
+        if old.https != route.https:
+            reasons.append(f"https of {app}: redirect {route.https.redirect}, "
+                           f"hsts {route.https.hsts}")
         backend, app_changes, grown = _fill_slots(old, route, initial_slots)
         if grown:
             reasons.append(f"slots of {app}: {len(old.slots)} -> {len(backend.slots)}")
@@ -143,7 +150,8 @@ def _fill_slots(
         for i in range(size)
         if (old.slots[i] if i < len(old.slots) else None) != slots[i]
     ]
-    backend = Backend(app=old.app, hostnames=route.hostnames, slots=tuple(slots))
+    backend = Backend(app=old.app, hostnames=route.hostnames, slots=tuple(slots),
+                      https=route.https)
     return backend, changes, size > len(old.slots)
 
 

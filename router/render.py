@@ -85,8 +85,10 @@ def _https(options: RenderOptions) -> dict[str, str] | None:
         return None
     if options.fallback_cert is None or options.crt_list is None:
         raise InvalidRoute("HTTPS needs a fallback certificate and a crt-list")
+    port = _positive_int(options.https_port, "https_port")
     return {"listen": _listen(RenderOptions(options.listen_host, options.https_port,
                                             options.admin_socket, options.maxconn)),
+            "port_suffix": "" if port == 443 else f":{port}",
             "fallback_cert": _socket_path(options.fallback_cert),
             "crt_list": _socket_path(options.crt_list)}
 
@@ -118,4 +120,5 @@ def _backend_view(backend: Backend) -> dict[str, object]:
             slots.append(str(slot))
         else:
             raise InvalidRoute(f"slot of {backend.app} holds {slot!r}, not a Server")
-    return {"app": backend.app, "hostnames": hostnames, "slots": slots, "empty_slot": EMPTY_SLOT}
+    return {"app": backend.app, "hostnames": hostnames, "slots": slots, "empty_slot": EMPTY_SLOT,
+            "redirect": backend.https.redirect, "hsts": backend.https.hsts}

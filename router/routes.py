@@ -60,12 +60,22 @@ class Server:
 
 
 @dataclass(frozen=True)
+class HttpsPolicy:
+    """An app's HTTPS choices: plain HTTP requests redirected to HTTPS (308, the ACME
+    challenge path excepted), and HSTS on HTTPS answers."""
+
+    redirect: bool = False
+    hsts: bool = False
+
+
+@dataclass(frozen=True)
 class RouteSpec:
     """One app's route as the controller wrote it to `paas/routes/<app>`."""
 
     app: str
     service: str
     hostnames: tuple[str, ...]
+    https: HttpsPolicy = HttpsPolicy()
 
     def __post_init__(self) -> None:
         validate_app_name(self.app)
@@ -81,6 +91,7 @@ class AppRoute:
     app: str
     hostnames: tuple[str, ...]
     servers: tuple[Server, ...]
+    https: HttpsPolicy = HttpsPolicy()
 
     def __post_init__(self) -> None:
         validate_app_name(self.app)
@@ -121,7 +132,8 @@ def build_table(
             owner[hostname] = app
             hostnames.append(hostname)
         table[app] = AppRoute(app=app, hostnames=tuple(hostnames),
-                              servers=tuple(sorted(set(servers[app]))))
+                              servers=tuple(sorted(set(servers[app]))),
+                              https=specs[app].https)
     return table
 
 
@@ -152,11 +164,17 @@ def parse_routes(values: Mapping[str, bytes], prefix: str, *,
             hostnames = value.get("hostnames", [])
             if not isinstance(hostnames, list):
                 raise InvalidRoute("hostnames is not a list")
+            https = value.get("https") or {}
+            if not isinstance(https, dict) or not all(
+                    isinstance(https.get(k, False), bool) for k in ("redirect", "hsts")):
+                raise InvalidRoute("https is not an object of redirect and hsts booleans")
             spec = RouteSpec(
                 app=app,
                 service=value.get("service", app),
                 hostnames=tuple(h.lower().rstrip(".") if isinstance(h, str) else h
                                 for h in hostnames),
+                https=HttpsPolicy(redirect=https.get("redirect", False),
+                                  hsts=https.get("hsts", False)),
             )
             if value.get("app", app) != app:
                 raise InvalidRoute(f"route at {key} names app {value.get('app')!r}")

@@ -4,6 +4,8 @@ certificate expires; add the app's own certificate, or remove it.
     paas certs APP                                  each host name, its certificate, expiry
     paas certs add APP --cert FILE --key FILE       serve the user's pair for the app's domains
     paas certs remove APP                           stop serving it
+    paas certs https APP [--redirect on|off] [--hsts on|off]
+                                                    redirect plain HTTP to HTTPS; send HSTS
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from paas.cli.common import (
 )
 from paas.tlscerts import covers
 
-ACTIONS = ("add", "remove")
+ACTIONS = ("add", "remove", "https")
+SWITCH = {"on": True, "off": False}
 
 
 def served_with(hostnames: list[str], certs: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -53,7 +56,7 @@ def cmd_certs(args: argparse.Namespace) -> int:
                    else ("list", args.first if args.second is None else None))
     if app is None:
         raise CliError("name one app: paas certs APP, paas certs add APP --cert FILE --key "
-                       "FILE, or paas certs remove APP", code=EXIT_USAGE)
+                       "FILE, paas certs remove APP, or paas certs https APP", code=EXIT_USAGE)
     app = app_name(app)
     api = client(args)
     if action == "add":
@@ -64,14 +67,28 @@ def cmd_certs(args: argparse.Namespace) -> int:
         emit(args, added, lambda: f"{app} now serves its own certificate for "
              f"{', '.join(added['hostnames'])} (expires {added['not_after'][:10]})")
         return EXIT_OK
+    if action == "https":
+        body = {k: SWITCH[v] for k, v in (("redirect", args.redirect), ("hsts", args.hsts))
+                if v is not None}
+        if not body:
+            raise CliError("paas certs https needs --redirect on|off and/or --hsts on|off",
+                           code=EXIT_USAGE)
+        view = api.request("PUT", f"/v1/apps/{app}/https", json_body=body)["app"]
+        emit(args, view, lambda: f"{app}: redirect to HTTPS "
+             f"{'on' if view['https']['redirect'] else 'off'}, HSTS "
+             f"{'on' if view['https']['hsts'] else 'off'}")
+        return EXIT_OK
     if action == "remove":
         result = api.delete(f"/v1/apps/{app}/certs/own")
         emit(args, result, lambda: f"{app}'s own certificate is no longer served")
         return EXIT_OK
-    hostnames = api.get(f"/v1/apps/{app}")["app"]["hostnames"]
+    view = api.get(f"/v1/apps/{app}")["app"]
     certs = api.get(f"/v1/apps/{app}/certs")["certs"]
-    emit(args, certs, lambda: table(served_with(hostnames, certs),
-                                    ["host", "certificate", "expires"]))
+    https = view.get("https") or {}
+    emit(args, certs, lambda: table(served_with(view["hostnames"], certs),
+                                    ["host", "certificate", "expires"])
+         + f"\nredirect to HTTPS {'on' if https.get('redirect') else 'off'}, "
+           f"HSTS {'on' if https.get('hsts') else 'off'}")
     return EXIT_OK
 
 
@@ -80,9 +97,13 @@ def add_parsers(sub: Any) -> None:
                        help="what each of an app's host names is served with over HTTPS and "
                             "when it expires; add or remove the app's own certificate",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("first", metavar="APP|add|remove", nargs="?")
+    p.add_argument("first", metavar="APP|add|remove|https", nargs="?")
     p.add_argument("second", metavar="APP", nargs="?")
     p.add_argument("--cert", metavar="FILE",
                    help="add: the certificate, PEM, the server's first and then its chain")
     p.add_argument("--key", metavar="FILE", help="add: its private key, PEM, unencrypted")
+    p.add_argument("--redirect", choices=SWITCH,
+                   help="https: redirect the app's plain HTTP requests to HTTPS (308)")
+    p.add_argument("--hsts", choices=SWITCH,
+                   help="https: send Strict-Transport-Security (a year) on HTTPS answers")
     p.set_defaults(func=cmd_certs)

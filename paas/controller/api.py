@@ -337,6 +337,13 @@ async def set_domains(request: web.Request) -> web.Response:
     return web.json_response({"app": app})
 
 
+async def set_https(request: web.Request) -> web.Response:
+    ctl = request.app[CONTROLLER]
+    app = ctl.apps.set_https(_app_name(request), await _json_body(request))
+    await ctl.apps.sync_route(app["name"])
+    return web.json_response({"app": app})
+
+
 async def list_certs(request: web.Request) -> web.Response:
     """The app's certificates: kind, source, host names, expiry; never a key."""
     return web.json_response(
@@ -528,6 +535,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/v1/apps/{app}/releases/{version}/publish", publish_release,
                name="publish_release")
     r.add_put("/v1/apps/{app}/domains", set_domains, name="set_domains")
+    r.add_put("/v1/apps/{app}/https", set_https, name="set_https")
     r.add_get("/v1/apps/{app}/certs", list_certs, name="list_certs")
     r.add_post("/v1/apps/{app}/certs", add_cert, name="add_cert")
     r.add_delete("/v1/apps/{app}/certs/{kind}", remove_cert, name="remove_cert")

@@ -15,7 +15,7 @@ from paas.controller.releases import Releases
 from paas.controller.settings import ControllerSettings
 from paas.controller.store import Store
 from paas.controller.views import require_app
-from paas.errors import BadRequest, Conflict
+from paas.errors import BadRequest, Conflict, Unavailable
 from paas.tlscerts import covers
 
 log = logging.getLogger("paas.controller.apps")
@@ -23,6 +23,12 @@ log = logging.getLogger("paas.controller.apps")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
                        r"(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 _CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def _https(app: dict[str, Any]) -> dict[str, bool]:
+    """The app's HTTPS choices, each false unless set."""
+    found = app.get("https") or {}
+    return {"redirect": found.get("redirect") is True, "hsts": found.get("hsts") is True}
 
 
 @dataclass(kw_only=True)
@@ -40,6 +46,7 @@ class Apps:
     def _view(self, app: dict[str, Any]) -> dict[str, Any]:
         latest = self.store.latest_release(app["name"])
         return {"name": app["name"], "hostnames": app["hostnames"], "scale": app["scale"],
+                "https": _https(app),
                 "created_at": app["created_at"], "stable_release": app["stable_release"],
                 "latest_release": latest["version"] if latest else None,
                 "urls": [self.url(h, secure=self._secured(app["name"], h))
@@ -98,7 +105,7 @@ class Apps:
                 await self.consul.delete_route(name)
                 await self.consul.delete_kv(f"paas/apps/{name}", recurse=True)
             else:
-                await self.consul.put_route(name, app["hostnames"])
+                await self.consul.put_route(name, app["hostnames"], _https(app))
         except ConsulUnavailable as exc:
             log.warning("route of %s not synced yet: %s", name, exc)
 
@@ -107,8 +114,9 @@ class Apps:
         routes = await self.consul.list_routes()
         apps = {a["name"]: a for a in self.store.list_apps()}
         for name, app in apps.items():
-            if routes.get(name, {}).get("hostnames") != app["hostnames"]:
-                await self.consul.put_route(name, app["hostnames"])
+            route = routes.get(name, {})
+            if route.get("hostnames") != app["hostnames"] or route.get("https") != _https(app):
+                await self.consul.put_route(name, app["hostnames"], _https(app))
         for name in routes.keys() - apps.keys():
             await self.consul.delete_route(name)
         for name, app in apps.items():
@@ -133,6 +141,18 @@ class Apps:
                 raise Conflict(f"host name {sorted(taken)[0]!r} already belongs to app "
                                f"{other['name']!r}")
         self.store.set_app_fields(name, hostnames=hostnames)
+        return self._view(require_app(self.store, name))
+
+    def set_https(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Change the app's HTTPS choices: `redirect` (plain HTTP to HTTPS) and `hsts`."""
+        app = require_app(self.store, name)
+        unknown = set(body) - {"redirect", "hsts"}
+        if unknown or not all(isinstance(v, bool) for v in body.values()):
+            raise BadRequest("give redirect and/or hsts, each true or false")
+        if self.certs.tls is None or not self.settings.public_https_port:
+            raise Unavailable("this cluster serves no HTTPS (the controller's --tls-dir or "
+                              "--public-https-port is not set)")
+        self.store.set_app_fields(name, https={**_https(app), **body})
         return self._view(require_app(self.store, name))
 
     # --- config vars ------------------------------------------------------------------------

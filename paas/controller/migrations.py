@@ -225,6 +225,11 @@ CREATE TABLE certs (
 );
 """
 
+# An app's HTTPS choices, published with its route: {"redirect": bool, "hsts": bool}.
+APP_HTTPS = """
+ALTER TABLE apps ADD COLUMN https TEXT NOT NULL DEFAULT '{}';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, name="baseline schema", apply=sql(BASELINE)),
     Migration(version=2, name="indexes for running deployments and promotions",
@@ -238,6 +243,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=6, name="where Prometheus scrapes a release's instances",
               apply=sql(RELEASE_METRICS)),
     Migration(version=7, name="apps' certificates, their keys sealed", apply=sql(CERTIFICATES)),
+    Migration(version=8, name="an app's HTTPS redirect and HSTS", apply=sql(APP_HTTPS)),
 )
 LATEST = MIGRATIONS[-1].version
 

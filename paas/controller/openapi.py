@@ -106,6 +106,14 @@ def _app_paths() -> dict[str, Any]:
                        body=_json({"type": "object", "properties": {
                            "hostnames": {"type": "array", "items": {"type": "string"}}}})),
         },
+        "/v1/apps/{app}/https": {
+            "put": _op("Set the app's HTTPS choices: redirect plain HTTP to HTTPS (308), and "
+                       "HSTS on HTTPS answers; the route is published again",
+                       params=app, errors=("400", "401", "404", "503"),
+                       body=_json({"type": "object", "additionalProperties": False,
+                                   "properties": {"redirect": {"type": "boolean"},
+                                                  "hsts": {"type": "boolean"}}})),
+        },
         "/v1/apps/{app}/certs": {
             "get": _op("List the app's certificates (kind platform: the cluster CA's for "
                        "<app>.<domain>; own: the user's), with their host names and expiry; "

@@ -26,7 +26,7 @@ from paas.controller.migrations import StoreRefused, migrate
 log = logging.getLogger("paas.controller.store")
 
 _JSON_COLUMNS = {"hostnames", "config", "scale", "processes", "health", "policy", "labels",
-                 "replicas", "options", "pending"}
+                 "replicas", "options", "pending", "https"}
 
 
 def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:

@@ -76,6 +76,16 @@ async def test_platform_certificate_own_certificate_checks_and_no_key_leaves(
     assert [c["kind"] for c in (await (await api.get(
         "/v1/apps/shop/certs", headers=admin)).json())["certs"]] == ["platform"]
 
+    # Redirect and HSTS: off until asked, one at a time.
+    assert app["app"]["https"] == {"redirect": False, "hsts": False}
+    resp = await api.put("/v1/apps/shop/https", json={"redirect": True}, headers=admin)
+    assert (await resp.json())["app"]["https"] == {"redirect": True, "hsts": False}
+    resp = await api.put("/v1/apps/shop/https", json={"hsts": True}, headers=admin)
+    assert (await resp.json())["app"]["https"] == {"redirect": True, "hsts": True}
+    for bad in ({"redirect": "yes"}, {"other": True}):
+        assert await error_of(await api.put("/v1/apps/shop/https", json=bad, headers=admin),
+                              400) == "give redirect and/or hsts, each true or false"
+
 
 async def test_without_a_tls_folder_there_is_no_https(api, admin) -> None:
     await api.post("/v1/apps", json={"name": "plain"}, headers=admin)
@@ -84,3 +94,5 @@ async def test_without_a_tls_folder_there_is_no_https(api, admin) -> None:
     assert (await (await api.get("/v1/apps/plain/certs", headers=admin)).json())["certs"] == []
     assert "serves no HTTPS" in await error_of(await api.post(
         "/v1/apps/plain/certs", json={"cert": "x", "key": "y"}, headers=admin), 503)
+    assert "serves no HTTPS" in await error_of(await api.put(
+        "/v1/apps/plain/https", json={"redirect": True}, headers=admin), 503)

@@ -278,11 +278,12 @@ async def test_service_health_keeps_the_controllers_shape(fake: FakeConsul,
 async def test_routes_are_written_listed_and_deleted(fake: FakeConsul,
                                                      client: ConsulClient) -> None:
     fake.answer = http(200, "true")
-    await client.put_route("hello", ["hello.localhost"])
+    await client.put_route("hello", ["hello.localhost"], {"redirect": True, "hsts": False})
     put = fake.requests[-1]
     assert (put.method, put.path) == ("PUT", "/v1/kv/paas/routes/hello")
     assert json.loads(put.body) == {"app": "hello", "service": "hello",
-                                    "hostnames": ["hello.localhost"]}
+                                    "hostnames": ["hello.localhost"],
+                                    "https": {"redirect": True, "hsts": False}}
     await client.delete_route("hello")
     assert (fake.requests[-1].method, fake.requests[-1].path) == (
         "DELETE", "/v1/kv/paas/routes/hello")

@@ -510,3 +510,46 @@ def test_certificates_from_kv_open_with_the_seal_key_and_bad_ones_are_skipped(
     assert "\n\n" not in bundle and len(found["hello.platform"].sha1) == 40
     assert len(warnings) == 5 and all(w.startswith("certificate 'paas/certs/") for w in warnings)
     assert any("does not open with this cluster's seal key" in w for w in warnings)
+
+
+def test_https_policy_is_parsed_and_a_change_of_it_reloads() -> None:
+    from router.routes import HttpsPolicy
+
+    warnings: list[str] = []
+    specs = parse_routes({
+        "paas/routes/a": json.dumps({"hostnames": ["a.localhost"],
+                                     "https": {"redirect": True, "hsts": True}}).encode(),
+        "paas/routes/b": json.dumps({"hostnames": ["b.localhost"]}).encode(),
+        "paas/routes/c": json.dumps({"hostnames": ["c.localhost"],
+                                     "https": {"redirect": "yes"}}).encode(),
+    }, "paas/routes/", warn=warnings.append)
+    assert specs["a"].https == HttpsPolicy(redirect=True, hsts=True)
+    assert specs["b"].https == HttpsPolicy()
+    assert "c" not in specs and "https is not an object of redirect and hsts" in warnings[0]
+    table = build_table(specs, {"a": [A1], "b": [A2]})
+    first = plan_changes({}, table, initial_slots=2).layout
+    same = plan_changes(first, table, initial_slots=2)
+    assert same.noop
+    flipped = {**table, "a": dataclasses.replace(table["a"], https=HttpsPolicy(redirect=True))}
+    plan = plan_changes(first, flipped, initial_slots=2)
+    assert plan.reload and plan.reasons == ("https of a: redirect True, hsts False",)
+
+
+def test_redirect_and_hsts_are_rendered_only_with_https(tmp_path: Path) -> None:
+    from router.routes import HttpsPolicy
+
+    route_a = dataclasses.replace(route("a", ("a.localhost",), A1),
+                                  https=HttpsPolicy(redirect=True, hsts=True))
+    layout = plan_changes({}, {"a": route_a}, initial_slots=2).layout
+    options = dataclasses.replace(OPTIONS, https_port=8443, fallback_cert=tmp_path / "f.pem",
+                                  crt_list=tmp_path / "c.list")
+    found = lines(render_config(layout, options))
+    assert ("http-request redirect code 308 location https://%[var(txn.host)]:8443"
+            "%[capture.req.uri] if host_a !{ ssl_fc } "
+            "!{ path_beg /.well-known/acme-challenge/ }") in found
+    assert ('http-response set-header Strict-Transport-Security "max-age=31536000" '
+            "if { ssl_fc }") in found
+    on_443 = render_config(layout, dataclasses.replace(options, https_port=443))
+    assert "location https://%[var(txn.host)]%[capture.req.uri]" in on_443
+    plain = render_config(layout, OPTIONS)
+    assert "redirect" not in plain and "Strict-Transport-Security" not in plain

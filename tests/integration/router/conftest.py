@@ -84,8 +84,10 @@ class Consul:
         with urllib.request.urlopen(request, timeout=5) as resp:
             return resp.read()
 
-    def put_route(self, app: str, hostnames: list[str], service: str | None = None) -> None:
-        value = {"app": app, "service": service or app, "hostnames": hostnames}
+    def put_route(self, app: str, hostnames: list[str], service: str | None = None,
+                  https: dict[str, bool] | None = None) -> None:
+        value = {"app": app, "service": service or app, "hostnames": hostnames,
+                 "https": https or {}}
         self._call("PUT", f"/v1/kv/paas/routes/{app}", json.dumps(value).encode())
 
     def delete_route(self, app: str) -> None:

@@ -6,6 +6,7 @@ and no failed request while a certificate is replaced under load. Real Consul, r
 from __future__ import annotations
 
 import hashlib
+import http.client
 import socket
 import ssl
 import threading
@@ -28,9 +29,11 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
     return cert, key, path
 
 
-def https_get(router, name: str, cafile: Path | None) -> tuple[int, str, str]:
+def https_get(router, name: str, cafile: Path | None, *,
+              headers: dict[str, str] | None = None) -> tuple[int, str, str]:
     """One HTTPS request for `name` (SNI and Host) through the router: (status, body, the
-    SHA-256 fingerprint of the certificate it served). Verified against `cafile` if given."""
+    SHA-256 fingerprint of the certificate it served). Verified against `cafile` if given.
+    `headers`, if given, is filled with the answer's headers (lower-case names)."""
     if cafile is None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
@@ -45,6 +48,10 @@ def https_get(router, name: str, cafile: Path | None) -> tuple[int, str, str]:
             while chunk := tls.recv(65536):
                 data += chunk
     head, _, body = data.decode().partition("\r\n\r\n")
+    if headers is not None:
+        for line in head.split("\r\n")[1:]:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
     return int(head.split()[1]), body, served
 
 
@@ -163,3 +170,43 @@ def test_a_new_router_adopts_haproxy_with_its_certificates_and_changes_them_in_p
         consul.delete_cert("tlsc")
         consul.deregister("tlsc-1")
         consul.delete_route("tlsc")
+
+
+def test_redirect_to_https_and_hsts_per_app(consul, router, backends, cleanup, wait_for,
+                                            ca) -> None:
+    backend = backends("tls-r", "127.0.5.5")
+    consul.put_route("tlsr", ["tlsr.localhost"])
+    cleanup(app="tlsr")
+    consul.register(app="tlsr", instance_id="tlsr-1", address=backend.host, port=backend.port)
+    cleanup(instance="tlsr-1")
+    wait_for(lambda: router.servers("tlsr"), timeout=20, what="tlsr routed")
+    put_cert(consul, router, "tlsr", ca, ["tlsr.localhost"])
+    try:
+        wait_for(lambda: https_get(router, "tlsr.localhost", ca[2])[0] == 200, timeout=20,
+                 what="tlsr over HTTPS")
+        # Off by default: plain HTTP is served, no HSTS.
+        assert router.get("tlsr.localhost", "/x?y=1")[:3:2] == (200, "tls-r")
+        seen: dict[str, str] = {}
+        https_get(router, "tlsr.localhost", ca[2], headers=seen)
+        assert "strict-transport-security" not in seen
+
+        consul.put_route("tlsr", ["tlsr.localhost"], https={"redirect": True, "hsts": True})
+
+        def redirected() -> tuple[int, str | None]:
+            conn = http.client.HTTPConnection(HOST, router.listen_port, timeout=5)
+            try:
+                conn.request("GET", "/x?y=1", headers={"Host": "tlsr.localhost:8080"})
+                resp = conn.getresponse()
+                resp.read()
+                return resp.status, resp.getheader("Location")
+            finally:
+                conn.close()
+        wait_for(lambda: redirected()[0] == 308, timeout=20, what="the redirect to HTTPS")
+        assert redirected() == (308, f"https://tlsr.localhost:{router.https_port}/x?y=1")
+        # ACME's HTTP-01 challenges stay on plain HTTP.
+        assert router.get("tlsr.localhost", "/.well-known/acme-challenge/abc")[0] == 200
+        seen.clear()
+        assert https_get(router, "tlsr.localhost", ca[2], headers=seen)[:2] == (200, "tls-r")
+        assert seen["strict-transport-security"] == "max-age=31536000"
+    finally:
+        consul.delete_cert("tlsr")
