@@ -25,7 +25,7 @@ test-quick: | $(PYTEST)
 
 # Every benchmark, one after the other, each as README shows it (bench/*: their own clusters;
 # multihost needs root). Minutes; not part of `make test`.
-BENCHES := scheduler route_propagation scrape_overhead latency_overhead zero_downtime node_loss reactions build first_push multihost
+BENCHES := scheduler route_propagation scrape_overhead latency_overhead tls_throughput zero_downtime node_loss reactions build first_push multihost
 bench: setup
 	@set -e; for b in $(BENCHES); do echo "== bench/$$b"; bench/$$b; done
 

@@ -1,4 +1,5 @@
-"""The router's own HTTP endpoints: `/healthz`, `/metrics`, `/routes` and `/sessions`.
+"""The router's own HTTP endpoints: `/healthz`, `/metrics`, `/routes`, `/sessions` and
+`/acme` (the ACME challenge tokens HAProxy answers now: the controller waits for its own).
 
 `/routes` is the contract with the deployer (docs/architecture.md): it returns exactly what
 HAProxy routes after the last successful apply, so "instance gone from /routes" means "HAProxy
@@ -63,7 +64,13 @@ async def sessions(request: web.Request) -> web.Response:
     return web.json_response({"apps": found})
 
 
+async def acme(request: web.Request) -> web.Response:
+    challenges = request.app[STATE].applier.challenges
+    return web.json_response({"tokens": challenges.served() if challenges else []})
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/acme", acme)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/sessions", sessions)
     app.router.add_get("/metrics", metrics)

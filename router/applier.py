@@ -18,6 +18,7 @@ from pathlib import Path
 from paas.names import InvalidName
 from paas.retry import Backoff
 from router import layoutfile
+from router.acme import ChallengeApplier
 from router.certs import CertApplier
 from router.haproxy import HAProxy, HAProxyError
 from router.metrics import RouterMetrics
@@ -36,7 +37,8 @@ class Applier:
                  initial_slots: int, debounce_s: float, backoff_max_s: float,
                  metrics: RouterMetrics, desired: Callable[[], RoutingTable],
                  layout_path: Path | None = None,
-                 certs: CertApplier | None = None) -> None:
+                 certs: CertApplier | None = None,
+                 challenges: ChallengeApplier | None = None) -> None:
         self.haproxy = haproxy
         self.options = options
         self.templates_dir = templates_dir
@@ -51,6 +53,7 @@ class Applier:
         # HTTPS certificates (router/certs.py), synced before the routes on each apply; their
         # fallback when the runtime API fails is a reload of the layout HAProxy runs.
         self.certs = certs
+        self.challenges = challenges  # ACME HTTP-01 answers, kept the same way
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -71,9 +74,10 @@ class Applier:
         routes it applied before); the next apply converges from there."""
         async with self._lock:
             config = self.render(self.layout)
-            if self.certs is not None:
-                self.certs.prepare()
-                self.certs.forget()
+            for part in (self.certs, self.challenges):
+                if part is not None:
+                    part.prepare()
+                    part.forget()
             if await self.haproxy.adopt():
                 on_disk = (self.haproxy.config_path.read_text()
                            if self.haproxy.config_path.exists() else None)
@@ -111,6 +115,9 @@ class Applier:
                     self.metrics.cert_updates.inc()
                     self.metrics.runtime_commands.inc(sent)
                 self.metrics.certificates.set(len(self.certs.loaded or {}))
+            if self.challenges is not None:
+                self.metrics.runtime_commands.inc(
+                    await self.challenges.sync(reload=self._reload_current))
             plan = plan_changes(self.layout, self.desired(), initial_slots=self.initial_slots)
             if plan.noop:
                 return plan

@@ -109,10 +109,10 @@ class CertApplier:
         """Before HAProxy starts: the folder, the list and a fallback certificate exist."""
         self.certs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not self.crt_list.exists():
-            _write_private(self.crt_list, "")
+            write_private(self.crt_list, "")
         if not self.fallback.exists():
             cert, key = self_signed([FALLBACK_NAME])
-            _write_private(self.fallback, cert + key)
+            write_private(self.fallback, cert + key)
 
     def path(self, name: str) -> Path:
         return self.certs_dir / f"{name}.pem"
@@ -166,10 +166,10 @@ class CertApplier:
         for name, cert in want.items():
             path = self.path(name)
             if not path.exists() or path.read_text() != cert.bundle:
-                _write_private(path, cert.bundle)
+                write_private(path, cert.bundle)
         listing = "".join(f"{self.path(name)}\n" for name in sorted(want))
         if not self.crt_list.exists() or self.crt_list.read_text() != listing:
-            _write_private(self.crt_list, listing)
+            write_private(self.crt_list, listing)
         for path in self.certs_dir.glob("*.pem"):
             if path.stem not in want:
                 path.unlink(missing_ok=True)
@@ -194,7 +194,7 @@ class CertApplier:
         return loaded
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write `text` to `path` atomically, readable by this user only."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

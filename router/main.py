@@ -29,6 +29,7 @@ from paas.sealing import SealError, Sealer
 from paas.selfregister import OwnService, keep_registered
 from router.admin import STATE, RouterState, add_routes
 from router.applier import Applier
+from router.acme import ChallengeApplier
 from router.certs import CertApplier
 from router.haproxy import HAProxy, HAProxyError, resolve_binary
 from router.metrics import RouterMetrics
@@ -74,11 +75,15 @@ def _router_context(
                 backoff_max_s=settings.backoff_max_s, min_interval_s=settings.debounce_s,
                 metrics=metrics, on_change=lambda: applier.notify(),
                 certs_prefix=settings.certs_prefix if sealer else None, sealer=sealer,
+                acme_prefix=settings.acme_prefix if sealer else None,
             )
             certs = CertApplier(
                 admin_socket=settings.admin_socket, certs_dir=settings.certs_dir,
                 crt_list=settings.crt_list_path, fallback=settings.fallback_cert_path,
                 desired=lambda: watcher.certs) if sealer else None
+            challenges = ChallengeApplier(
+                admin_socket=settings.admin_socket, map_file=settings.acme_map_path,
+                desired=lambda: watcher.challenges) if sealer else None
             applier = Applier(
                 haproxy=haproxy,
                 options=RenderOptions(listen_host=settings.listen_host,
@@ -90,11 +95,12 @@ def _router_context(
                                       latency_script=settings.latency_script_path,
                                       https_port=settings.https_port,
                                       fallback_cert=settings.fallback_cert_path,
-                                      crt_list=settings.crt_list_path),
+                                      crt_list=settings.crt_list_path,
+                                      acme_map=settings.acme_map_path),
                 templates_dir=settings.templates_dir, initial_slots=settings.initial_slots,
                 debounce_s=settings.debounce_s, backoff_max_s=settings.backoff_max_s,
                 metrics=metrics, desired=watcher.desired, layout_path=settings.layout_path,
-                certs=certs,
+                certs=certs, challenges=challenges,
             )
             await applier.start_haproxy()
             metrics.watch_slots(lambda: applier.layout)

@@ -47,6 +47,8 @@ class RenderOptions:
     """The PEM bundle served to a name no app's certificate has."""
     crt_list: Path | None = None
     """HAProxy's crt-list of the apps' certificates (router/certs.py keeps it)."""
+    acme_map: Path | None = None
+    """The map HAProxy answers ACME HTTP-01 challenges from (router/acme.py); None: none."""
 
 
 def render_config(layout: Layout, options: RenderOptions, *,
@@ -90,7 +92,8 @@ def _https(options: RenderOptions) -> dict[str, str] | None:
                                             options.admin_socket, options.maxconn)),
             "port_suffix": "" if port == 443 else f":{port}",
             "fallback_cert": _socket_path(options.fallback_cert),
-            "crt_list": _socket_path(options.crt_list)}
+            "crt_list": _socket_path(options.crt_list),
+            "acme_map": _socket_path(options.acme_map) if options.acme_map else ""}
 
 
 def _socket_path(path: Path) -> str:

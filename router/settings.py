@@ -38,6 +38,9 @@ class RouterSettings:
            "certificate from Consul KV); 0: no HTTPS.")
     certs_prefix: str = setting(
         "paas/certs/", "Consul KV prefix holding one certificate per app (its key sealed).")
+    acme_prefix: str = setting(
+        "paas/acme/", "Consul KV prefix of the ACME HTTP-01 challenges the router answers "
+                      "(with HTTPS on).")
     seal_key_file: Path | None = setting(
         None, "The cluster's seal key (paas.sealing), which opens the certificates' keys; "
               "needed with https_port.", shown_default="none")
@@ -107,7 +110,7 @@ class RouterSettings:
         for name in ("debounce_s", "stop_timeout_s"):
             if getattr(self, name) < 0:
                 raise InvalidSetting(name, "must not be negative")
-        for name in ("routes_prefix", "certs_prefix"):
+        for name in ("routes_prefix", "certs_prefix", "acme_prefix"):
             if not getattr(self, name).endswith("/"):
                 raise InvalidSetting(name, "must end with '/'")
         if len(str(self.master_socket)) > MAX_SOCKET_PATH:
@@ -131,6 +134,10 @@ class RouterSettings:
     @property
     def crt_list_path(self) -> Path:
         return self.state_dir / "certs.list"
+
+    @property
+    def acme_map_path(self) -> Path:
+        return self.state_dir / "acme.map"
 
     @property
     def fallback_cert_path(self) -> Path:

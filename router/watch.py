@@ -3,7 +3,8 @@
 One task holds a recursive blocking query on the routes prefix (`paas/routes/`); for each routed
 app it runs one more task holding a blocking query on
 `/v1/health/service/<service>?passing=1&tag=live`, started and stopped as apps come and go.
-With HTTPS, one more holds one on the certificates' prefix (`paas/certs/`, router/certs.py).
+With HTTPS, two more hold one on the certificates' prefix (`paas/certs/`, router/certs.py)
+and on the ACME challenges' (`paas/acme/`, router/acme.py).
 Each answer updates `RouteWatcher.specs` / `.servers` / `.certs` and calls `on_change`; the
 applier debounces and applies.
 
@@ -21,6 +22,7 @@ from collections.abc import Callable, Mapping
 from paas.consul import ConsulClient, ConsulUnavailable
 from paas.retry import Backoff, Outage
 from paas.sealing import Sealer
+from router.acme import parse_challenges
 from router.certs import ServedCert, parse_certs
 from router.metrics import RouterMetrics
 from router.routes import (
@@ -43,11 +45,12 @@ class RouteWatcher:
     def __init__(self, *, client: ConsulClient, prefix: str, wait_s: float, backoff_max_s: float,
                  min_interval_s: float, metrics: RouterMetrics,
                  on_change: Callable[[], None], certs_prefix: str | None = None,
-                 sealer: Sealer | None = None) -> None:
+                 sealer: Sealer | None = None, acme_prefix: str | None = None) -> None:
         self.client = client
         self.prefix = prefix
         self.certs_prefix = certs_prefix
         self.sealer = sealer
+        self.acme_prefix = acme_prefix
         self.wait_s = wait_s
         self.backoff_max_s = backoff_max_s
         self.min_interval_s = min_interval_s
@@ -58,6 +61,7 @@ class RouteWatcher:
         self.specs: dict[str, RouteSpec] = {}
         self.servers: dict[str, tuple[Server, ...]] = {}
         self.certs: dict[str, ServedCert] = {}
+        self.challenges: dict[str, str] = {}
         self._health: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self._warned: set[str] = set()
 
@@ -68,10 +72,12 @@ class RouteWatcher:
     async def run(self) -> None:
         """Watch until cancelled; the health tasks stop with it."""
         try:
+            watches = [self._watch_routes()]
             if self.certs_prefix and self.sealer:
-                await asyncio.gather(self._watch_routes(), self._watch_certs())
-            else:
-                await self._watch_routes()
+                watches.append(self._watch_certs())
+            if self.acme_prefix:
+                watches.append(self._watch_challenges())
+            await asyncio.gather(*watches)
         finally:
             tasks = [task for _, task in self._health.values()]
             for task in tasks:
@@ -96,6 +102,17 @@ class RouteWatcher:
             certs = parse_certs(values, prefix, sealer, warn=self._warn_once)
             if certs != self.certs:
                 self.certs = certs
+                self.on_change()
+        await self._watch_kv(prefix, got)
+
+    async def _watch_challenges(self) -> None:
+        assert self.acme_prefix is not None
+        prefix = self.acme_prefix
+
+        def got(values: Mapping[str, bytes]) -> None:
+            challenges = parse_challenges(values, prefix, warn=self._warn_once)
+            if challenges != self.challenges:
+                self.challenges = challenges
                 self.on_change()
         await self._watch_kv(prefix, got)
 

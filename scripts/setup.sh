@@ -8,7 +8,8 @@
 #     (the language stacks' images, made from Debian's packages: paas.builder.stackimages),
 #     prometheus (the cluster's monitoring; the cluster runs its own, on its own port, so
 #     the package's own service is disabled where systemd runs), chromium (the dashboard's
-#     browser tests drive it headless, through playwright's executable_path)
+#     browser tests drive it headless, through playwright's executable_path), pebble (an ACME
+#     test server and its DNS, which the HTTPS tests order certificates from)
 #   - Consul 1.8 from Debian bullseye (not in bookworm): downloaded through an extra apt
 #     sources list that reuses the mirror already in this machine's apt sources, then
 #     unpacked into .local/bin/ (a consul already on PATH wins)
@@ -25,7 +26,7 @@ need_pkgs=()
 for pair in docker.io:/usr/sbin/dockerd haproxy:/usr/sbin/haproxy busybox-static:/bin/busybox \
             git:/usr/bin/git wrk:/usr/bin/wrk hey:/usr/bin/hey vagrant:/usr/bin/vagrant \
             docker-registry:/usr/bin/docker-registry mmdebstrap:/usr/bin/mmdebstrap \
-            prometheus:/usr/bin/prometheus chromium:/usr/bin/chromium; do
+            prometheus:/usr/bin/prometheus chromium:/usr/bin/chromium pebble:/usr/bin/pebble; do
   pkg=${pair%%:*}; file=${pair#*:}
   if [ "$pkg" = busybox-static ]; then
     dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=("$pkg")

@@ -6,6 +6,7 @@ and no failed request while a certificate is replaced under load. Real Consul, r
 from __future__ import annotations
 
 import hashlib
+import json
 import http.client
 import socket
 import ssl
@@ -210,3 +211,26 @@ def test_redirect_to_https_and_hsts_per_app(consul, router, backends, cleanup, w
         assert seen["strict-transport-security"] == "max-age=31536000"
     finally:
         consul.delete_cert("tlsr")
+
+
+def test_acme_challenges_are_answered_on_plain_http_without_a_reload(
+        consul, router, wait_for) -> None:
+    token = "tok" + "A" * 40
+    key_authz = f"{token}.{'b' * 43}"
+    reloads = router.haproxy_reloads()
+    consul._call("PUT", f"/v1/kv/paas/acme/{token}", key_authz.encode())
+    consul._call("PUT", "/v1/kv/paas/acme/short", b"x")  # skipped, and logged
+    try:
+        wait_for(lambda: token in json.loads(router.admin("/acme")[1])["tokens"], timeout=20,
+                 what="the router to serve the challenge")
+        # Whatever app's host name the CA asks for: the path is the router's.
+        status, _, body = router.get("any-app.example", f"/.well-known/acme-challenge/{token}")
+        assert (status, body) == (200, key_authz)
+        assert router.get("any-app.example", "/.well-known/acme-challenge/other")[0] == 404
+        assert "ACME challenge 'paas/acme/short' skipped" in router.log()
+    finally:
+        consul._call("DELETE", "/v1/kv/paas/acme/?recurse")
+    wait_for(lambda: json.loads(router.admin("/acme")[1])["tokens"] == [], timeout=20,
+             what="the challenge to go")
+    assert router.get("any-app.example", f"/.well-known/acme-challenge/{token}")[0] == 404
+    assert router.haproxy_reloads() == reloads
