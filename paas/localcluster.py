@@ -92,6 +92,9 @@ class LocalCluster:
     https_port: int = 8443
     """Where the router serves apps over HTTPS, with certificates from the cluster's own CA
     (`ca_path`); 0: plain HTTP only."""
+    acme_directory: str = ""
+    """An ACME CA the controller orders apps' own domains' certificates from ("" = none)."""
+    acme_ca_bundle: Path | None = None
     controller_port: int = 7070
     router_admin_port: int = 7072
     agent_admin_port: int = 7071
@@ -238,7 +241,8 @@ class LocalCluster:
             address=self.server_ip, state_dir=self.root, cluster=self.cluster_id,
             domain=self.domain, image_repo=self.image_repo, registry=self.registry,
             docker_url=self.hosts.get(0, Host()).docker_url, http_port=self.http_port,
-            https_port=self.https_port, controller_port=self.controller_port, router_admin_port=self.router_admin_port,
+            https_port=self.https_port, acme_directory=self.acme_directory,
+            acme_ca_bundle=self.acme_ca_bundle, controller_port=self.controller_port, router_admin_port=self.router_admin_port,
             node_down_after=self.node_down_after, consul=find_consul(),
             docker_registry=shutil.which("docker-registry") or "/usr/bin/docker-registry",
             monitoring=self.monitoring,

@@ -26,6 +26,10 @@ from paas import templating
 CONSUL_PORT = 8500
 REGISTRY_PORT = 5000
 PROMETHEUS_PORT = 7074
+SAFE_PATH = ("-P",)
+"""Python's -P: the working directory (the machine's state folder) is not put on sys.path, so a
+folder there can never stand in for a module (the router's state folder `router/` holds
+`certs/`, which `python -m router.main` run from the state folder imported as router.certs)."""
 USER = "paas"
 """The system user every installed unit runs as: none of them runs as root."""
 
@@ -64,6 +68,11 @@ class Server:
     http_port: int = 8080
     https_port: int = 8443
     """Where the router serves apps over HTTPS (0: it does not; an installed server: 443)."""
+    acme_directory: str = ""
+    """An ACME CA's directory URL for apps' own domains ("" = none)."""
+    acme_email: str = ""
+    acme_ca_bundle: Path | None = None
+    """Trust for the ACME CA's own HTTPS, when it is a test CA."""
     public_host: str = ""
     """Where the router serves apps ("" = `address`; an installed server: 0.0.0.0). Every
     other port of the server listens on `address`, the cluster's private network."""
@@ -153,17 +162,21 @@ def server_processes(s: Server) -> list[Process]:
                                  "  delete:\n    enabled: true\n"
                                  f"http:\n  addr: {s.registry_address}\n")}))
     found.append(Process("controller", (
-        s.python, "-m", "paas.controller.server", "--data-dir", str(s.data_dir),
+        s.python, *SAFE_PATH, "-m", "paas.controller.server", "--data-dir", str(s.data_dir),
         "--host", s.address, "--port", str(s.controller_port), "--consul-url", s.consul_url,
         "--router-url", s.router_admin_url, "--domain", s.domain, "--cluster", s.cluster,
         "--image-repo", s.image_repo, "--registry", s.registry_address,
         "--node-down-after", str(s.node_down_after), "--public-port", str(s.http_port),
         "--prometheus-url", s.prometheus_url, *_engine(s.docker_url),
         *(("--tls-dir", str(s.tls_dir), "--public-https-port", str(s.https_port))
-          if s.https_port else ())),
+          if s.https_port else ()),
+        *(("--acme-directory", s.acme_directory, "--acme-email", s.acme_email)
+          if s.https_port and s.acme_directory else ()),
+        *(("--acme-ca-bundle", str(s.acme_ca_bundle))
+          if s.https_port and s.acme_directory and s.acme_ca_bundle else ())),
         "PaaS controller", groups=("docker",)))
     found.append(Process("router", (
-        s.python, "-m", "router.main", "--consul-url", s.consul_url,
+        s.python, *SAFE_PATH, "-m", "router.main", "--consul-url", s.consul_url,
         "--listen-host", s.public_host or s.address, "--listen-port", str(s.http_port),
         "--admin-host", s.address, "--admin-port", str(s.router_admin_port),
         "--exporter-port", str(s.haproxy_exporter_port),
@@ -208,7 +221,7 @@ def node_processes(n: Node) -> list[Process]:
             "-log-level", "warn"), f"Consul client agent of PaaS node {n.name}",
             dirs=(consul_data,)),
         Process(f"agent-{n.name}", (
-            n.python, "-m", "agent.main", "--node", n.name, "--address", n.address,
+            n.python, *SAFE_PATH, "-m", "agent.main", "--node", n.name, "--address", n.address,
             "--controller-url", f"http://{n.server}:{n.controller_port}",
             "--join-token-file", str(n.join_token_file),
             "--consul-url", f"http://{n.address}:{CONSUL_PORT}", "--cluster", n.cluster,

@@ -16,6 +16,7 @@ ECDSA P-256: small, fast to sign with, and served by every TLS client in use.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -92,9 +93,17 @@ def make_ca(common_name: str, *, days: int = CA_DAYS,
     return _cert_pem(cert), _key_pem(key)
 
 
+def _san(name: str) -> x509.GeneralName:
+    """A DNS name, or an IP address (a service reached by its address, such as an ACME CA's)."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 def _leaf(builder: x509.CertificateBuilder, hostnames: Sequence[str]) -> x509.CertificateBuilder:
     return (builder
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hostnames]),
+            .add_extension(x509.SubjectAlternativeName([_san(h) for h in hostnames]),
                            critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),

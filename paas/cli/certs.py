@@ -4,6 +4,7 @@ certificate expires; add the app's own certificate, or remove it.
     paas certs APP                                  each host name, its certificate, expiry
     paas certs add APP --cert FILE --key FILE       serve the user's pair for the app's domains
     paas certs remove APP                           stop serving it
+    paas certs renew APP                            renew now (cluster CA; ACME CA's too)
     paas certs https APP [--redirect on|off] [--hsts on|off]
                                                     redirect plain HTTP to HTTPS; send HSTS
 """
@@ -26,7 +27,7 @@ from paas.cli.common import (
 )
 from paas.tlscerts import covers
 
-ACTIONS = ("add", "remove", "https")
+ACTIONS = ("add", "remove", "https", "renew")
 SWITCH = {"on": True, "off": False}
 
 
@@ -41,6 +42,17 @@ def served_with(hostnames: list[str], certs: list[dict[str, Any]]) -> list[dict[
                      "expires": f"{cert['not_after'][:10]} (in {cert['expires_in_days']:g} days)"
                      if cert else "-"})
     return rows
+
+
+def acme_line(acme: dict[str, Any] | None) -> str:
+    """What the ACME CA's orders for the app are doing, if anything."""
+    if not acme:
+        return ""
+    if acme["ordering"]:
+        return "\nACME: ordering a certificate for the app's own domains"
+    if acme["error"]:
+        return f"\nACME: {acme['error']}; next try in {acme['next_try_in_s']} s"
+    return ""
 
 
 def _read(path: str, what: str) -> str:
@@ -78,17 +90,25 @@ def cmd_certs(args: argparse.Namespace) -> int:
              f"{'on' if view['https']['redirect'] else 'off'}, HSTS "
              f"{'on' if view['https']['hsts'] else 'off'}")
         return EXIT_OK
+    if action == "renew":
+        result = api.post(f"/v1/apps/{app}/certs/renew", {})
+        emit(args, result, lambda: f"{app}'s certificates renewed:\n" + table(
+            [{"kind": c["kind"], "source": c["source"], "hosts": " ".join(c["hostnames"]),
+              "expires": c["not_after"][:10]} for c in result["certs"]],
+            ["kind", "source", "hosts", "expires"]))
+        return EXIT_OK
     if action == "remove":
         result = api.delete(f"/v1/apps/{app}/certs/own")
         emit(args, result, lambda: f"{app}'s own certificate is no longer served")
         return EXIT_OK
     view = api.get(f"/v1/apps/{app}")["app"]
-    certs = api.get(f"/v1/apps/{app}/certs")["certs"]
+    found = api.get(f"/v1/apps/{app}/certs")
+    certs, acme = found["certs"], found.get("acme")
     https = view.get("https") or {}
-    emit(args, certs, lambda: table(served_with(view["hostnames"], certs),
+    emit(args, found, lambda: table(served_with(view["hostnames"], certs),
                                     ["host", "certificate", "expires"])
          + f"\nredirect to HTTPS {'on' if https.get('redirect') else 'off'}, "
-           f"HSTS {'on' if https.get('hsts') else 'off'}")
+           f"HSTS {'on' if https.get('hsts') else 'off'}" + acme_line(acme))
     return EXIT_OK
 
 
@@ -97,7 +117,7 @@ def add_parsers(sub: Any) -> None:
                        help="what each of an app's host names is served with over HTTPS and "
                             "when it expires; add or remove the app's own certificate",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("first", metavar="APP|add|remove|https", nargs="?")
+    p.add_argument("first", metavar="APP|add|remove|https|renew", nargs="?")
     p.add_argument("second", metavar="APP", nargs="?")
     p.add_argument("--cert", metavar="FILE",
                    help="add: the certificate, PEM, the server's first and then its chain")

@@ -90,6 +90,8 @@ def plan(args: argparse.Namespace) -> tuple[list[machines.Process], str, Path | 
                                  registry=True, monitoring=True, consul=_consul(args.consul),
                                  python=sys.executable, http_port=args.http_port,
                                  https_port=args.https_port,
+                                 acme_directory=args.acme_directory or "",
+                                 acme_email=args.acme_email or "",
                                  public_host=_address(args.public, "--public"))
         return machines.server_processes(server), server.registry_address, None
     if not args.server:
@@ -342,6 +344,11 @@ def add_parsers(sub: Any) -> None:
                    help="server: apps are served at <app>.<domain> (default localhost)")
     p.add_argument("--http-port", type=int, default=80,
                    help="server: the port the router serves apps on (default 80)")
+    p.add_argument("--acme-directory", metavar="URL",
+                   help="server: an ACME CA's directory URL (such as Let's Encrypt's) to order "
+                        "certificates for apps' own domains from (default: none)")
+    p.add_argument("--acme-email", metavar="ADDRESS",
+                   help="server: the contact address of the ACME account")
     p.add_argument("--https-port", type=int, default=443,
                    help="server: the port the router serves apps on over HTTPS, with "
                         "certificates from the cluster's CA or the user's (default 443; 0: "

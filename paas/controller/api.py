@@ -346,8 +346,8 @@ async def set_https(request: web.Request) -> web.Response:
 
 async def list_certs(request: web.Request) -> web.Response:
     """The app's certificates: kind, source, host names, expiry; never a key."""
-    return web.json_response(
-        {"certs": request.app[CONTROLLER].certs.listing(_app_name(request))})
+    certs, app = request.app[CONTROLLER].certs, _app_name(request)
+    return web.json_response({"certs": certs.listing(app), "acme": certs.acme_state(app)})
 
 
 async def add_cert(request: web.Request) -> web.Response:
@@ -355,6 +355,10 @@ async def add_cert(request: web.Request) -> web.Response:
     cert = await request.app[CONTROLLER].certs.add(_app_name(request), body.get("cert"),
                                                    body.get("key"))
     return web.json_response({"cert": cert}, status=201)
+
+
+async def renew_certs(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[CONTROLLER].certs.renew(_app_name(request)))
 
 
 async def remove_cert(request: web.Request) -> web.Response:
@@ -538,6 +542,7 @@ def add_routes(app: web.Application) -> None:
     r.add_put("/v1/apps/{app}/https", set_https, name="set_https")
     r.add_get("/v1/apps/{app}/certs", list_certs, name="list_certs")
     r.add_post("/v1/apps/{app}/certs", add_cert, name="add_cert")
+    r.add_post("/v1/apps/{app}/certs/renew", renew_certs, name="renew_certs")
     r.add_delete("/v1/apps/{app}/certs/{kind}", remove_cert, name="remove_cert")
     r.add_post("/v1/apps/{app}/deployments", create_deployment, name="create_deployment")
     r.add_get("/v1/apps/{app}/deployments", list_deployments, name="list_deployments")

@@ -126,6 +126,12 @@ def _app_paths() -> dict[str, Any]:
                                     "properties": {"cert": {"type": "string"},
                                                    "key": {"type": "string"}}})),
         },
+        "/v1/apps/{app}/certs/renew": {
+            "post": _op("Renew the app's certificates now: the platform one from the cluster CA, "
+                        "the own one from the ACME CA when it came from there (the answer waits "
+                        "for the order; 503 with the CA's sentence when it fails)", params=app,
+                        errors=("401", "404", "503")),
+        },
         "/v1/apps/{app}/certs/{kind}": {
             "delete": _op("Stop serving the app's own certificate", params=["app", "kind"]),
         },

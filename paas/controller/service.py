@@ -26,6 +26,7 @@ from aiohttp import web
 
 from paas.consul import ConsulClient
 from paas.controller.apps import Apps
+from paas.controller.acme import Acme, AcmeSettings
 from paas.controller.certs import Certificates, ClusterTls
 from paas.controller.deployer import Deployer
 from paas.controller.deployments import Deployments
@@ -76,8 +77,14 @@ class Controller:
             publish=releases.publish)
         deployments = Deployments(settings=settings, store=store, deployer=deployer,
                                   metrics=metrics)
+        acme = Acme(AcmeSettings(directory=settings.acme_directory,
+                                 account_key=settings.tls_dir / "acme-account.key",
+                                 email=settings.acme_email, ca_bundle=settings.acme_ca_bundle),
+                    consul=consul, session=session, router_url=settings.router_url) \
+            if settings.acme_directory and settings.tls_dir else None
         certs = Certificates(store=store, consul=consul, domain=settings.domain,
-                             tls=ClusterTls.load(settings.tls_dir) if settings.tls_dir else None)
+                             tls=ClusterTls.load(settings.tls_dir) if settings.tls_dir else None,
+                             acme=acme)
         return cls(settings=settings, store=store, tokens=tokens, session=session,
                    consul=consul, metrics=metrics, releases=releases, deployments=deployments,
                    apps=Apps(settings=settings, store=store, consul=consul, releases=releases,

@@ -62,7 +62,17 @@ class ControllerSettings:
               "<app>.<domain>, and the seal key (seal.key) its keys pass to the router under; "
               "made by `paas up` or the server's install.", shown_default="none: no HTTPS")
 
+    acme_directory: str = setting(
+        "", "An ACME CA's directory URL: certificates for apps' own domains are ordered from "
+            "it (HTTP-01, answered by the router). Empty: none; users add their own.")
+    acme_email: str = setting("", "The contact address of the controller's ACME account.")
+    acme_ca_bundle: Path | None = setting(
+        None, "CA certificates to trust for the ACME CA's own HTTPS (a test CA such as "
+              "pebble); default: the system's.", shown_default="the system's")
+
     def __post_init__(self) -> None:
+        if self.acme_directory and not self.acme_directory.startswith("https://"):
+            raise InvalidSetting("acme_directory", "must be an https:// URL")
         if not 0 <= self.public_https_port < 65536:
             raise InvalidSetting("public_https_port", f"must be a port number 1-65535, or 0, "
                                                       f"got {self.public_https_port}")

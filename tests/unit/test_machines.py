@@ -46,7 +46,8 @@ def test_the_server_runs_consul_the_registry_the_controller_and_the_router_in_or
     assert ("-bind", "10.0.0.1") == consul.argv[consul.argv.index("-bind"):][:2]
     assert consul.dirs == (STATE / "consul-server",)
     assert "addr: 10.0.0.1:5000" in registry.files[STATE / "registry.yml"]
-    args = dict(zip(controller.argv[3::2], controller.argv[4::2]))
+    assert controller.argv[1:4] == ("-P", "-m", "paas.controller.server")  # cwd not on path
+    args = dict(zip(controller.argv[4::2], controller.argv[5::2]))
     assert args["--registry"] == "10.0.0.1:5000" and args["--docker-url"] == "unix:///x.sock"
     assert args["--data-dir"] == str(STATE / "controller")
     assert ("--listen-host", "10.0.0.1") == router.argv[router.argv.index("--listen-host"):][:2]
@@ -61,7 +62,7 @@ def test_a_node_runs_its_consul_client_and_its_agent() -> None:
     consul, agent = machines.node_processes(node)
     assert consul.name == "consul-node-2" and "-retry-join" in consul.argv
     assert consul.argv[consul.argv.index("-retry-join") + 1] == "10.0.0.1"
-    args = dict(zip(agent.argv[3::2], agent.argv[4::2]))
+    args = dict(zip(agent.argv[4::2], agent.argv[5::2]))
     assert args["--controller-url"] == "http://10.0.0.1:7070"
     assert args["--consul-url"] == "http://10.0.0.3:8500" and args["--label"] == "zone=b"
 
@@ -71,7 +72,7 @@ def test_a_unit_runs_the_argv_after_what_it_needs() -> None:
     unit = machines.systemd_unit(procs[1], after=procs[:1], working_dir=STATE)
     lines = unit.splitlines()
     assert "After=network-online.target docker.service paas-consul-server.service" in lines
-    assert "ExecStart=/opt/paas/bin/python -m paas.controller.server --data-dir " \
+    assert "ExecStart=/opt/paas/bin/python -P -m paas.controller.server --data-dir " \
            "/var/lib/paas/controller --host 10.0.0.1" in unit
     assert "Restart=always" in lines and "WantedBy=multi-user.target" in lines
     assert f"WorkingDirectory={STATE}" in lines
