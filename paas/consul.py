@@ -94,6 +94,9 @@ class HealthEntry:
     """passing, warning or critical."""
     output: str = ""
     """What the first check that is not passing said (Consul's `Output`), else ""."""
+    node: str = ""
+    """The name of the Consul agent that holds the registration (a registration made through
+    an agent cannot choose it)."""
 
 
 def next_index(previous: int, returned: int) -> int:
@@ -178,7 +181,8 @@ class ConsulClient:
             entries = [HealthEntry(service=_service(row["Service"], node=row.get("Node")),
                                    status=worst_status([c["Status"] for c in
                                                         row.get("Checks") or []]),
-                                   output=failing_output(row.get("Checks") or []))
+                                   output=failing_output(row.get("Checks") or []),
+                                   node=str((row.get("Node") or {}).get("Node") or ""))
                        for row in rows or []]
             return Blocking(next_index(index, int(returned)), entries)
 

@@ -179,7 +179,7 @@ def server_processes(s: Server) -> list[Process]:
         s.python, *SAFE_PATH, "-m", "router.main", "--consul-url", s.consul_url,
         "--listen-host", s.public_host or s.address, "--listen-port", str(s.http_port),
         "--admin-host", s.address, "--admin-port", str(s.router_admin_port),
-        "--exporter-port", str(s.haproxy_exporter_port),
+        "--exporter-port", str(s.haproxy_exporter_port), "--require-placement",
         *(("--https-port", str(s.https_port), "--seal-key-file", str(s.tls_dir / "seal.key"))
           if s.https_port else ()),
         "--state-dir", str(s.state_dir / "router")), "PaaS router (HAProxy)",

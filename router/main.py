@@ -76,6 +76,7 @@ def _router_context(
                 metrics=metrics, on_change=lambda: applier.notify(),
                 certs_prefix=settings.certs_prefix if sealer else None, sealer=sealer,
                 acme_prefix=settings.acme_prefix if sealer else None,
+                placed_prefix=settings.placed_prefix if settings.require_placement else None,
             )
             certs = CertApplier(
                 admin_socket=settings.admin_socket, certs_dir=settings.certs_dir,

@@ -63,6 +63,10 @@ class RouterMetrics:
         self.certificates = Gauge(
             "paas_router_certificates", "Apps' certificates HAProxy serves over HTTPS",
             registry=r)
+        self.unplaced_refused = Counter(
+            "paas_router_unplaced_refused", "Passing registrations refused because the "
+            "controller did not place them (each instance and address counted once)",
+            registry=r)
         self.last_apply = Gauge(
             "paas_router_last_apply_timestamp_seconds", "Unix time of the last successful apply",
             registry=r)

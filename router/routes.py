@@ -185,18 +185,60 @@ def parse_routes(values: Mapping[str, bytes], prefix: str, *,
     return specs
 
 
+@dataclass(frozen=True)
+class Placed:
+    """Where the controller placed an instance (paas/controller/placements.py)."""
+
+    node: str  # the Consul agent's name
+    address: str
+    port: int | None  # None until the node reported it
+
+    def admits(self, entry: HealthEntry) -> bool:
+        return (entry.node == self.node and entry.service.address == self.address
+                and (self.port is None or entry.service.port == self.port))
+
+
+def parse_placed(values: Mapping[str, bytes], prefix: str, *,
+                 warn: Warn = _log_warning) -> dict[str, dict[str, Placed]]:
+    """app -> instance id -> Placed, from the keys under `prefix`; bad values skipped."""
+    found: dict[str, dict[str, Placed]] = {}
+    for key, raw in values.items():
+        app = key[len(prefix):]
+        try:
+            validate_app_name(app)
+            value = json.loads(raw.decode("utf-8"))
+            found[app] = {str(iid): Placed(node=str(p["node"]), address=str(p["address"]),
+                                           port=None if p.get("port") is None
+                                           else int(p["port"]))
+                          for iid, p in value.items()}
+        except (ValueError, InvalidName, KeyError, TypeError, AttributeError) as exc:
+            warn(f"ignoring placements {key}: {exc!r}")
+    return found
+
+
 def parse_passing_servers(entries: Sequence[HealthEntry], service: str, *,
-                          warn: Warn = _log_warning) -> tuple[Server, ...]:
+                          warn: Warn = _log_warning,
+                          placed: Mapping[str, Placed] | None = None,
+                          refuse: Callable[[HealthEntry], None] | None = None
+                          ) -> tuple[Server, ...]:
     """Routable servers from the health of `service` (asked with passing=1, tag=live).
 
     Only passing entries whose tags hold both `live` and `web` count: control instances and
-    other process types never get traffic, whatever the query filtered.
+    other process types never get traffic, whatever the query filtered. With `placed` (the
+    controller's placements of the app), an entry also needs its id placed on its node, at
+    its address (and port, once known); any other is handed to `refuse`.
     """
     servers: set[Server] = set()
     for entry in entries:
         svc = entry.service
         if entry.status != "passing" or not {"live", "web"} <= set(svc.tags):
             continue
+        if placed is not None:
+            where = placed.get(svc.id)
+            if where is None or not where.admits(entry):
+                if refuse is not None:
+                    refuse(entry)
+                continue
         try:
             servers.add(Server(svc.address, svc.port))
         except InvalidRoute as exc:

@@ -44,6 +44,13 @@ class RouterSettings:
     seal_key_file: Path | None = setting(
         None, "The cluster's seal key (paas.sealing), which opens the certificates' keys; "
               "needed with https_port.", shown_default="none")
+    placed_prefix: str = setting(
+        "paas/placed/", "Consul KV prefix of the controller's placements (with "
+                        "require_placement).")
+    require_placement: bool = setting(
+        False, "Route an instance only if the controller placed it (its id, Consul node and "
+               "address under placed_prefix), whatever Consul says: a registration made "
+               "through a node's Consul agent without the controller gets no traffic.")
     admin_host: str = setting(
         "127.0.0.1", "Address of the router's own HTTP server (/healthz, /metrics, /routes).")
     admin_port: int = setting(7072, "Port of the router's own HTTP server.")
@@ -110,7 +117,7 @@ class RouterSettings:
         for name in ("debounce_s", "stop_timeout_s"):
             if getattr(self, name) < 0:
                 raise InvalidSetting(name, "must not be negative")
-        for name in ("routes_prefix", "certs_prefix", "acme_prefix"):
+        for name in ("routes_prefix", "certs_prefix", "acme_prefix", "placed_prefix"):
             if not getattr(self, name).endswith("/"):
                 raise InvalidSetting(name, "must end with '/'")
         if len(str(self.master_socket)) > MAX_SOCKET_PATH:

@@ -4,7 +4,10 @@ One task holds a recursive blocking query on the routes prefix (`paas/routes/`);
 app it runs one more task holding a blocking query on
 `/v1/health/service/<service>?passing=1&tag=live`, started and stopped as apps come and go.
 With HTTPS, two more hold one on the certificates' prefix (`paas/certs/`, router/certs.py)
-and on the ACME challenges' (`paas/acme/`, router/acme.py).
+and on the ACME challenges' (`paas/acme/`, router/acme.py). With `placed_prefix`, one more
+on the controller's placements (`paas/placed/`): an instance is routed only if the controller
+placed it there (its id, Consul node and address), whatever Consul says; any other passing
+registration is refused, logged once and counted (`paas_router_unplaced_refused_total`).
 Each answer updates `RouteWatcher.specs` / `.servers` / `.certs` and calls `on_change`; the
 applier debounces and applies.
 
@@ -19,18 +22,20 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
-from paas.consul import ConsulClient, ConsulUnavailable
+from paas.consul import ConsulClient, ConsulUnavailable, HealthEntry
 from paas.retry import Backoff, Outage
 from paas.sealing import Sealer
 from router.acme import parse_challenges
 from router.certs import ServedCert, parse_certs
 from router.metrics import RouterMetrics
 from router.routes import (
+    Placed,
     RouteSpec,
     RoutingTable,
     Server,
     build_table,
     parse_passing_servers,
+    parse_placed,
     parse_routes,
 )
 
@@ -45,12 +50,14 @@ class RouteWatcher:
     def __init__(self, *, client: ConsulClient, prefix: str, wait_s: float, backoff_max_s: float,
                  min_interval_s: float, metrics: RouterMetrics,
                  on_change: Callable[[], None], certs_prefix: str | None = None,
-                 sealer: Sealer | None = None, acme_prefix: str | None = None) -> None:
+                 sealer: Sealer | None = None, acme_prefix: str | None = None,
+                 placed_prefix: str | None = None) -> None:
         self.client = client
         self.prefix = prefix
         self.certs_prefix = certs_prefix
         self.sealer = sealer
         self.acme_prefix = acme_prefix
+        self.placed_prefix = placed_prefix
         self.wait_s = wait_s
         self.backoff_max_s = backoff_max_s
         self.min_interval_s = min_interval_s
@@ -62,6 +69,9 @@ class RouteWatcher:
         self.servers: dict[str, tuple[Server, ...]] = {}
         self.certs: dict[str, ServedCert] = {}
         self.challenges: dict[str, str] = {}
+        self.entries: dict[str, list[HealthEntry]] = {}  # app -> passing live registrations
+        self.placed: dict[str, dict[str, Placed]] = {}
+        self._refused: set[tuple[str, str, str, int]] = set()
         self._health: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self._warned: set[str] = set()
 
@@ -77,6 +87,8 @@ class RouteWatcher:
                 watches.append(self._watch_certs())
             if self.acme_prefix:
                 watches.append(self._watch_challenges())
+            if self.placed_prefix:
+                watches.append(self._watch_placed())
             await asyncio.gather(*watches)
         finally:
             tasks = [task for _, task in self._health.values()]
@@ -116,6 +128,41 @@ class RouteWatcher:
                 self.on_change()
         await self._watch_kv(prefix, got)
 
+    async def _watch_placed(self) -> None:
+        assert self.placed_prefix is not None
+        prefix = self.placed_prefix
+
+        def got(values: Mapping[str, bytes]) -> None:
+            placed = parse_placed(values, prefix, warn=self._warn_once)
+            if placed != self.placed:
+                self.placed = placed
+                for app in list(self.entries):
+                    self._update_servers(app)
+        await self._watch_kv(prefix, got)
+
+    def _update_servers(self, app: str) -> None:
+        """The app's routable servers from its registrations (and the placements)."""
+        spec = self.specs.get(app)
+        if spec is None or app not in self.entries:
+            return
+        servers = parse_passing_servers(
+            self.entries[app], spec.service, warn=self._warn_once,
+            placed=self.placed.get(app, {}) if self.placed_prefix else None,
+            refuse=lambda entry: self._refuse(app, entry))
+        if self.servers.get(app) != servers:
+            self.servers[app] = servers
+            self.on_change()
+
+    def _refuse(self, app: str, entry: HealthEntry) -> None:
+        svc = entry.service
+        key = (app, svc.id, svc.address, svc.port)
+        if key not in self._refused:
+            self._refused.add(key)
+            self.metrics.unplaced_refused.inc()
+            log.warning("refusing %s instance %r at %s:%d on Consul node %r: the controller "
+                        "did not place it there", app, svc.id, svc.address, svc.port,
+                        entry.node)
+
     async def _watch_kv(self, prefix: str, got: Callable[[Mapping[str, bytes]], None]) -> None:
         """Hand each new answer of a recursive blocking query on `prefix` to `got`."""
         index = 0
@@ -142,6 +189,7 @@ class RouteWatcher:
                 del self._health[app]
                 if spec is None:
                     self.servers.pop(app, None)
+                    self.entries.pop(app, None)
         for app, spec in self.specs.items():
             if app not in self._health:
                 task = asyncio.create_task(self._watch_health(app, spec.service),
@@ -162,13 +210,11 @@ class RouteWatcher:
             self.outage.ok()
             backoff.reset()
             index = result.index
-            servers = parse_passing_servers(result.value, service, warn=self._warn_once)
             current = self._health.get(app)
             if current is None or current[1] is not asyncio.current_task():
                 return  # this app was dropped or re-pointed while we waited
-            if self.servers.get(app) != servers:
-                self.servers[app] = servers
-                self.on_change()
+            self.entries[app] = list(result.value)
+            self._update_servers(app)
             await asyncio.sleep(self.min_interval_s)
 
     def _failed(self, exc: ConsulUnavailable) -> None:

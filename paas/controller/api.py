@@ -510,6 +510,7 @@ async def node_heartbeat(request: web.Request) -> web.Response:
     node = validate_node_name(request.match_info["node"])
     body = await _json_body(request)
     request.app[CONTROLLER].nodes.heartbeat(node, body)
+    request.app[CONTROLLER].placements.poke()  # a container's published port may be new
     return web.json_response({"ok": True})
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Callable, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -69,19 +69,27 @@ def make_app(settings: ControllerSettings) -> web.Application:
     app.on_shutdown.append(stopping)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        store = Store(settings.data_dir / "state.db", on_assignments_changed=waiters.notify)
+        changed: list[Callable[[], None]] = [waiters.notify]  # the placements' poke joins
+
+        def assignments_changed() -> None:
+            for hook in changed:
+                hook()
+        store = Store(settings.data_dir / "state.db", on_assignments_changed=assignments_changed)
         session = aiohttp.ClientSession()
         ctl = Controller.assemble(settings=settings, store=store,
                                   tokens=load_tokens(settings.data_dir), waiters=waiters,
                                   session=session)
         app[CONTROLLER] = ctl
+        changed.append(ctl.placements.poke)
         app[gitserver.GIT_HOST] = gitserver.GitHost(
             repos_dir=settings.data_dir / "git",
             controller_url=gitserver.callback_url(settings.host, settings.port),
             admin_token=ctl.tokens.admin, join_token=ctl.tokens.join,
             app_created_at=lambda name: repr(require_app(store, name)["created_at"]))
         ctl.deployments.resume()
+        ctl.placements.poke()
         tasks = [asyncio.create_task(_route_loop(ctl)), asyncio.create_task(_reconcile_loop(ctl)),
+                 asyncio.create_task(ctl.placements.run(), name="placements"),
                  asyncio.create_task(keep_registered(ctl.consul, [OwnService(
                      component="controller", machine="server", address=settings.host,
                      port=settings.port)]))]

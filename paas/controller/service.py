@@ -8,6 +8,7 @@ wired once here. The HTTP edge (`paas.controller.api`) calls them through `app[C
 | `deployments` | `deployments.py` | starting, resuming, cancelling and reading deployments |
 | `deployer` | `deployer.py` | the deploy state machine one deployment runs |
 | `nodes` | `nodes.py` | agents' registration, heartbeats, assignments; drains; the reconcile between deployments |
+| `placements` | `placements.py` | what the controller placed, published for the router (`paas/placed/<app>`) |
 | `certs` | `certs.py` | apps' certificates: the cluster CA's, the user's; sealed keys published for the router |
 
 Each operation checks everything it is given before it changes anything, and raises
@@ -28,6 +29,7 @@ from paas.consul import ConsulClient
 from paas.controller.apps import Apps
 from paas.controller.acme import Acme, AcmeSettings
 from paas.controller.certs import Certificates, ClusterTls
+from paas.controller.placements import Placements
 from paas.controller.deployer import Deployer
 from paas.controller.deployments import Deployments
 from paas.controller.engine import Engine
@@ -55,6 +57,7 @@ class Controller:
     deployments: Deployments
     nodes: Nodes
     certs: Certificates
+    placements: Placements
 
     @classmethod
     def assemble(cls, *, settings: ControllerSettings, store: Store, tokens: Tokens,
@@ -89,6 +92,7 @@ class Controller:
                    consul=consul, metrics=metrics, releases=releases, deployments=deployments,
                    apps=Apps(settings=settings, store=store, consul=consul, releases=releases,
                              deployments=deployments, certs=certs), certs=certs,
+                   placements=Placements(store=store, consul=consul, cluster=settings.cluster),
                    nodes=Nodes(store=store, waiters=waiters, heartbeats=heartbeats,
                                deployments=deployments, metrics=metrics))
 

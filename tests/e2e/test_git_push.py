@@ -135,7 +135,8 @@ def test_push_deploys_then_the_same_commit_reuses_its_release_and_force_rebuilds
                       "summary"):
             assert f"remote: -----> {phase}" in first.output, (phase, first.output)
         assert "remote:        | PASS: / and /health answer" in first.output
-        assert f"remote: -----> summary: {app} v1 is live at http://{app}.localhost:8080/" \
+        # The app's first URL: HTTPS, with the certificate the cluster's CA issued it.
+        assert f"remote: -----> summary: {app} v1 is live at https://{app}.localhost:8443/" \
             in first.output
         # Live, not buffered: the first phase reached the pusher long before the summary.
         assert first.at("-----> summary") - first.at("-----> assemble") > 2.0, first.lines

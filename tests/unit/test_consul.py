@@ -256,7 +256,7 @@ async def test_health_aggregates_checks_and_falls_back_to_the_node_address(
         ("c", "critical", "127.0.0.2", "check 0 is warning"), ("d", "passing", "127.0.0.9", "")]
     assert answer.value[3] == HealthEntry(
         Service(id="d", name="hello", address="127.0.0.9", port=32768, tags=("live", "web"),
-                meta={"paas_role": "live"}), "passing")
+                meta={"paas_role": "live"}), "passing", node="n1")  # the agent's own name
     sent = fake.requests[-1]
     assert sent.path == "/v1/health/service/hello"
     assert (sent.query["passing"], sent.query["tag"], sent.query["index"]) == (

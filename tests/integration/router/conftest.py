@@ -288,7 +288,7 @@ class Router:
 
 @contextlib.contextmanager
 def run_router(consul_url: str, *, initial_slots: int = 2,
-               after: Router | None = None) -> Iterator[Router]:
+               after: Router | None = None, extra: tuple[str, ...] = ()) -> Iterator[Router]:
     """A router; `after` names one that stopped, whose state folder and ports this one takes
     (its HAProxy may still be serving: the new router adopts it). The last router of a state
     folder stops its HAProxy and removes the folder."""
@@ -306,7 +306,7 @@ def run_router(consul_url: str, *, initial_slots: int = 2,
             "--https-port", str(https_port), "--seal-key-file", str(seal_key),
             "--admin-host", HOST, "--admin-port", str(admin_port),
             "--exporter-port", str(exporter_port), "--state-dir", str(state_dir),
-            "--initial-slots", str(initial_slots),
+            "--initial-slots", str(initial_slots), *extra,
             "--consul-wait-s", "10", "--stop-timeout-s", "2", "--log-level", "INFO"]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
