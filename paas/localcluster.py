@@ -207,6 +207,8 @@ class LocalCluster:
             folder.mkdir(parents=True, exist_ok=True)
         for path, text in process.files.items():
             path.write_text(text)
+        for path, text in process.secret_files.items():
+            machines.write_secret(path, text)
         # What the installed unit runs: its ExecStart and Environment, read back.
         command, unit_env = machines.unit_command(machines.systemd_unit(process))
         argv = [*self.hosts.get(self._machine(name), Host()).enter, *command]
@@ -242,6 +244,7 @@ class LocalCluster:
             domain=self.domain, image_repo=self.image_repo, registry=self.registry,
             docker_url=self.hosts.get(0, Host()).docker_url, http_port=self.http_port,
             https_port=self.https_port, acme_directory=self.acme_directory,
+            gossip_key=tlsdir.gossip_key(self.root / "tls"),
             acme_ca_bundle=self.acme_ca_bundle, controller_port=self.controller_port, router_admin_port=self.router_admin_port,
             node_down_after=self.node_down_after, consul=find_consul(),
             docker_registry=shutil.which("docker-registry") or "/usr/bin/docker-registry",
@@ -256,7 +259,7 @@ class LocalCluster:
             cluster=self.cluster_id, docker_url=self.hosts.get(n, Host()).docker_url,
             cpu=self.node_cpu, memory_mb=self.node_memory_mb, admin_port=self.agent_admin_port,
             controller_port=self.controller_port, labels=self.node_labels.get(n, {}),
-            consul=find_consul())
+            consul=find_consul(), gossip_key=tlsdir.gossip_key(self.root / "tls"))
 
     def _process(self, name: str) -> machines.Process:
         """The named process of the cluster, as its machine runs it."""
@@ -288,13 +291,13 @@ class LocalCluster:
     def up(self) -> None:
         """Start whatever is not running yet and wait until each part answers."""
         self.root.mkdir(parents=True, exist_ok=True)
+        # The CA, the seal key and Consul's gossip key, before any part reads them.
+        tlsdir.ensure(self.server().tls_dir, self.cluster_id)
         self._spawn("consul-server")
         self._wait("consul server", lambda: self._consul_leader(self.consul_url))
         if self.registry:
             self._spawn("registry")
             self._wait("registry", lambda: _http_ok(f"http://{self.registry_address}/v2/"))
-        if self.https_port:  # the CA and the seal key, before the controller and router read them
-            tlsdir.ensure(self.server().tls_dir, self.cluster_id)
         self._spawn("controller")
         self._wait("controller", lambda: _http_ok(self.controller_url + "/healthz"))
         for n in range(1, self.nodes + 1):

@@ -15,6 +15,8 @@ admin and join tokens), `tls/` (the cluster CA and the seal key: paas.tlsdir), `
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -43,6 +45,8 @@ class Process:
     description: str
     dirs: tuple[Path, ...] = ()  # folders it needs made first
     files: Mapping[Path, str] = field(default_factory=dict)  # files it needs written first
+    secret_files: Mapping[Path, str] = field(default_factory=dict)
+    """Files it needs written first, readable by its user only (0600): Consul's gossip key."""
     groups: tuple[str, ...] = ()
     """Groups the installed unit adds to the `paas` user it runs as (`docker`: the engine's
     socket, which the controller builds on and the agent runs containers on)."""
@@ -73,6 +77,8 @@ class Server:
     acme_email: str = ""
     acme_ca_bundle: Path | None = None
     """Trust for the ACME CA's own HTTPS, when it is a test CA."""
+    gossip_key: str = ""
+    """Consul's gossip encryption key (paas.tlsdir); "" = gossip in clear text."""
     public_host: str = ""
     """Where the router serves apps ("" = `address`; an installed server: 0.0.0.0). Every
     other port of the server listens on `address`, the cluster's private network."""
@@ -137,6 +143,26 @@ class Node:
     labels: Mapping[str, str] = field(default_factory=dict)
     consul: str = "consul"
     python: str = sys.executable
+    gossip_key: str = ""
+    """The cluster's Consul gossip key, as the server's install printed it ("" = none)."""
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write `text` to `path`, readable by its owner only (0600, also when it existed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _gossip(data_dir: Path, key: str) -> tuple[tuple[str, ...], dict[Path, str]]:
+    """Consul's arguments and secret file for gossip encryption: the key goes in a 0600
+    config file, never on a command line (where `ps` shows it)."""
+    if not key:
+        return (), {}
+    path = data_dir.parent / f"{data_dir.name}.encrypt.json"
+    return ("-config-file", str(path)), {path: json.dumps({"encrypt": key}) + "\n"}
 
 
 def _engine(docker_url: str) -> tuple[str, ...]:
@@ -146,13 +172,15 @@ def _engine(docker_url: str) -> tuple[str, ...]:
 def server_processes(s: Server) -> list[Process]:
     """The server's processes, in the order they start."""
     consul_data = s.state_dir / "consul-server"
+    gossip_args, gossip_files = _gossip(consul_data, s.gossip_key)
     # A real (one-node) server with a data dir, not -dev: a restarted server keeps its catalog
     # and KV.
     found = [Process("consul-server", (
         s.consul, "agent", "-server", "-bootstrap-expect", "1", "-ui=false",
         "-hcl", "performance { raft_multiplier = 1 }", "-data-dir", str(consul_data),
         "-node", f"{s.cluster}-server", "-bind", s.address, "-client", s.address,
-        "-log-level", "warn"), "Consul server of the PaaS", dirs=(consul_data,))]
+        "-log-level", "warn", *gossip_args), "Consul server of the PaaS", dirs=(consul_data,),
+        secret_files=gossip_files)]
     if s.registry:
         config = s.state_dir / "registry.yml"
         found.append(Process("registry", (s.docker_registry, "serve", str(config)),
@@ -214,12 +242,13 @@ def prometheus_process(s: Server) -> Process:
 def node_processes(n: Node) -> list[Process]:
     """A node's processes, in the order they start."""
     consul_data = n.state_dir / f"consul-{n.name}"
+    gossip_args, gossip_files = _gossip(consul_data, n.gossip_key)
     return [
         Process(f"consul-{n.name}", (
             n.consul, "agent", "-node", f"{n.cluster}-{n.name}", "-data-dir", str(consul_data),
             "-bind", n.address, "-client", n.address, "-retry-join", n.server,
-            "-log-level", "warn"), f"Consul client agent of PaaS node {n.name}",
-            dirs=(consul_data,)),
+            "-log-level", "warn", *gossip_args), f"Consul client agent of PaaS node {n.name}",
+            dirs=(consul_data,), secret_files=gossip_files),
         Process(f"agent-{n.name}", (
             n.python, *SAFE_PATH, "-m", "agent.main", "--node", n.name, "--address", n.address,
             "--controller-url", f"http://{n.server}:{n.controller_port}",

@@ -4,12 +4,16 @@
 - `ca.pem`: the cluster CA's certificate, which clients trust (`curl --cacert`); mode 0644;
 - `ca.key`: its key, read by the controller, which issues each app its certificate; 0600;
 - `seal.key`: the seal key (paas.sealing) the controller seals the apps' keys with for Consul
-  KV and the router opens them with; 0600.
+  KV and the router opens them with; 0600;
+- `gossip.key`: Consul's gossip encryption key (32 random bytes, base64), which every Consul
+  agent of the cluster is given and without which an agent cannot join; 0600.
 """
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 from pathlib import Path
 
 from paas.sealing import create_key_file
@@ -29,4 +33,17 @@ def ensure(folder: Path, cluster: str) -> Path:
         ca_cert.write_text(cert)
         ca_cert.chmod(0o644)
     create_key_file(folder / "seal.key")
+    gossip = folder / "gossip.key"
+    if not gossip.exists():
+        fd = os.open(gossip, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
     return ca_cert
+
+
+def gossip_key(folder: Path) -> str:
+    """The cluster's Consul gossip key ("" when the folder has none)."""
+    try:
+        return (folder / "gossip.key").read_text().strip()
+    except FileNotFoundError:
+        return ""

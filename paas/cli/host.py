@@ -86,13 +86,20 @@ def plan(args: argparse.Namespace) -> tuple[list[machines.Process], str, Path | 
         if not 0 <= args.https_port <= 65535:
             raise CliError(f"--https-port must be a port from 1 to 65535, or 0, not "
                            f"{args.https_port}", code=2)
+        public = _address(args.public, "--public")
+        consul = _consul(args.consul)
+        # Checked above; now the CA, the seal key and Consul's gossip key, before anything
+        # reads them.
+        tls = _under(Path(args.root), state / "tls")
+        tlsdir.ensure(tls, "installed")
         server = machines.Server(address=address, state_dir=state, domain=args.domain,
-                                 registry=True, monitoring=True, consul=_consul(args.consul),
+                                 gossip_key=tlsdir.gossip_key(tls),
+                                 registry=True, monitoring=True, consul=consul,
                                  python=sys.executable, http_port=args.http_port,
                                  https_port=args.https_port,
                                  acme_directory=args.acme_directory or "",
                                  acme_email=args.acme_email or "",
-                                 public_host=_address(args.public, "--public"))
+                                 public_host=public)
         return machines.server_processes(server), server.registry_address, None
     if not args.server:
         raise CliError("a node needs --server, the server machine's address", code=2)
@@ -113,7 +120,7 @@ def plan(args: argparse.Namespace) -> tuple[list[machines.Process], str, Path | 
     node = machines.Node(name=name, address=address, server=server_address, state_dir=state,
                          join_token_file=state / "join.token", cpu=args.cpu,
                          memory_mb=args.memory_mb, labels=labels, consul=_consul(args.consul),
-                         python=sys.executable)
+                         python=sys.executable, gossip_key=args.gossip_key or "")
     registry = f"{server_address}:{machines.REGISTRY_PORT}"
     return machines.node_processes(node), registry, node.join_token_file
 
@@ -155,6 +162,9 @@ def cmd_host_install(args: argparse.Namespace) -> int:
         for path, content in process.files.items():
             _under(root, path).write_text(content)
             written.append(str(_under(root, path)))
+        for path, content in process.secret_files.items():  # 0600: Consul's gossip key
+            machines.write_secret(_under(root, path), content)
+            written.append(str(_under(root, path)))
     join = None
     if token_file is not None:
         token = _under(root, token_file)
@@ -165,10 +175,10 @@ def cmd_host_install(args: argparse.Namespace) -> int:
         data = state / "controller"
         data.mkdir(mode=0o700, exist_ok=True)
         data.chmod(0o700)
-        join = join_command(args.address, tokenfile.read_or_create(data / "join.token"))
+        join = join_command(args.address, tokenfile.read_or_create(data / "join.token"),
+                            tlsdir.gossip_key(state / "tls"))
         written.append(str(data / "join.token"))
-        if args.https_port:  # the cluster CA and the seal key (paas.tlsdir)
-            written.append(str(tlsdir.ensure(state / "tls", "installed")))
+        written.append(str(state / "tls"))  # the CA, the seal and gossip keys (paas.tlsdir)
     if after != before:
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(after)
@@ -198,10 +208,11 @@ def cmd_host_install(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def join_command(server: str, token: str) -> list[str]:
+def join_command(server: str, token: str, gossip_key: str = "") -> list[str]:
     """The one command that makes a machine a node of the server at `server`."""
     return [".venv/bin/paas", "host", "install", "--role", "node", "--server", server,
-            "--join-token", token, "--name", "NODE-NAME", "--address", "NODE-ADDRESS"]
+            "--join-token", token, *(["--gossip-key", gossip_key] if gossip_key else []),
+            "--name", "NODE-NAME", "--address", "NODE-ADDRESS"]
 
 
 def _own(state: Path) -> None:
@@ -335,6 +346,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--server", help="node: the server machine's address")
     p.add_argument("--name", help="node: its name, e.g. node-1")
     p.add_argument("--join-token", help="node: the server's join token")
+    p.add_argument("--gossip-key", help="node: the cluster's Consul gossip key, as the server's "
+                                        "install printed it in its join command")
     p.add_argument("--cpu", type=float, default=2.0, help="node: cores for apps (default 2)")
     p.add_argument("--memory-mb", type=int, default=4096,
                    help="node: memory for apps in MB (default 4096)")

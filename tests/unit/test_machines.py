@@ -217,3 +217,20 @@ def test_the_local_cluster_runs_what_the_unit_says() -> None:
     assert machines.unit_command(machines.systemd_unit(tricky))[0] == list(tricky.argv)
     with pytest.raises(ValueError):
         machines.unit_command("[Service]\nUser=paas\n")
+
+
+def test_consul_gossip_key_goes_in_a_secret_file_never_on_the_command_line(tmp_path) -> None:
+    key = "k" * 43 + "="
+    server = machines.Server(address="10.0.0.1", state_dir=tmp_path, gossip_key=key)
+    node = machines.Node(name="node-1", address="10.0.0.2", server="10.0.0.1",
+                         state_dir=tmp_path, join_token_file=tmp_path / "join.token",
+                         gossip_key=key)
+    for process in (machines.server_processes(server)[0], machines.node_processes(node)[0]):
+        assert key not in " ".join(process.argv)
+        [(path, text)] = process.secret_files.items()
+        assert process.argv[process.argv.index("-config-file") + 1] == str(path)
+        assert json.loads(text) == {"encrypt": key}
+        machines.write_secret(path, text)
+        assert path.stat().st_mode & 0o777 == 0o600
+    plain = machines.Server(address="10.0.0.1", state_dir=tmp_path)
+    assert "-config-file" not in machines.server_processes(plain)[0].argv
