@@ -4,6 +4,7 @@ its own Consul client agent, router) on 127.0.1.x, so it never collides with a d
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import subprocess
 import time
@@ -19,11 +20,29 @@ from paas.localcluster import LocalCluster, clear_leftovers, remove_cluster_imag
 from tests.waiting import wait_until
 
 # what the scenarios import
-__all__ = ["E2E", "REPO", "Hammer", "app_dir", "new_cluster", "wait_until"]
+__all__ = ["E2E", "REPO", "Hammer", "app_dir", "new_cluster", "running", "wait_until"]
 
 REPO = Path(__file__).resolve().parents[2]
 LEDGER = REPO / ".local" / "test-clusters"
 """Where the e2e clusters record themselves, so a run clears what a stopped run left."""
+
+
+@contextlib.contextmanager
+def running(argv: list[str], log: Path, env: dict[str, str] | None = None
+            ) -> Iterator[subprocess.Popen[bytes]]:
+    """A process the test starts (its output in `log`), stopped by its PID at the end."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def new_cluster(root: Path, **options: Any) -> LocalCluster:

@@ -7,7 +7,6 @@ shown in `paas certs` and the events and retried with backoff."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import ssl
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from paas import tlscerts
-from tests.e2e.conftest import REPO, E2E, app_dir, new_cluster, wait_until
+from tests.e2e.conftest import REPO, E2E, app_dir, new_cluster, running, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -33,23 +32,6 @@ DNS = f"{PREFIX}.101"
 APP = "shop"
 OWN = "www.shop.test"
 NOWHERE = "nowhere.shop.test"
-
-
-@contextlib.contextmanager
-def started(argv: list[str], log: Path, env: dict[str, str] | None = None
-            ) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def listening(host: str, port: int) -> bool:
@@ -73,10 +55,10 @@ def acme_world() -> Iterator[tuple[E2E, Path, Path]]:
         "httpPort": 8080, "tlsPort": 5001, "ocspResponderURL": "",
         "externalAccountBindingRequired": False}}))
     env = {"PATH": "/usr/bin:/bin", "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
-    with started(["pebble-challtestsrv", "-defaultIPv4", "", "-defaultIPv6", "",
+    with running(["pebble-challtestsrv", "-defaultIPv4", "", "-defaultIPv6", "",
                   "-dns01", f"{DNS}:8053", "-management", f"{DNS}:8055", "-http01", "",
                   "-https01", "", "-tlsalpn01", ""], tmp / "dns.log"), \
-            started(["pebble", "-config", str(tmp / "pebble.json"), "-dnsserver",
+            running(["pebble", "-config", str(tmp / "pebble.json"), "-dnsserver",
                      f"{DNS}:8053"], tmp / "pebble.log", env):
         wait_until(lambda: listening(PEBBLE, 14000) and listening(DNS, 8055), timeout=20,
                    what="pebble and its DNS")

@@ -5,8 +5,8 @@ gets none, and the router logs and counts the refusal."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import subprocess
 import threading
 import time
 import urllib.request
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import app_dir, wait_until
+from tests.e2e.conftest import app_dir, running, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -97,35 +97,19 @@ def test_a_consul_agent_without_the_gossip_key_cannot_join(e2e, tmp_path: Path) 
         return {m["Name"] for m in e2e.consul("/v1/agent/members")
                 if m.get("Status") == 1}  # alive
 
-    def run(name: str, *extra: str) -> subprocess.Popen[bytes]:
-        log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        return subprocess.Popen(
-            [find_consul(), "agent", "-node", name, "-data-dir", str(tmp_path / name),
-             "-bind", address, "-client", address, "-retry-join", e2e.cluster.server_ip,
-             "-retry-interval", "1s", "-log-level", "info", *extra],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def stop(proc: subprocess.Popen[bytes]) -> None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    def agent(name: str, *extra: str) -> contextlib.AbstractContextManager[object]:
+        return running([find_consul(), "agent", "-node", name, "-data-dir",
+                        str(tmp_path / name), "-bind", address, "-client", address,
+                        "-retry-join", e2e.cluster.server_ip, "-retry-interval", "1s",
+                        "-log-level", "info", *extra], tmp_path / f"{name}.log")
 
     key = (e2e.cluster.root / "tls" / "gossip.key").read_text().strip()
     assert key and key not in " ".join(
         open(f"/proc/{pid}/cmdline").read() for pid in (e2e.cluster._pids()["consul-server"],))
-    intruder = run("intruder")
-    try:
+    with agent("intruder"):
         time.sleep(8)  # several join attempts, each refused
         assert "intruder" not in members()
         log = (tmp_path / "intruder.log").read_text(errors="replace")
         assert "Join cluster failed" in log or "failed to join" in log.lower(), log[-2000:]
-    finally:
-        stop(intruder)
-    keyed = run("keyed", "-encrypt", key)
-    try:
+    with agent("keyed", "-encrypt", key):
         wait_until(lambda: "keyed" in members(), timeout=30, what="the agent with the key")
-    finally:
-        stop(keyed)
