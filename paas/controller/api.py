@@ -118,13 +118,21 @@ def _release(body: dict[str, Any]) -> int | None:
     return None if release is None else _int(release, "release")
 
 
-def _int(value: Any, what: str) -> int:
+INT_MAX = 2**63 - 1  # SQLite's largest integer: beyond it a lookup fails instead of missing
+
+
+def _int(value: Any, what: str, *, low: int = 1) -> int:
+    """An integer from `low` to INT_MAX (a release, an id, a cursor); BadRequest otherwise."""
+    sentence = f"{what} must be an integer from {low} to {INT_MAX}"
     if isinstance(value, bool):
-        raise BadRequest(f"{what} must be an integer")
+        raise BadRequest(sentence)
     try:
-        return int(str(value).removeprefix("v"))
+        number = int(str(value).removeprefix("v"))
     except (TypeError, ValueError):
-        raise BadRequest(f"{what} must be an integer") from None
+        raise BadRequest(sentence) from None
+    if not low <= number <= INT_MAX:
+        raise BadRequest(sentence)
+    return number
 
 
 # --- handlers -----------------------------------------------------------------------------
@@ -429,12 +437,9 @@ async def set_config(request: web.Request) -> web.Response:
 
 async def list_events(request: web.Request) -> web.Response:
     ctl = request.app[CONTROLLER]
-    try:
-        after = int(request.query.get("after", "0"))
-        dep = request.query.get("deployment")
-        dep_id = int(dep) if dep else None
-    except ValueError:
-        raise BadRequest("after and deployment must be integers") from None
+    after = _int(request.query.get("after", "0"), "after", low=0)
+    dep = request.query.get("deployment")
+    dep_id = _int(dep, "deployment") if dep else None
     events = ctl.deployments.events(_app_name(request), after=after, deployment_id=dep_id)
     return web.json_response({"events": events})
 
@@ -516,10 +521,7 @@ async def node_heartbeat(request: web.Request) -> web.Response:
 
 async def node_assignments(request: web.Request) -> web.Response:
     node = validate_node_name(request.match_info["node"])
-    try:
-        index = int(request.query.get("index", "0"))
-    except ValueError:
-        raise BadRequest("index must be an integer") from None
+    index = _int(request.query.get("index", "0"), "index", low=0)
     wait = _seconds(request, "wait", 300.0)
     return web.json_response(await request.app[CONTROLLER].nodes.assignments(node, index, wait))
 

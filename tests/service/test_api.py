@@ -373,3 +373,20 @@ async def test_the_dashboard_is_served_with_nothing_from_elsewhere(api, path, ki
         assert "innerHTML" not in text and "insertAdjacentHTML" not in text  # text only
     assert (await api.get("/ui/..%2Fdata%2Fstate.db")).status == 404
     assert (await api.get("/ui/secret.txt")).status == 404
+
+
+@pytest.mark.parametrize("path, sentence", [
+    # The three 500s schemathesis found (issue 13): integers beyond 64 bits.
+    ("/v1/apps/big/deployments/99999999999999999999999",
+     "deployment id must be an integer from 1 to 9223372036854775807"),
+    ("/v1/apps/big/events?after=99999999999999999999999",
+     "after must be an integer from 0 to 9223372036854775807"),
+    ("/v1/apps/big/events?deployment=99999999999999999999999",
+     "deployment must be an integer from 1 to 9223372036854775807"),
+    ("/v1/apps/big/events?after=-1", "after must be an integer from 0 to 9223372036854775807"),
+    ("/v1/apps/big/releases/0", "release must be an integer from 1 to 9223372036854775807"),
+])
+async def test_integers_out_of_range_are_one_sentence_not_a_server_error(
+        api, admin, path: str, sentence: str) -> None:
+    await api.post("/v1/apps", json={"name": "big"}, headers=admin)
+    assert await error_of(await api.get(path, headers=admin), 400) == sentence
