@@ -207,6 +207,9 @@ def test_auto_revert_after_a_failed_rollout_keeps_the_stable_release_serving(e2e
 
 
 def test_a_crashed_container_leaves_routing_is_restarted_and_reported(e2e):
+    """And no GET fails meanwhile (issue 15): the router sends a request the crashed
+    instance dropped, or could not take, to the other one. Crashed twice: `docker kill`, then
+    kill -9 of the app's server process inside the container."""
     import subprocess
     import time
 
@@ -217,16 +220,29 @@ def test_a_crashed_container_leaves_routing_is_restarted_and_reported(e2e):
                what="2 routed")
     victim = e2e.api.get("/v1/apps/crash/instances")["instances"][0]
     [container] = e2e.containers(instance=victim["id"])
-    subprocess.run(["docker", "kill", container], capture_output=True, check=True)
-    t0 = time.monotonic()
-    wait_until(lambda: victim["address"] not in e2e.routes()["apps"]["crash"]["servers"],
-               timeout=10, interval=0.02, what="the crashed instance out of routing")
-    print(f"out of routing {time.monotonic() - t0:.2f}s after the crash")
-    after = wait_until(lambda: next((i for i in e2e.api.get("/v1/apps/crash/instances")
-                                     ["instances"] if i["id"] == victim["id"]
-                                     and i["restarts"] >= 1 and i["state"] == "running"), None),
-                       timeout=30, what="the agent restarting it and reporting the restart")
-    assert e2e.containers(instance=victim["id"]) == [container], "restarted in place"
-    wait_until(lambda: after["address"] in e2e.routes()["apps"]["crash"]["servers"],
-               timeout=15, what="routed again")
+    with Hammer(e2e, "crash") as hammer:
+        time.sleep(0.5)
+        subprocess.run(["docker", "kill", container], capture_output=True, check=True)
+        t0 = time.monotonic()
+        wait_until(lambda: victim["address"] not in e2e.routes()["apps"]["crash"]["servers"],
+                   timeout=10, interval=0.02, what="the crashed instance out of routing")
+        print(f"out of routing {time.monotonic() - t0:.2f}s after the crash")
+        after = wait_until(lambda: next((i for i in e2e.api.get("/v1/apps/crash/instances")
+                                         ["instances"] if i["id"] == victim["id"]
+                                         and i["restarts"] >= 1 and i["state"] == "running"),
+                                        None),
+                           timeout=30, what="the agent restarting it and reporting the restart")
+        assert e2e.containers(instance=victim["id"]) == [container], "restarted in place"
+        wait_until(lambda: after["address"] in e2e.routes()["apps"]["crash"]["servers"],
+                   timeout=15, what="routed again")
+        subprocess.run(["docker", "exec", container, "sh", "-c", "kill -9 $(pidof httpd)"],
+                       capture_output=True, check=True)
+        wait_until(lambda: next((i for i in e2e.api.get("/v1/apps/crash/instances")
+                                 ["instances"] if i["id"] == victim["id"]
+                                 and i["restarts"] >= 2 and i["state"] == "running"), None),
+                   timeout=30, what="restarted after kill -9 of its process")
+        wait_until(lambda: len(e2e.routes()["apps"]["crash"]["servers"]) == 2, timeout=15,
+                   what="both routed again")
+    print(f"GETs through the router during both crashes: {dict(hammer.statuses)}")
+    assert set(hammer.statuses) == {200} and hammer.statuses[200] > 100, hammer.statuses
     e2e.api.delete("/v1/apps/crash")

@@ -103,7 +103,9 @@ def test_global_and_defaults() -> None:
     assert "stats socket /tmp/paas-router-test/admin.sock mode 600 level admin expose-fd listeners" in config
     assert "maxconn 4000" in config
     for line in ("timeout connect 2s", "timeout client 30s", "timeout server 30s",
-                 "option redispatch", "retries 2", "http-reuse safe"):
+                 "option redispatch 1", "retries 3", "http-reuse safe",
+                 "retry-on conn-failure empty-response junk-response",
+                 "http-request disable-l7-retry unless METH_GET || METH_HEAD || METH_OPTIONS"):
         assert line in config
     assert not any("http-server-close" in line for line in config)  # keep-alive to servers
 
