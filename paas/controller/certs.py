@@ -155,7 +155,7 @@ class Certificates:
         own = self.own_hostnames(app)
         if not own:
             raise BadRequest(f"app {app!r} has no domain of its own to serve a certificate "
-                             f"for; add one first (paas domains {app} HOST)")
+                             f"for; add one first (paas publish-deploy --app {app} --hostname HOST)")
         try:
             check_pair(cert, key, own)
         except CertError as exc:

@@ -39,7 +39,7 @@ async def test_platform_certificate_own_certificate_checks_and_no_key_leaves(
     # The user's own certificate needs an own domain first.
     other_ca = make_ca("a public CA")
     cert, key = issue(*other_ca, ["www.shop.example"])
-    assert "paas domains shop HOST" in await error_of(await api.post(
+    assert "paas publish-deploy --app shop --hostname HOST" in await error_of(await api.post(
         "/v1/apps/shop/certs", json={"cert": cert, "key": key}, headers=admin), 400)
     await api.put("/v1/apps/shop/domains", json={"hostnames": ["www.shop.example"]},
                   headers=admin)
