@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from paas import machines, tlsdir
+from paas.tokenfile import write_private
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -208,7 +209,7 @@ class LocalCluster:
         for path, text in process.files.items():
             path.write_text(text)
         for path, text in process.secret_files.items():
-            machines.write_secret(path, text)
+            write_private(path, text)
         # What the installed unit runs: its ExecStart and Environment, read back.
         command, unit_env = machines.unit_command(machines.systemd_unit(process))
         argv = [*self.hosts.get(self._machine(name), Host()).enter, *command]

@@ -16,7 +16,6 @@ admin and join tokens), `tls/` (the cluster CA and the seal key: paas.tlsdir), `
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -145,15 +144,6 @@ class Node:
     python: str = sys.executable
     gossip_key: str = ""
     """The cluster's Consul gossip key, as the server's install printed it ("" = none)."""
-
-
-def write_secret(path: Path, text: str) -> None:
-    """Write `text` to `path`, readable by its owner only (0600, also when it existed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 def _gossip(data_dir: Path, key: str) -> tuple[tuple[str, ...], dict[Path, str]]:

@@ -8,10 +8,11 @@ so a key that was changed in KV, or sealed with another cluster's key, is refuse
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
+
+from paas.tokenfile import write_private
 
 
 class SealError(Exception):
@@ -20,12 +21,8 @@ class SealError(Exception):
 
 def create_key_file(path: Path) -> None:
     """Write a new seal key to `path` (mode 0600) unless one is there."""
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(Fernet.generate_key() + b"\n")
+    if not path.exists():
+        write_private(path, Fernet.generate_key() + b"\n")
 
 
 class Sealer:

@@ -12,12 +12,12 @@
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 from pathlib import Path
 
 from paas.sealing import create_key_file
 from paas.tlscerts import make_ca
+from paas.tokenfile import write_private
 
 
 def ensure(folder: Path, cluster: str) -> Path:
@@ -27,17 +27,13 @@ def ensure(folder: Path, cluster: str) -> Path:
     ca_cert, ca_key = folder / "ca.pem", folder / "ca.key"
     if not (ca_cert.exists() and ca_key.exists()):
         cert, key = make_ca(f"paas {cluster} cluster CA")
-        fd = os.open(ca_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(key)
+        write_private(ca_key, key)
         ca_cert.write_text(cert)
         ca_cert.chmod(0o644)
     create_key_file(folder / "seal.key")
     gossip = folder / "gossip.key"
     if not gossip.exists():
-        fd = os.open(gossip, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+        write_private(gossip, base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
     return ca_cert
 
 

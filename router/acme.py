@@ -16,7 +16,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
-from router.certs import write_private
+from paas.tokenfile import write_private
 from router.runtime_api import RuntimeApiError, send_command
 
 log = logging.getLogger("router.acme")

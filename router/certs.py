@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from cryptography.hazmat.primitives import hashes
 from paas.names import InvalidName, validate_app_name
 from paas.sealing import SealError, Sealer
 from paas.tlscerts import CertError, load_chain, self_signed
+from paas.tokenfile import write_private
 from router.runtime_api import RuntimeApiError, send_command
 
 log = logging.getLogger("router.certs")
@@ -193,11 +193,3 @@ class CertApplier:
                 loaded[path.stem] = m.group(1)
         return loaded
 
-
-def write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically, readable by this user only."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -163,7 +163,7 @@ def cmd_host_install(args: argparse.Namespace) -> int:
             _under(root, path).write_text(content)
             written.append(str(_under(root, path)))
         for path, content in process.secret_files.items():  # 0600: Consul's gossip key
-            machines.write_secret(_under(root, path), content)
+            tokenfile.write_private(_under(root, path), content)
             written.append(str(_under(root, path)))
     join = None
     if token_file is not None:

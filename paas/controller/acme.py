@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from paas.consul import ConsulClient
+from paas.tokenfile import write_private
 
 log = logging.getLogger("paas.controller.acme")
 
@@ -55,11 +55,9 @@ def _account_key(path: Path) -> josepy.JWKRSA:
     """The controller's ACME account key, made on first use."""
     if not path.exists():
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
+        write_private(path, key.private_bytes(serialization.Encoding.PEM,
+                                              serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(loaded, rsa.RSAPrivateKey):
         raise AcmeFailed(f"the ACME account key {path} is not an RSA key")

@@ -4,6 +4,8 @@ that run it, and the files the install writes (staged under --root, nothing star
 from __future__ import annotations
 
 import json
+
+from paas.tokenfile import write_private
 import shutil
 import stat
 import subprocess
@@ -230,7 +232,7 @@ def test_consul_gossip_key_goes_in_a_secret_file_never_on_the_command_line(tmp_p
         [(path, text)] = process.secret_files.items()
         assert process.argv[process.argv.index("-config-file") + 1] == str(path)
         assert json.loads(text) == {"encrypt": key}
-        machines.write_secret(path, text)
+        write_private(path, text)
         assert path.stat().st_mode & 0o777 == 0o600
     plain = machines.Server(address="10.0.0.1", state_dir=tmp_path)
     assert "-config-file" not in machines.server_processes(plain)[0].argv
