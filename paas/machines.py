@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from paas import templating
+from paas.names import consul_node_name
 
 CONSUL_PORT = 8500
 REGISTRY_PORT = 5000
@@ -235,8 +236,8 @@ def node_processes(n: Node) -> list[Process]:
     gossip_args, gossip_files = _gossip(consul_data, n.gossip_key)
     return [
         Process(f"consul-{n.name}", (
-            n.consul, "agent", "-node", f"{n.cluster}-{n.name}", "-data-dir", str(consul_data),
-            "-bind", n.address, "-client", n.address, "-retry-join", n.server,
+            n.consul, "agent", "-node", consul_node_name(n.cluster, n.name),
+            "-data-dir", str(consul_data), "-bind", n.address, "-client", n.address, "-retry-join", n.server,
             "-log-level", "warn", *gossip_args), f"Consul client agent of PaaS node {n.name}",
             dirs=(consul_data,), secret_files=gossip_files),
         Process(f"agent-{n.name}", (

@@ -67,3 +67,9 @@ def validate_node_name(name: object) -> str:
     if not isinstance(name, str) or not NODE_NAME_RE.fullmatch(name):
         raise InvalidName("invalid node name: use 1-63 lowercase letters, digits, '.' and '-'")
     return name
+
+
+def consul_node_name(cluster: str, node: str) -> str:
+    """The name a node's Consul agent runs under (paas.machines starts it so; the controller's
+    placements name it for the router, which matches it against the catalog)."""
+    return f"{cluster}-{node}"

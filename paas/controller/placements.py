@@ -24,16 +24,12 @@ from typing import Any
 
 from paas.consul import ConsulClient, ConsulUnavailable
 from paas.controller.store import Store
+from paas.names import consul_node_name
 
 log = logging.getLogger("paas.controller.placements")
 
 PLACED_PREFIX = "paas/placed/"
 FULL_CHECK_S = 30.0
-
-
-def consul_node_name(cluster: str, node: str) -> str:
-    """The name a node's Consul agent runs under (paas.machines.node_processes)."""
-    return f"{cluster}-{node}"
 
 
 def placements(store: Store, cluster: str) -> dict[str, dict[str, dict[str, Any]]]:
