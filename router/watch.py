@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from paas.consul import ConsulClient, ConsulUnavailable, HealthEntry
 from paas.retry import Backoff, Outage
@@ -40,6 +41,7 @@ from router.routes import (
 )
 
 log = logging.getLogger("router.watch")
+T = TypeVar("T")
 FIRST_RETRY_S = 0.1
 
 
@@ -98,47 +100,43 @@ class RouteWatcher:
             self._health.clear()
 
     async def _watch_routes(self) -> None:
-        def got(values: Mapping[str, bytes]) -> None:
-            specs = parse_routes(values, self.prefix, warn=self._warn_once)
-            if specs != self.specs:
-                self.specs = specs
-                self._sync_health_tasks()
-                self.on_change()
-        await self._watch_kv(self.prefix, got)
+        def routes(specs: dict[str, RouteSpec]) -> None:
+            self.specs = specs
+            self._sync_health_tasks()
+            self.on_change()
+        await self._watch_kv(self.prefix, lambda values: parse_routes(
+            values, self.prefix, warn=self._warn_once), routes)
 
     async def _watch_certs(self) -> None:
         assert self.certs_prefix is not None and self.sealer is not None
         prefix, sealer = self.certs_prefix, self.sealer
 
-        def got(values: Mapping[str, bytes]) -> None:
-            certs = parse_certs(values, prefix, sealer, warn=self._warn_once)
-            if certs != self.certs:
-                self.certs = certs
-                self.on_change()
-        await self._watch_kv(prefix, got)
+        def certs(found: dict[str, ServedCert]) -> None:
+            self.certs = found
+            self.on_change()
+        await self._watch_kv(prefix, lambda values: parse_certs(
+            values, prefix, sealer, warn=self._warn_once), certs)
 
     async def _watch_challenges(self) -> None:
         assert self.acme_prefix is not None
         prefix = self.acme_prefix
 
-        def got(values: Mapping[str, bytes]) -> None:
-            challenges = parse_challenges(values, prefix, warn=self._warn_once)
-            if challenges != self.challenges:
-                self.challenges = challenges
-                self.on_change()
-        await self._watch_kv(prefix, got)
+        def challenges(found: dict[str, str]) -> None:
+            self.challenges = found
+            self.on_change()
+        await self._watch_kv(prefix, lambda values: parse_challenges(
+            values, prefix, warn=self._warn_once), challenges)
 
     async def _watch_placed(self) -> None:
         assert self.placed_prefix is not None
         prefix = self.placed_prefix
 
-        def got(values: Mapping[str, bytes]) -> None:
-            placed = parse_placed(values, prefix, warn=self._warn_once)
-            if placed != self.placed:
-                self.placed = placed
-                for app in list(self.entries):
-                    self._update_servers(app)
-        await self._watch_kv(prefix, got)
+        def placed(found: dict[str, dict[str, Placed]]) -> None:
+            self.placed = found
+            for app in list(self.entries):
+                self._update_servers(app)
+        await self._watch_kv(prefix, lambda values: parse_placed(
+            values, prefix, warn=self._warn_once), placed)
 
     def _update_servers(self, app: str) -> None:
         """The app's routable servers from its registrations (and the placements)."""
@@ -163,8 +161,11 @@ class RouteWatcher:
                         "did not place it there", app, svc.id, svc.address, svc.port,
                         entry.node)
 
-    async def _watch_kv(self, prefix: str, got: Callable[[Mapping[str, bytes]], None]) -> None:
-        """Hand each new answer of a recursive blocking query on `prefix` to `got`."""
+    async def _watch_kv(self, prefix: str, parse: Callable[[Mapping[str, bytes]], T],
+                        accept: Callable[[T], None]) -> None:
+        """Parse each answer of a recursive blocking query on `prefix`; hand what it says to
+        `accept` when it differs from the last (at first: what no key says)."""
+        last = parse({})
         index = 0
         backoff = Backoff(first=FIRST_RETRY_S, cap=self.backoff_max_s)
         while True:
@@ -177,7 +178,10 @@ class RouteWatcher:
             self.outage.ok()
             backoff.reset()
             index = result.index
-            got(result.value)
+            found = parse(result.value)
+            if found != last:
+                last = found
+                accept(found)
             await asyncio.sleep(self.min_interval_s)  # a floor between calls, not a poll
 
     def _sync_health_tasks(self) -> None:
