@@ -66,12 +66,11 @@ class ChallengeApplier:
         want = dict(self.desired())
         if self.loaded is None:
             self.loaded = await self._read_loaded()
-        text = "".join(f"{token} {value}\n" for token, value in sorted(want.items()))
-        if not self.map_file.exists() or self.map_file.read_text() != text:
-            write_private(self.map_file, text)
         loaded = self.loaded
         if loaded == want:
-            return 0
+            return 0  # every apply asks; the map was written when this was last changed
+        write_private(self.map_file, "".join(f"{token} {value}\n"
+                                             for token, value in sorted(want.items())))
         sent = 0
         try:
             for token in [t for t in loaded if t not in want or loaded[t] != want[t]]:

@@ -127,13 +127,13 @@ class CertApplier:
         want = dict(self.desired())
         if self.loaded is None:
             self.loaded = await self._read_loaded()
-        self._write_files(want)
         loaded = self.loaded
+        if loaded == {name: cert.sha1 for name, cert in want.items()}:
+            return 0  # every apply asks; the files were written when this was last changed
+        self._write_files(want)
         added = [a for a in want if a not in loaded]
         replaced = [a for a in want if a in loaded and loaded[a] != want[a].sha1]
         removed = [a for a in loaded if a not in want]
-        if not (added or replaced or removed):
-            return 0
         sent = 0
         try:
             for name in added + replaced:

@@ -49,14 +49,14 @@ class Apps:
                 "https": _https(app),
                 "created_at": app["created_at"], "stable_release": app["stable_release"],
                 "latest_release": latest["version"] if latest else None,
-                "urls": [self.url(h, secure=self._secured(app["name"], h))
-                         for h in app["hostnames"]]}
+                "urls": self._urls(app["name"], app["hostnames"])}
 
-    def _secured(self, app: str, hostname: str) -> bool:
-        """Whether the router serves `hostname` over HTTPS with a certificate of the app's."""
-        return bool(self.settings.public_https_port) and self.certs.tls is not None and any(
-            covers(name, hostname) for row in self.store.list_certs(app)
-            for name in row["hostnames"])
+    def _urls(self, app: str, hostnames: list[str]) -> list[str]:
+        """Each host name's URL: HTTPS where a certificate of the app's covers it (its
+        certificates read once)."""
+        names = [name for row in self.store.list_certs(app) for name in row["hostnames"]] \
+            if self.settings.public_https_port and self.certs.tls is not None else []
+        return [self.url(h, secure=any(covers(n, h) for n in names)) for h in hostnames]
 
     def url(self, hostname: str, *, secure: bool = False) -> str:
         """Where the router serves a host name, as a browser or curl takes it."""
