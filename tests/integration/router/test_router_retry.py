@@ -38,24 +38,22 @@ def start(name: str, host: str, *, crash: bool) -> tuple[QuietHTTPServer, Counts
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def _serve(self, kind: str) -> None:
             if self.path == "/health":
                 return self._answer()
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
             with counts.lock:
-                counts.gets += 1
+                setattr(counts, kind, getattr(counts, kind) + 1)
             if crash:
                 self.close_connection = True
                 return
             self._answer()
 
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self._serve("gets")
+
         def do_POST(self) -> None:  # noqa: N802
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            with counts.lock:
-                counts.posts += 1
-            if crash:
-                self.close_connection = True
-                return
-            self._answer()
+            self._serve("posts")
 
         def log_message(self, format: str, *args: object) -> None:
             pass

@@ -5,18 +5,17 @@ and no failed request while a certificate is replaced under load. Real Consul, r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import http.client
-import socket
 import ssl
-import threading
 from pathlib import Path
 
 import pytest
 
 from paas import tlscerts
 from paas.sealing import Sealer, create_key_file
+from tests.https_client import HttpsLoad
+from tests.https_client import https_get as client_get
 from tests.integration.router.conftest import HOST
 
 pytestmark = pytest.mark.docker
@@ -32,28 +31,8 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
 
 def https_get(router, name: str, cafile: Path | None, *,
               headers: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """One HTTPS request for `name` (SNI and Host) through the router: (status, body, the
-    SHA-256 fingerprint of the certificate it served). Verified against `cafile` if given.
-    `headers`, if given, is filled with the answer's headers (lower-case names)."""
-    if cafile is None:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    else:
-        ctx = ssl.create_default_context(cafile=str(cafile))
-    with socket.create_connection((HOST, router.https_port), timeout=5) as raw:
-        with ctx.wrap_socket(raw, server_hostname=name) as tls:
-            served = hashlib.sha256(tls.getpeercert(binary_form=True) or b"").hexdigest()
-            tls.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while chunk := tls.recv(65536):
-                data += chunk
-    head, _, body = data.decode().partition("\r\n\r\n")
-    if headers is not None:
-        for line in head.split("\r\n")[1:]:
-            key, _, value = line.partition(":")
-            headers[key.strip().lower()] = value.strip()
-    return int(head.split()[1]), body, served
+    """One HTTPS request for `name` through the router (tests/https_client.py)."""
+    return client_get(HOST, router.https_port, name, cafile, headers=headers)
 
 
 def put_cert(consul, router, app: str, ca: tuple[str, str, Path], names: list[str]) -> str:
@@ -90,36 +69,16 @@ def test_sni_picks_each_apps_certificate_which_changes_without_a_reload(
         # Renewed under load (a new connection, so a handshake, per request): not one fails,
         # and HAProxy is not reloaded.
         reloads = router.haproxy_reloads()
-        failures: list[str] = []
-        served: set[str] = set()
-        done = [0]
-        stop = threading.Event()
-
-        def load() -> None:
-            while not stop.is_set():
-                try:
-                    status, body, cert = https_get(router, "tlsa.localhost", ca[2])
-                    served.add(cert)
-                    done[0] += 1
-                    if (status, body) != (200, "tls-a"):
-                        failures.append(f"{status} {body[:80]}")
-                except (OSError, ssl.SSLError) as exc:
-                    failures.append(repr(exc))
-        threads = [threading.Thread(target=load) for _ in range(4)]
-        for t in threads:
-            t.start()
-        try:
+        with HttpsLoad(lambda: https_get(router, "tlsa.localhost", ca[2]),
+                       ok=lambda status, body: (status, body) == (200, "tls-a")) as load:
             renewed = put_cert(consul, router, "tlsa", ca, ["tlsa.localhost"])
-            wait_for(lambda: renewed in served, timeout=20, what="the renewed certificate")
+            wait_for(lambda: renewed in load.served, timeout=20,
+                     what="the renewed certificate")
             for _ in range(20):  # and it keeps being served
                 assert https_get(router, "tlsa.localhost", ca[2])[2] == renewed
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(10)
         print(f"HTTPS requests (each a handshake) while the certificate was replaced: "
-              f"{done[0]}, {len(failures)} failed")
-        assert failures == [] and served == {first, renewed}
+              f"{load.count}, {len(load.failures)} failed")
+        assert load.failures == [] and load.served == {first, renewed}
         assert router.haproxy_reloads() == reloads
 
         # Removed: that name gets the router's fallback (which the CA does not sign).
